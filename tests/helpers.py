@@ -1,0 +1,42 @@
+"""Small builders shared by the tests: tiny random models that run in milliseconds on a CPU."""
+
+from __future__ import annotations
+
+import torch
+
+from world_model.config import WanDiTConfig
+from world_model.dit import WanDiT
+
+
+def tiny_config(control_dim: int | None = None, **overrides) -> WanDiTConfig:
+    kw = dict(dim=64, ffn_dim=128, num_heads=4, num_layers=2, in_dim=36, out_dim=16, text_dim=32, text_len=8)
+    kw.update(overrides)
+    return WanDiTConfig(control_dim=control_dim, **kw)
+
+
+def randomize_(model: torch.nn.Module, std: float = 0.2, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter random values: Wan's init zeroes the head and the camera scale/shift, which would let
+    comparisons between attention modes pass trivially."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+def tiny_dit(control_dim: int | None = None, seed: int = 0, **overrides) -> WanDiT:
+    torch.manual_seed(seed)
+    return randomize_(WanDiT(tiny_config(control_dim, **overrides)).eval(), seed=seed)
+
+
+def clip_inputs(model: WanDiT, batch: int = 2, frames: int = 6, hw: tuple[int, int] = (4, 6), seed: int = 0):
+    """Random (x, y, context, control) for a clip of ``frames`` latent frames."""
+    cfg = model.cfg
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, cfg.out_dim, frames, *hw, generator=g)
+    y = torch.randn(batch, cfg.cond_dim, frames, *hw, generator=g) if cfg.cond_dim else None
+    ctx = torch.randn(batch, 5, cfg.text_dim, generator=g)
+    ctrl = None
+    if cfg.control_dim:
+        ctrl = torch.randn(batch, cfg.control_dim * cfg.control_patch**2, frames, *hw, generator=g)
+    return x, y, ctx, ctrl
