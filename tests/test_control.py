@@ -1,0 +1,69 @@
+"""LingBot camera/action control maps and the keyboard-to-camera mapping."""
+
+import math
+
+import pytest
+import torch
+
+from world_model.control import (
+    KeyboardCamera,
+    act_control,
+    cam_control,
+    default_intrinsics,
+    pixel_rays,
+    relative_poses,
+    resample_poses,
+    space_to_depth,
+    yaw_pitch_rotation,
+)
+
+
+def test_space_to_depth_order():
+    x = torch.arange(2 * 16 * 16, dtype=torch.float32).reshape(2, 16, 16)
+    y = space_to_depth(x)
+    assert y.shape == (128, 2, 2)
+    c, dy, dx, h, w = 1, 3, 5, 1, 0
+    assert y[c * 64 + dy * 8 + dx, h, w] == x[c, h * 8 + dy, w * 8 + dx]
+    with pytest.raises(ValueError, match="divisible"):
+        space_to_depth(torch.zeros(1, 12, 16))
+
+
+def test_relative_poses_and_resampling():
+    poses = torch.eye(4).repeat(5, 1, 1).double()
+    poses[:, 0, 3] = torch.arange(5) * 2.0
+    rel = relative_poses(poses)
+    assert torch.allclose(rel[0], torch.eye(4, dtype=torch.float64))
+    assert torch.allclose(rel[1:, 0, 3], torch.ones(4, dtype=torch.float64))  # divided by the largest delta
+    res = resample_poses(poses, 9)
+    assert torch.allclose(res[:, 0, 3], torch.linspace(0, 8, 9, dtype=torch.float64))
+
+
+def test_control_maps_shapes_and_content():
+    rays = pixel_rays(default_intrinsics(32, 48), 32, 48, ref_size=(32, 48))
+    assert rays.shape == (3, 32, 48) and torch.allclose(rays.norm(dim=0), torch.ones(32, 48))
+    assert rays[2].min() > 0  # all rays point forward
+    rel = torch.eye(4).repeat(3, 1, 1).double()
+    cam = cam_control(rel, rays)
+    assert cam.shape == (6 * 64, 3, 4, 6)
+    rot = torch.stack([yaw_pitch_rotation(0, 0), yaw_pitch_rotation(10, 0)])
+    act = act_control(rot, torch.tensor([[1, 0, 0, 0], [0, 0, 0, 1]]), rays)
+    assert act.shape == (7 * 64, 2, 4, 6)
+    assert torch.all(act[3 * 64 : 4 * 64, 0] == 1) and torch.all(act[3 * 64 : 4 * 64, 1] == 0)  # W column
+    assert not torch.allclose(act[:192, 0], act[:192, 1])  # the turn rotates the rays
+
+
+def test_keyboard_camera_moves_along_yaw():
+    cam = KeyboardCamera()
+    for _ in range(10):
+        cam.advance((1, 0, 0, 0), 0.0, 0.0)
+    assert torch.allclose(cam.position, torch.tensor([0, 0, 0.5], dtype=torch.float64))
+    cam.reset()
+    for _ in range(45):  # 90 degrees right
+        cam.advance((0, 0, 0, 0), 1.0, 0.0)
+    cam.advance((1, 0, 0, 0), 0.0, 0.0)
+    assert cam.position[0] == pytest.approx(0.05) and abs(cam.position[2]) < 1e-9  # forward is now +x (right)
+    for _ in range(100):
+        cam.advance((0, 0, 0, 0), 0.0, 1.0)
+    assert cam.pitch == 85.0
+    # Looking up rotates the forward axis towards -y (up in OpenCV).
+    assert cam.pose()[1, 2] == pytest.approx(-math.sin(math.radians(85)))
