@@ -1,0 +1,176 @@
+"""The one action definition shared by the real game (``ViZDoomWASD-v0``) and the generated world.
+
+An action is a float32 vector ``[W, A, S, D, yaw, pitch]`` held for one env step (one latent frame =
+``frames_per_step`` video frames):
+
+- ``W, A, S, D`` in ``[0, 1]``: a key counts as pressed when its value is ``> key_threshold`` (0.5).
+  W = forward, S = backward, A = strafe left, D = strafe right (the REFERENCE's WASD multi-hot order).
+- ``yaw, pitch`` in ``[-1, 1]``: a fraction of the maximum turn rate per *video frame*
+  (``ActionSpec.max_yaw_deg_per_frame`` / ``max_pitch_deg_per_frame``, 2 degrees by default, the rate of
+  the official keyboard-to-camera mapping, so ``yaw = 1`` equals holding the official turn key).
+
+Sign convention (the same everywhere in this project):
+
+- ``yaw > 0`` turns the view to the **right** (clockwise seen from above, like moving a mouse right).
+- ``pitch > 0`` tilts the view **up**.
+
+This module imports only numpy (gymnasium lazily, for :meth:`ActionSpec.action_space`) so that the
+generated-world env can use it without pulling in ViZDoom.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from gymnasium import spaces
+
+KEYS: tuple[str, ...] = ("W", "A", "S", "D")
+ACTION_NAMES: tuple[str, ...] = (*KEYS, "yaw", "pitch")
+ACTION_DIM = len(ACTION_NAMES)
+YAW, PITCH = 4, 5
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """How an action vector is interpreted.
+
+    Args:
+        max_yaw_deg_per_frame: yaw turn (degrees) per video frame when ``yaw == +-1``.
+        max_pitch_deg_per_frame: pitch turn (degrees) per video frame when ``pitch == +-1``.
+        frames_per_step: video frames per env step (per latent frame); the action is held for all of them.
+        key_threshold: a key value strictly above this counts as pressed.
+        pitch_limit_deg: absolute pitch clamp for generated worlds (REFERENCE: +-85 degrees). The real
+            game clamps tighter on its own (ViZDoom's software renderer: 32 degrees up, 56 down).
+    """
+
+    max_yaw_deg_per_frame: float = 2.0
+    max_pitch_deg_per_frame: float = 2.0
+    frames_per_step: int = 4
+    key_threshold: float = 0.5
+    pitch_limit_deg: float = 85.0
+
+    def __post_init__(self) -> None:
+        if not (self.max_yaw_deg_per_frame > 0 and self.max_pitch_deg_per_frame > 0):
+            raise ValueError("ActionSpec: max_yaw_deg_per_frame and max_pitch_deg_per_frame must be > 0")
+        if int(self.frames_per_step) != self.frames_per_step or self.frames_per_step < 1:
+            raise ValueError(f"ActionSpec: frames_per_step must be a positive int, got {self.frames_per_step}")
+        if not 0.0 <= self.key_threshold < 1.0:
+            raise ValueError(f"ActionSpec: key_threshold must be in [0, 1), got {self.key_threshold}")
+
+    @property
+    def low(self) -> np.ndarray:
+        """float32 [6]: lower bounds of the action Box."""
+        return np.array([0, 0, 0, 0, -1, -1], dtype=np.float32)
+
+    @property
+    def high(self) -> np.ndarray:
+        """float32 [6]: upper bounds of the action Box."""
+        return np.ones(ACTION_DIM, dtype=np.float32)
+
+    def action_space(self) -> spaces.Box:
+        """The gymnasium ``Box(low=[0,0,0,0,-1,-1], high=1, shape=(6,), float32)``."""
+        from gymnasium import spaces
+
+        return spaces.Box(low=self.low, high=self.high, shape=(ACTION_DIM,), dtype=np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ActionSpec:
+        return cls(**d)
+
+
+DEFAULT_SPEC = ActionSpec()
+
+
+class Controls(NamedTuple):
+    """An action decoded for one video frame.
+
+    keys: float32 [4] multi-hot (W, A, S, D), exactly 0.0 or 1.0.
+    yaw_deg: degrees to turn during this frame, > 0 = right.
+    pitch_deg: degrees to tilt during this frame, > 0 = up.
+    """
+
+    keys: np.ndarray
+    yaw_deg: float
+    pitch_deg: float
+
+
+def _as_float_array(action: Any, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} must be numeric, got {type(action).__name__}: {e}") from e
+    return arr
+
+
+def validate_action(action: Any) -> np.ndarray:
+    """Check one action and return it as float32 [6].
+
+    Raises ``ValueError`` for a wrong shape (anything but 6 numbers) and for NaN / inf entries.
+    Keys are clipped to [0, 1] and yaw/pitch to [-1, 1], because RL policies (e.g. Gaussian ones)
+    routinely emit slightly out-of-range values and clipping is the Box convention.
+    """
+    arr = _as_float_array(action, "action")
+    if arr.shape != (ACTION_DIM,):
+        raise ValueError(f"action must have shape ({ACTION_DIM},) = [W, A, S, D, yaw, pitch], got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        bad = [ACTION_NAMES[i] for i in np.flatnonzero(~np.isfinite(arr))]
+        raise ValueError(f"action contains NaN or inf in {bad}: {arr.tolist()}")
+    return np.clip(arr, DEFAULT_SPEC.low, DEFAULT_SPEC.high).astype(np.float32)
+
+
+def validate_actions(actions: Any) -> np.ndarray:
+    """Batch version of :func:`validate_action`: ``[..., 6]`` -> float32 ``[..., 6]``."""
+    arr = _as_float_array(actions, "actions")
+    if arr.ndim == 0 or arr.shape[-1] != ACTION_DIM:
+        raise ValueError(f"actions must have shape [..., {ACTION_DIM}], got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("actions contain NaN or inf")
+    return np.clip(arr, DEFAULT_SPEC.low, DEFAULT_SPEC.high).astype(np.float32)
+
+
+def action_to_controls(action: Any, spec: ActionSpec = DEFAULT_SPEC) -> Controls:
+    """Decode one action into per-video-frame controls (keys multi-hot [4], yaw_deg, pitch_deg)."""
+    a = validate_action(action)
+    keys = (a[:4] > spec.key_threshold).astype(np.float32)
+    return Controls(
+        keys=keys,
+        yaw_deg=float(a[YAW]) * spec.max_yaw_deg_per_frame,
+        pitch_deg=float(a[PITCH]) * spec.max_pitch_deg_per_frame,
+    )
+
+
+def split_actions(actions: Any, spec: ActionSpec = DEFAULT_SPEC) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batch decode ``[..., 6]`` actions.
+
+    Returns:
+        keys: float32 [..., 4] multi-hot (W, A, S, D).
+        yaw_deg: float32 [...] degrees per video frame (> 0 = right).
+        pitch_deg: float32 [...] degrees per video frame (> 0 = up).
+    """
+    a = validate_actions(actions)
+    keys = (a[..., :4] > spec.key_threshold).astype(np.float32)
+    yaw = (a[..., YAW] * spec.max_yaw_deg_per_frame).astype(np.float32)
+    pitch = (a[..., PITCH] * spec.max_pitch_deg_per_frame).astype(np.float32)
+    return keys, yaw, pitch
+
+
+def make_action(
+    w: bool = False,
+    a: bool = False,
+    s: bool = False,
+    d: bool = False,
+    yaw: float = 0.0,
+    pitch: float = 0.0,
+) -> np.ndarray:
+    """Build an action vector float32 [6] from named keys and turn fractions."""
+    return validate_action([float(w), float(a), float(s), float(d), yaw, pitch])
+
+
+NOOP = make_action()
