@@ -4,6 +4,7 @@ Importing this package does not start or import ViZDoom; :class:`ViZDoomWASDEnv`
 """
 
 from lingbot_env.doom.env import ViZDoomWASDEnv
-from lingbot_env.doom.game import SUPPORTED_RESOLUTIONS, DoomConfig, list_maps, resolve_wad
+from lingbot_env.doom.game import SUPPORTED_RESOLUTIONS, DoomConfig
+from lingbot_env.doom.wad import list_maps, resolve_wad
 
 __all__ = ["SUPPORTED_RESOLUTIONS", "DoomConfig", "ViZDoomWASDEnv", "list_maps", "resolve_wad"]

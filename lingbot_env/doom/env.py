@@ -9,8 +9,9 @@ import numpy as np
 from gymnasium import spaces
 
 from lingbot_env.actions import action_to_controls
-from lingbot_env.doom.game import DoomConfig, check_map, create_game, read_pose, spawn_points, wad_name
+from lingbot_env.doom.game import DoomConfig, create_game, read_pose
 from lingbot_env.doom.labels import caption, visible_objects
+from lingbot_env.doom.wad import check_map, spawn_points, wad_name
 
 
 class ViZDoomWASDEnv(gym.Env):

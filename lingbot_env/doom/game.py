@@ -1,8 +1,7 @@
-"""ViZDoom setup for the real-game env: configuration, WAD/map discovery and the ``DoomGame`` factory.
+"""ViZDoom setup for the real-game env: the config dataclass, its validation and the ``DoomGame`` factory.
 
-Everything here except :func:`create_game` works without importing ViZDoom (the WAD directory and the
-THINGS lumps are read directly), so configs can be validated cheaply and with clear errors before the
-engine starts.
+Everything here except :func:`create_game` works without importing ViZDoom, so configs are validated
+cheaply and with clear errors before the engine starts.
 
 World conventions (Doom's): x east, y north, z up, map units (a player is 56 tall, 32 wide).
 ``yaw`` = Doom angle in degrees, counter-clockwise from +x, in [0, 360): turning right *decreases* it.
@@ -11,17 +10,15 @@ World conventions (Doom's): x east, y north, z up, map units (a player is 56 tal
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import os
 import re
-import struct
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 import numpy as np
 
 from lingbot_env.actions import DEFAULT_SPEC, ActionSpec
+from lingbot_env.doom.wad import check_map, resolve_wad
 
 # 4:3 render sizes the ViZDoom ScreenResolution enum offers (width, height).
 SUPPORTED_RESOLUTIONS: tuple[tuple[int, int], ...] = (
@@ -38,15 +35,9 @@ SUPPORTED_RESOLUTIONS: tuple[tuple[int, int], ...] = (
     (1400, 1050),
     (1600, 1200),
 )
-BUILTIN_WADS: tuple[str, ...] = ("freedoom1", "freedoom2")
 POSE_FIELDS: tuple[str, ...] = ("x", "y", "z", "yaw", "pitch")
 RewardMode = Literal["explore", "game", "none"]
 REWARD_MODES: tuple[str, ...] = ("explore", "game", "none")
-
-# Doom thing types whose positions are good random spawn points: player and deathmatch starts, and
-# pickups (weapons, ammo, health, armor, powerups, keys). Pickups are non-solid and placed where a
-# player can stand; monsters and decorations are not (closets, solid props).
-_SPAWN_THING_TYPES = frozenset([1, 2, 3, 4, 11, 5, 6, 8, 13, 17, 38, 39, 40, 82, 83] + list(range(2001, 2050)))
 
 
 def parse_size(size: Any, what: str = "size") -> tuple[int, int]:
@@ -86,92 +77,6 @@ def default_resolution_for(frame_size: tuple[int, int]) -> tuple[int, int]:
         if w >= fw and h >= fh:
             return w, h
     return SUPPORTED_RESOLUTIONS[-1]
-
-
-def vizdoom_dir() -> str:
-    """The installed vizdoom package folder, found without importing (and starting) it."""
-    spec = importlib.util.find_spec("vizdoom")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the 'vizdoom' package is not installed (pip install vizdoom)")
-    return list(spec.submodule_search_locations)[0]
-
-
-def resolve_wad(wad: str) -> str:
-    """``"freedoom1"`` / ``"freedoom2"`` (shipped with vizdoom) or a path to a ``.wad`` -> absolute path."""
-    name = wad[:-4] if wad.lower().endswith(".wad") else wad
-    if name.lower() in BUILTIN_WADS and os.path.sep not in wad:
-        path = os.path.join(vizdoom_dir(), name.lower() + ".wad")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"WAD {wad!r} is not in the installed vizdoom package ({path} missing; a slimmed wheel "
-                "may ship only one of freedoom1/freedoom2)"
-            )
-        return path
-    if os.path.isfile(wad):
-        return os.path.abspath(wad)
-    raise ValueError(f"unknown WAD {wad!r}: use one of {list(BUILTIN_WADS)} or a path to an existing .wad file")
-
-
-def wad_name(wad_path: str) -> str:
-    """Short WAD name used in data (``"freedoom2"``)."""
-    return os.path.splitext(os.path.basename(wad_path))[0]
-
-
-_MAP_RE = re.compile(r"MAP\d\d|E\dM\d")
-
-
-@functools.lru_cache(maxsize=16)
-def _wad_directory(wad_path: str) -> tuple[tuple[str, int, int], ...]:
-    """(lump name, file offset, size) for every lump of a WAD file."""
-    with open(wad_path, "rb") as f:
-        ident, num, offset = struct.unpack("<4sii", f.read(12))
-        if ident not in (b"IWAD", b"PWAD"):
-            raise ValueError(f"{wad_path} is not a WAD file (header {ident!r})")
-        f.seek(offset)
-        raw = f.read(16 * num)
-    out = []
-    for i in range(num):
-        pos, size, name = struct.unpack_from("<ii8s", raw, 16 * i)
-        out.append((name.rstrip(b"\0").decode("ascii", "replace").upper(), pos, size))
-    return tuple(out)
-
-
-def list_maps(wad_path: str) -> tuple[str, ...]:
-    """Map names (``MAPxx`` / ``ExMy``) contained in a WAD, in file order."""
-    return tuple(name for name, _, _ in _wad_directory(wad_path) if _MAP_RE.fullmatch(name))
-
-
-def check_map(wad_path: str, map_name: str) -> str:
-    """Upper-cased map name if the WAD has it, else ``ValueError`` listing the maps it has."""
-    name = str(map_name).strip().upper()
-    maps = list_maps(wad_path)
-    if name not in maps:
-        raise ValueError(f"unknown map {map_name!r} for WAD {wad_name(wad_path)}: available maps are {', '.join(maps)}")
-    return name
-
-
-_THING_DTYPE = np.dtype([("x", "<i2"), ("y", "<i2"), ("angle", "<i2"), ("type", "<i2"), ("flags", "<i2")])
-
-
-@functools.lru_cache(maxsize=128)
-def read_things(wad_path: str, map_name: str) -> np.ndarray:
-    """The map's THINGS lump (Doom format) as a structured array with x, y, angle, type, flags."""
-    directory = _wad_directory(wad_path)
-    name = check_map(wad_path, map_name)
-    idx = next(i for i, (n, _, _) in enumerate(directory) if n == name)
-    lump, pos, size = directory[idx + 1]
-    if lump != "THINGS":
-        raise ValueError(f"{name} in {wad_path} has no Doom-format THINGS lump (found {lump})")
-    with open(wad_path, "rb") as f:
-        f.seek(pos)
-        return np.frombuffer(f.read(size), dtype=_THING_DTYPE).copy()
-
-
-def spawn_points(wad_path: str, map_name: str) -> np.ndarray:
-    """float32 [K, 2]: (x, y) positions of player starts, deathmatch starts and pickups of a map."""
-    things = read_things(wad_path, map_name)
-    keep = np.isin(things["type"], list(_SPAWN_THING_TYPES))
-    return np.stack([things["x"][keep], things["y"][keep]], axis=1).astype(np.float32)
 
 
 @dataclass(frozen=True)
