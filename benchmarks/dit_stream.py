@@ -1,0 +1,151 @@
+"""DiT speed: ms per streaming pass and FPS of the streaming loop, random bf16 weights.
+
+Per preset: one streaming chunk = ``steps`` denoising passes + 1 cache pass over ``block`` latent frames
+(4 video frames each), KV cache rolling over ``window`` latent frames. Usage::
+
+    python benchmarks/dit_stream.py --device cuda --out out/dit.json            # 1.3B- and LingBot-shaped, 480x832
+    python benchmarks/dit_stream.py --quick                                     # tiny CPU smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from benchmarks.common import cuda_time_ms, write_result
+from world_model.config import WanDiTConfig
+from world_model.dit import WanDiT, flops_per_token
+from world_model.kv_cache import CacheConfig
+from world_model.sampling import FewStepSchedule
+from world_model.streaming import StreamConfig, StreamingGenerator
+
+SHAPES = {
+    "wan-1.3b": WanDiTConfig(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30, in_dim=16),
+    "lingbot-18.5b": WanDiTConfig(control_dim=6),
+    "tiny": WanDiTConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, control_dim=6, text_dim=32, text_len=8),
+}
+
+
+def random_model(cfg: WanDiTConfig, device: str, dtype: torch.dtype) -> WanDiT:
+    with torch.device("meta"):
+        model = WanDiT(cfg)
+    model = model.to(dtype).to_empty(device=device)  # cast on meta: fp32 would not fit the GPU
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.02)
+    return model.eval()
+
+
+def bench_shape(name: str, height: int, width: int, args) -> dict:
+    device, dtype = args.device, torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+    cfg = SHAPES[name]
+    model = random_model(cfg, device, dtype)
+    h, w = height // 8, width // 8
+    g = torch.Generator(device=device).manual_seed(0)
+    first = torch.randn(1, 16, 1, h, w, device=device, generator=g)
+    ctx = torch.randn(1, min(64, cfg.text_len), cfg.text_dim, device=device, generator=g, dtype=dtype)
+    schedule = FewStepSchedule(FewStepSchedule.lingbot_fast().timesteps[: args.steps])
+    scfg = StreamConfig(
+        block_frames=args.block,
+        first_block_frames=args.block,
+        schedule=schedule,
+        cache=CacheConfig("rolling", window_frames=args.window, sink_frames=0),
+    )
+    gen = StreamingGenerator(model, scfg, seed=0)
+    control = None
+    if cfg.control_dim:
+        control = torch.randn(1, cfg.control_dim * 64, args.block, h, w, device=device, generator=g)
+    gen.prime(first, ctx)
+    # Fill the window so the timed chunks attend to a full cache.
+    for _ in range(-(-args.window // args.block) + 1):
+        gen.step(control)
+    chunk_ms = cuda_time_ms(lambda: gen.step(control), warmup=1, repeat=args.repeat)
+
+    # One denoising pass on its own, against the full cache (what the DiT costs per call).
+    x = torch.randn(1, 16, args.block, h, w, device=device, generator=g)
+    y = gen._y(args.block, gen.frames_generated)
+    t = torch.full((1,), 900.0, device=device)
+    ctrl = None if control is None else model.prepare_control(control)
+    with torch.no_grad():
+        pass_ms = cuda_time_ms(
+            lambda: model(x, t, gen.context, y, ctrl, attention="streaming", kv_cache=gen.cache), 1, args.repeat
+        )
+        ctrl_ms = cuda_time_ms(lambda: model.prepare_control(control), 1, 3) if control is not None else [0.0]
+    tokens = args.block * (h // 2) * (w // 2)
+    kv = tokens + args.window * (h // 2) * (w // 2)
+    tflop = flops_per_token(cfg, kv) * tokens / 1e12
+    video_frames = 4 * args.block
+    med_chunk, med_pass = statistics.median(chunk_ms), statistics.median(pass_ms)
+    res = {
+        "shape": name,
+        "resolution": f"{height}x{width}",
+        "params": sum(p.numel() for p in model.parameters()),
+        "ms_per_pass": med_pass,
+        "ms_per_chunk": med_chunk,
+        "ms_control_features_per_chunk": statistics.median(ctrl_ms),
+        "passes_per_chunk": args.steps + 1,
+        "video_frames_per_chunk": video_frames,
+        "fps_dit_only": video_frames / (med_chunk / 1e3),
+        "tflop_per_pass": tflop,
+        "tflop_per_s": tflop / (med_pass / 1e3),
+        "kv_cache_gib": gen.cache.nbytes / 2**30,
+        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None,
+        "raw_chunk_ms": chunk_ms,
+        "raw_pass_ms": pass_ms,
+    }
+    return res
+
+
+def check_flex(device: str) -> dict:
+    """Flex block-causal attention == masked SDPA on the GPU (the CPU tests cover only the SDPA path)."""
+    from world_model.attention import BlockCausalAttention
+    from world_model.rope import Rope3D
+
+    rope = Rope3D(64)
+    g = torch.Generator(device=device).manual_seed(0)
+    q, k, v = (torch.randn(2, 7 * 130, 4, 64, device=device, generator=g, dtype=torch.bfloat16) for _ in range(3))
+    flex = BlockCausalAttention(rope, 7, (10, 13), 3, torch.device(device), use_flex=True)(0, q, k, v)
+    ref = BlockCausalAttention(rope, 7, (10, 13), 3, torch.device(device), use_flex=False)(0, q, k, v)
+    err = ((flex.float() - ref.float()).norm() / ref.float().norm()).item()
+    return {"flex_vs_sdpa_rel_err": err, "ok": err < 2e-2}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--shapes", nargs="+", default=["wan-1.3b", "lingbot-18.5b"], choices=list(SHAPES))
+    ap.add_argument("--resolution", default="480x832", help="HxW in pixels")
+    ap.add_argument("--block", type=int, default=3, help="latent frames per chunk")
+    ap.add_argument("--steps", type=int, default=4, help="denoising passes per chunk (+1 cache pass)")
+    ap.add_argument("--window", type=int, default=6, help="rolling KV window in latent frames")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="tiny model at 64x64 on the CPU (smoke test)")
+    ap.add_argument("--out", default="benchmarks/results/dit_stream.json")
+    args = ap.parse_args()
+    if args.quick:
+        args.shapes, args.resolution, args.device, args.repeat = ["tiny"], "64x64", "cpu", 2
+    height, width = (int(v) for v in args.resolution.split("x"))
+    results = []
+    t0 = time.time()
+    for name in args.shapes:
+        r = bench_shape(name, height, width, args)
+        results.append(r)
+        if args.device.startswith("cuda"):  # the model is gone with bench_shape's frame
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        print(
+            f"{name:>14} {r['resolution']}: {r['ms_per_pass']:.1f} ms/pass, {r['ms_per_chunk']:.1f} ms/chunk, "
+            f"{r['fps_dit_only']:.2f} FPS (DiT only), {r['tflop_per_s']:.0f} TFLOP/s",
+            flush=True,
+        )
+    extra = {"flex_check": check_flex(args.device)} if args.device.startswith("cuda") else {}
+    cfg = {k: v for k, v in vars(args).items() if k != "out"}
+    write_result(args.out, "dit_stream", args.device, cfg, {"shapes": results, **extra, "wall_s": time.time() - t0})
+    print("wrote", args.out, extra)
+
+
+if __name__ == "__main__":
+    main()
