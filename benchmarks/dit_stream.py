@@ -43,6 +43,8 @@ def bench_shape(name: str, height: int, width: int, args) -> dict:
     device, dtype = args.device, torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     cfg = SHAPES[name]
     model = random_model(cfg, device, dtype)
+    if args.compile:
+        model.compile()
     h, w = height // 8, width // 8
     g = torch.Generator(device=device).manual_seed(0)
     first = torch.randn(1, 16, 1, h, w, device=device, generator=g)
@@ -74,6 +76,13 @@ def bench_shape(name: str, height: int, width: int, args) -> dict:
             lambda: model(x, t, gen.context, y, ctrl, attention="streaming", kv_cache=gen.cache), 1, args.repeat
         )
         ctrl_ms = cuda_time_ms(lambda: model.prepare_control(control), 1, 3) if control is not None else [0.0]
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with torch.no_grad(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+            model(x, t, gen.context, y, ctrl, attention="streaming", kv_cache=gen.cache)
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60))
     tokens = args.block * (h // 2) * (w // 2)
     kv = tokens + args.window * (h // 2) * (w // 2)
     tflop = flops_per_token(cfg, kv) * tokens / 1e12
@@ -81,6 +90,7 @@ def bench_shape(name: str, height: int, width: int, args) -> dict:
     med_chunk, med_pass = statistics.median(chunk_ms), statistics.median(pass_ms)
     res = {
         "shape": name,
+        "compiled": args.compile,
         "resolution": f"{height}x{width}",
         "params": sum(p.numel() for p in model.parameters()),
         "ms_per_pass": med_pass,
@@ -122,6 +132,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4, help="denoising passes per chunk (+1 cache pass)")
     ap.add_argument("--window", type=int, default=6, help="rolling KV window in latent frames")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--compile", action="store_true", help="WanDiT.compile(): fuse the fp32 pointwise work")
+    ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one pass")
     ap.add_argument("--quick", action="store_true", help="tiny model at 64x64 on the CPU (smoke test)")
     ap.add_argument("--out", default="benchmarks/results/dit_stream.json")
     args = ap.parse_args()

@@ -156,24 +156,40 @@ class WanBlock(nn.Module):
         layer: int,
         control: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> torch.Tensor:
-        """``x`` ``[B, F, S, d]`` fp32 (S tokens per frame), ``e0`` ``[B, F, 6, d]`` -> same shape as ``x``."""
+        """``x`` ``[B, F, S, d]`` fp32 (S tokens per frame), ``e0`` ``[B, F, 6, d]`` -> same shape as ``x``.
+
+        The attention call sits between two pure tensor functions so that :meth:`WanDiT.compile` can fuse the
+        fp32 norm / modulation / residual arithmetic around it while the cache bookkeeping stays in Python."""
+        mod = (self.modulation.float() + e0).unsqueeze(3)  # [B, F, 6, 1, d]
+        q, k, v = self._qkv(x, mod)
+        return self._after_attention(x, self_attention(layer, q, k, v), mod, cross_kv, control)
+
+    def qkv(self, x: torch.Tensor, mod: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, f, s, d = x.shape
-        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e0).unsqueeze(3).unbind(2)
+        h = (self.norm1(x) * (1 + mod[:, :, 1]) + mod[:, :, 0]).reshape(b, f * s, d)
+        return (self.self_attn.query(h), *self.self_attn.key_value(h))
 
-        h = (self.norm1(x) * (1 + scale1) + shift1).reshape(b, f * s, d)
-        q = self.self_attn.query(h)
-        k, v = self.self_attn.key_value(h)
-        x = x + gate1 * self.self_attn.out(self_attention(layer, q, k, v)).view(b, f, s, d)
-
+    def after_attention(
+        self,
+        x: torch.Tensor,
+        attn: torch.Tensor,
+        mod: torch.Tensor,
+        cross_kv: tuple[torch.Tensor, torch.Tensor],
+        control: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> torch.Tensor:
+        b, f, s, d = x.shape
+        x = x + mod[:, :, 2] * self.self_attn.out(attn).view(b, f, s, d)
         if control is not None:
             scale_c, shift_c = (t.float().view(b, f, s, d) for t in control)
             x = (1 + scale_c) * x + shift_c
-
         h = self.norm3(x).reshape(b, f * s, d)
         x = x + self.cross_attn.out(sdpa(self.cross_attn.query(h), *cross_kv)).view(b, f, s, d)
+        h = self.norm2(x) * (1 + mod[:, :, 4]) + mod[:, :, 3]
+        return x + mod[:, :, 5] * _lin(self.ffn[2], self.ffn[1](_lin(self.ffn[0], h))).float()
 
-        h = self.norm2(x) * (1 + scale2) + shift2
-        return x + gate2 * _lin(self.ffn[2], self.ffn[1](_lin(self.ffn[0], h))).float()
+    # Plain methods by default; WanDiT.compile() swaps in compiled versions.
+    _qkv = qkv
+    _after_attention = after_attention
 
 
 class Head(nn.Module):
@@ -236,6 +252,14 @@ class WanDiT(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.patch_embedding.weight.device
+
+    def compile(self, **kwargs) -> WanDiT:
+        """Compile each block's pointwise-heavy halves (fp32 norms, modulation, residuals fused around the bf16
+        matmuls). The attention call and the KV-cache bookkeeping between them stay eager. Returns self."""
+        for blk in self.blocks:
+            blk._qkv = torch.compile(blk.qkv, **kwargs)
+            blk._after_attention = torch.compile(blk.after_attention, **kwargs)
+        return self
 
     # -- conditioning, computed once and reused ------------------------------------------------------------
     def prepare_context(self, context: torch.Tensor) -> PreparedContext:
