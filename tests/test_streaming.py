@@ -38,8 +38,8 @@ def test_shapes_and_determinism(block, first):
         runs.append(torch.cat([gen.step(ctrl) for _ in range(3)], dim=2))
     assert runs[0].shape == (2, 16, 3 * block, 4, 4)
     assert torch.equal(runs[0], runs[1])
-    assert gen.frames_generated == (1 if first == 1 else 0) + 3 * block
-    gen.prime(first_lat, ctx, seed=99)
+    assert gen.frames_generated == [(1 if first == 1 else 0) + 3 * block] * 2
+    gen.prime(first_lat, ctx, seeds=99)
     assert not torch.allclose(gen.step(ctrl), runs[0][:, :, :block])
 
 
@@ -62,7 +62,7 @@ def test_long_stream_constant_memory():
     nbytes = gen.cache.nbytes
     for _ in range(60):
         out = gen.step(ctrl)
-    assert torch.isfinite(out).all() and gen.cache.nbytes == nbytes and gen.frames_generated == 61
+    assert torch.isfinite(out).all() and gen.cache.nbytes == nbytes and gen.frames_generated == [61]
 
 
 def test_errors():
@@ -77,3 +77,27 @@ def test_errors():
     gen.prime(first_lat, ctx)
     with pytest.raises(ValueError, match="control"):
         gen.step(ctrl[:, :10])
+
+
+@pytest.mark.parametrize("first", [1, 3])
+def test_rows_are_independent_streams(first):
+    """A row gives the same frames alone or in a batch, and restarting one row leaves the others untouched."""
+    model, gen = make(block=3, first=first)
+    first_lat, ctx, ctrl = inputs(model, b=3, f=3)
+    gen.prime(first_lat, ctx, seeds=[5, 6, 7])
+    batched = [gen.step(ctrl) for _ in range(3)]
+    model1, single = make(block=3, first=first)
+    single.prime(first_lat[1:2], ctx[1:2], seeds=[6])
+    alone = [single.step(ctrl[1:2]) for _ in range(3)]
+    for a, b in zip(batched, alone):
+        assert torch.allclose(a[1:2], b, atol=1e-4)
+
+    # Restart row 2 after two chunks of a fresh batch: rows 0, 1 continue, row 2 matches a fresh single stream.
+    gen.prime(first_lat, ctx, seeds=[5, 6, 7])
+    for _ in range(2):
+        gen.step(ctrl)
+    gen.prime_rows([2], first_lat[0:1], ctx[0:1], seeds=[11])
+    after = gen.step(ctrl)
+    assert torch.allclose(after[0:2], batched[2][0:2], atol=1e-4)
+    single.prime(first_lat[0:1], ctx[0:1], seeds=[11])
+    assert torch.allclose(after[2:3], single.step(ctrl[2:3]), atol=1e-4)

@@ -110,19 +110,29 @@ class BlockCausalAttention:
 
 
 class CachedAttention:
-    """Attention of one chunk against a KV cache; with ``write``, stores the chunk's K/V after attending."""
+    """Attention of one chunk against a KV cache; with ``write``, stores the chunk's K/V after attending.
 
-    def __init__(self, cache: KVCache, num_frames: int, write: bool) -> None:
+    ``rows`` selects the cache rows that the batch of this call belongs to (default: all, in order)."""
+
+    def __init__(self, cache: KVCache, num_frames: int, write: bool, rows: tuple[int, ...] | None = None) -> None:
         self.cache = cache
-        self.plan: WritePlan = cache.plan(num_frames, write)
-        positions = torch.tensor(self.plan.positions, device=cache.k.device)
-        self.cos, self.sin = cache.rope.cos_sin(positions, *cache.grid)
+        self.plan: WritePlan = cache.plan(num_frames, write, rows)
+        device = cache.k.device
+        if len(set(self.plan.positions)) == 1:  # every row at the same positions: one table for the batch
+            self.cos, self.sin = cache.rope.cos_sin(torch.tensor(self.plan.positions[0], device=device), *cache.grid)
+        else:
+            n = len(self.plan.rows)
+            cos, sin = cache.rope.cos_sin(torch.tensor(self.plan.positions, device=device).reshape(-1), *cache.grid)
+            self.cos, self.sin = cos.view(n, -1, cos.shape[-1]), sin.view(n, -1, sin.shape[-1])
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        ck, cv = self.cache.keys_values(layer)
+        ck, cv, key_mask = self.cache.keys_values(layer, self.plan.rows)
         keys = torch.cat([ck.to(k.dtype), apply_rope(k, self.cos, self.sin)], dim=1)
         values = torch.cat([cv.to(v.dtype), v], dim=1)
-        out = sdpa(apply_rope(q, self.cos, self.sin), keys, values)
+        mask = None
+        if key_mask is not None:  # rows restarted at different times hold different numbers of frames
+            mask = torch.cat([key_mask, key_mask.new_ones(k.shape[0], k.shape[1])], dim=1)[:, None, None, :]
+        out = sdpa(apply_rope(q, self.cos, self.sin), keys, values, mask)
         if self.plan.slots is not None:
             self.cache.write(layer, self.plan, k, v)
         return out

@@ -319,6 +319,7 @@ class WanDiT(nn.Module):
         first_block_frames: int | None = None,
         kv_cache: KVCache | None = None,
         write_cache: bool = False,
+        cache_rows: tuple[int, ...] | None = None,
     ) -> torch.Tensor:
         """Predict the flow velocity.
 
@@ -330,11 +331,12 @@ class WanDiT(nn.Module):
             control: ``[B, control_dim * 64, F, H, W]`` or :class:`ControlFeatures`; None skips the control path.
             attention: ``"bidirectional"``, ``"block_causal"`` (blocks of ``block_frames`` frames, the first of
                 ``first_block_frames``) or ``"streaming"`` (``x`` is the next chunk after the frames in ``kv_cache``;
-                with ``write_cache`` its K/V are appended after attending).
+                with ``write_cache`` its K/V are appended after attending). ``cache_rows`` maps the batch rows of
+                ``x`` to rows of the cache (default: all rows, in order), e.g. to re-prime one stream of a batch.
         Returns:
             ``v`` ``[B, out_dim, F, H, W]`` float32.
         """
-        b, f, h, w = self._check_inputs(x, t, y, attention, kv_cache)
+        b, f, h, w = self._check_inputs(x, t, y, attention, kv_cache, cache_rows)
         t = t.to(x.device).float()
         t = t[:, None].expand(b, f) if t.ndim == 1 else t
         ctx = context if isinstance(context, PreparedContext) else self.prepare_context(context.to(self.device))
@@ -352,7 +354,7 @@ class WanDiT(nn.Module):
         elif attention == "block_causal":
             attn = BlockCausalAttention(self.rope, f, (h, w), block_frames, x.device, first_block_frames)
         else:
-            attn = CachedAttention(kv_cache, f, write_cache)
+            attn = CachedAttention(kv_cache, f, write_cache, cache_rows)
         for i, blk in enumerate(self.blocks):
             tokens = blk(tokens, e0, ctx.kv[i], attn, i, None if ctrl is None else ctrl.layers[i])
         if isinstance(attn, CachedAttention):
@@ -403,7 +405,7 @@ class WanDiT(nn.Module):
             )
         return ctrl
 
-    def _check_inputs(self, x, t, y, attention, kv_cache) -> tuple[int, int, int, int]:
+    def _check_inputs(self, x, t, y, attention, kv_cache, cache_rows) -> tuple[int, int, int, int]:
         cfg = self.cfg
         if x.ndim != 5 or x.shape[1] != cfg.out_dim:
             raise ValueError(f"x must be [B, {cfg.out_dim}, F, H, W] latents, got {tuple(x.shape)}")
@@ -431,11 +433,14 @@ class WanDiT(nn.Module):
         if attention == "streaming":
             if kv_cache is None:
                 raise ValueError("streaming attention needs kv_cache (see WanDiT.new_kv_cache)")
-            if kv_cache.batch_size != b or kv_cache.grid != (hh // ph, ww // pw):
+            rows = kv_cache.batch_size if cache_rows is None else len(cache_rows)
+            if rows != b or kv_cache.grid != (hh // ph, ww // pw):
                 raise ValueError(
-                    f"kv_cache is for batch {kv_cache.batch_size}, grid {kv_cache.grid}; "
-                    f"x has batch {b}, grid {(hh // ph, ww // pw)}"
+                    f"kv_cache rows {rows} with grid {kv_cache.grid} do not match x with batch {b}, "
+                    f"grid {(hh // ph, ww // pw)}"
                 )
+            if cache_rows is not None and not all(0 <= r < kv_cache.batch_size for r in cache_rows):
+                raise ValueError(f"cache_rows {cache_rows} outside the cache's {kv_cache.batch_size} rows")
         return b, f // pt, hh // ph, ww // pw
 
 

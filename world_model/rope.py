@@ -70,10 +70,11 @@ class Rope3D:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent channel pairs of ``x`` ``[B, L, H, D]`` by tables ``[L, D/2]``; math in float32."""
+    """Rotate adjacent channel pairs of ``x`` ``[B, L, H, D]`` by tables ``[L, D/2]`` (shared by the batch) or
+    ``[B, L, D/2]`` (one per row); math in float32."""
     b, seq, heads, d = x.shape
     xf = x.float().reshape(b, seq, heads, d // 2, 2)
     x0, x1 = xf.unbind(-1)
-    c, s = cos[None, :, None, :], sin[None, :, None, :]
+    c, s = (cos[None, :, None, :], sin[None, :, None, :]) if cos.ndim == 2 else (cos[:, :, None], sin[:, :, None])
     out = torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], dim=-1)
     return out.reshape(b, seq, heads, d).to(x.dtype)

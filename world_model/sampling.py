@@ -198,13 +198,23 @@ class FewStepSchedule:
     def self_forcing(cls) -> FewStepSchedule:
         return cls.warped([1000, 750, 500, 250], shift=5.0)
 
-    def sample(self, fn: VelocityFn, noise: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Denoise ``noise`` (taken to sit at ``timesteps[0]``) to a clean ``x0`` estimate."""
+    def sample(
+        self,
+        fn: VelocityFn,
+        noise: torch.Tensor,
+        generator: torch.Generator | None = None,
+        noise_fn: Callable[[], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Denoise ``noise`` (taken to sit at ``timesteps[0]``) to a clean ``x0`` estimate. Fresh noise for each
+        re-noising comes from ``noise_fn()`` if given (e.g. one generator per batch row), else from ``generator``."""
         x = noise.float()
         sig = self.sigmas
         for i, s in enumerate(sig):
             x0 = x - s * fn(x, _t(s, x)).float()
             if i + 1 < len(sig):
-                fresh = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                if noise_fn is not None:
+                    fresh = noise_fn().to(x)
+                else:
+                    fresh = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
                 x = (1 - sig[i + 1]) * x0 + sig[i + 1] * fresh
         return x0

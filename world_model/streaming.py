@@ -2,19 +2,23 @@
 
 It is what an interactive world runs in its loop, and knows nothing about Gym. Typical use::
 
-    gen = StreamingGenerator(dit, StreamConfig(block_frames=1), seed=0)
-    gen.prime(first_latent, context)            # writes the image frame into the cache
-    for control in controls:                    # [B, control_dim*64, block_frames, H, W] each
-        latents = gen.step(control)             # [B, 16, block_frames, H, W], clean
+    gen = StreamingGenerator(dit, StreamConfig(block_frames=1))
+    gen.prime(first_latent, context, seeds=[0, 1])    # writes the image frames into the cache
+    for control in controls:                          # [B, control_dim*64, block_frames, H, W] each
+        latents = gen.step(control)                   # [B, 16, block_frames, H, W], clean
 
 Each ``step`` runs the few-step schedule (denoise, re-noise with fresh noise, ...) on a fresh chunk of noise with
 the chunk's camera/action features computed once, then one more pass at ``t = 0`` on the clean result to write its
-K/V into the cache. The image condition ``y`` of a chunk is mask 0 + ``tail_latent`` (zeros unless given) for
-every frame but frame 0, which carries mask 1 + the image latent.
+K/V into the cache. The image condition ``y`` of a frame is mask 1 + the image latent for frame 0 of a stream, and
+mask 0 + ``tail_latent`` (zeros unless given) for every later frame.
+
+Every batch row is an independent stream with its own RNG and frame count: :meth:`prime_rows` restarts some rows
+while the others go on, and a row gives the same frames whatever else is in the batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -30,9 +34,9 @@ MASK_CHANNELS = 4
 class StreamConfig:
     """How the student streams.
 
-    ``first_block_frames=1`` (default) writes the conditioning image alone into the cache at :meth:`prime` and then
-    generates ``block_frames`` new frames per step. ``first_block_frames=block_frames`` is LingBot Fast's layout:
-    the first step generates frames ``0 .. k-1`` with frame 0 conditioned on the image.
+    ``first_block_frames=1`` (default) writes the conditioning image alone into the cache when a stream is primed
+    and then generates ``block_frames`` new frames per step. ``first_block_frames=block_frames`` is LingBot Fast's
+    layout: the first step generates frames ``0 .. k-1`` with frame 0 conditioned on the image.
     """
 
     block_frames: int = 3
@@ -45,40 +49,62 @@ class StreamConfig:
             raise ValueError("first_block_frames must be 1 (image as context) or block_frames (LingBot Fast layout)")
 
 
+def _as_seeds(seeds: int | Sequence[int] | None, n: int, default: int) -> list[int]:
+    if seeds is None:
+        return [default + i for i in range(n)]
+    if isinstance(seeds, int):
+        return [seeds + i for i in range(n)]
+    if len(seeds) != n:
+        raise ValueError(f"got {len(seeds)} seeds for {n} streams")
+    return [int(s) for s in seeds]
+
+
 class StreamingGenerator:
-    """Owns the KV cache, the prompt's cross-attention K/V, the device, dtype and RNG of one batch of streams."""
+    """Owns the KV cache, the prompts' cross-attention K/V, the device, dtype and RNGs of a batch of streams."""
 
     def __init__(
-        self,
-        dit: WanDiT,
-        config: StreamConfig | None = None,
-        seed: int = 0,
-        cache_dtype: torch.dtype | None = None,
+        self, dit: WanDiT, config: StreamConfig | None = None, seed: int = 0, cache_dtype: torch.dtype | None = None
     ) -> None:
         self.dit = dit
         self.config = config or StreamConfig()
         self.seed = seed
         self.cache_dtype = cache_dtype
-        self.generator = torch.Generator(device=dit.device)
         self.cache: KVCache | None = None
         self.context: PreparedContext | None = None
-        self.frames_generated = 0
+        self.generators: list[torch.Generator] = []
+        self.frames_generated: list[int] = []
 
     @property
     def primed(self) -> bool:
         return self.cache is not None
 
-    def _y(self, num_frames: int, first_frame_index: int) -> torch.Tensor | None:
-        """Image condition for frames ``first_frame_index ..``: ``[B, 20, F, H, W]`` (None for T2V models)."""
+    @property
+    def batch_size(self) -> int:
+        return len(self.generators)
+
+    def _noise(self, shape: tuple[int, ...], rows: Sequence[int]) -> torch.Tensor:
+        """One draw per row from that row's own generator: ``[len(rows), *shape]``."""
+        dev = self.dit.device
+        return torch.stack([torch.randn(shape, generator=self.generators[r], device=dev) for r in rows])
+
+    def _y(self, num_frames: int, rows: Sequence[int]) -> torch.Tensor | None:
+        """Image condition of the next ``num_frames`` frames of ``rows``: ``[len(rows), 20, F, H, W]``."""
         if not self.dit.cfg.cond_dim:
             return None
-        b, _, _, h, w = self.first_latent.shape
-        mask = torch.zeros(b, MASK_CHANNELS, num_frames, h, w, device=self.first_latent.device)
-        lat = self.tail_latent.expand(b, -1, num_frames, h, w).clone()
-        if first_frame_index == 0:
-            mask[:, :, 0] = 1
-            lat[:, :, 0] = self.first_latent[:, :, 0]
+        _, _, _, h, w = self.first_latent.shape
+        n = len(rows)
+        mask = torch.zeros(n, MASK_CHANNELS, num_frames, h, w, device=self.first_latent.device)
+        lat = self.tail_latent.expand(n, -1, num_frames, h, w).clone()
+        for i, r in enumerate(rows):
+            if self.frames_generated[r] == 0:
+                mask[i, :, 0] = 1
+                lat[i, :, 0] = self.first_latent[r, :, 0]
         return torch.cat([mask, lat], dim=1)
+
+    def _check_latent(self, first_latent: torch.Tensor) -> None:
+        c = self.dit.cfg.out_dim
+        if first_latent.ndim != 5 or first_latent.shape[1] != c or first_latent.shape[2] != 1:
+            raise ValueError(f"first_latent must be [B, {c}, 1, H, W], got {tuple(first_latent.shape)}")
 
     @torch.no_grad()
     def prime(
@@ -87,67 +113,119 @@ class StreamingGenerator:
         context: torch.Tensor | PreparedContext,
         tail_latent: torch.Tensor | None = None,
         control: torch.Tensor | None = None,
-        seed: int | None = None,
+        seeds: int | Sequence[int] | None = None,
     ) -> None:
-        """Start new streams from an image.
+        """Start a new batch of streams from images.
 
         Args:
-            first_latent: normalised latent of the first frame ``[B, 16, 1, H, W]``.
+            first_latent: normalised latents of the first frames ``[B, 16, 1, H, W]``.
             context: text features ``[B, L, text_dim]`` (or prepared); embedded and cross-K/V-cached once here.
-            tail_latent: latent carried in ``y`` by frames after the first ``[B or 1, 16, 1, H, W]`` (default 0).
+            tail_latent: latent carried in ``y`` by frames after the first ``[1, 16, 1, H, W]`` (default 0).
             control: control map of frame 0 ``[B, C*64, 1, H, W]`` (only with ``first_block_frames=1``).
-            seed: reseeds the noise RNG (default: the constructor's seed).
+            seeds: one per row, or a base seed (row i gets ``seed + i``); default the constructor's seed.
         """
-        dit, cfg = self.dit, self.config
-        if first_latent.ndim != 5 or first_latent.shape[1] != dit.cfg.out_dim or first_latent.shape[2] != 1:
-            raise ValueError(f"first_latent must be [B, {dit.cfg.out_dim}, 1, H, W], got {tuple(first_latent.shape)}")
-        self.first_latent = first_latent.to(dit.device, torch.float32)
+        self._check_latent(first_latent)
+        dit = self.dit
         b, _, _, h, w = first_latent.shape
         tail = torch.zeros(1, dit.cfg.out_dim, 1, h, w) if tail_latent is None else tail_latent
         self.tail_latent = tail.to(dit.device, torch.float32)
+        self.first_latent = first_latent.to(dit.device, torch.float32).clone()
         self.context = context if isinstance(context, PreparedContext) else dit.prepare_context(context.to(dit.device))
-        self.cache = dit.new_kv_cache(cfg.cache, b, (h, w), self.cache_dtype)
-        self.generator.manual_seed(self.seed if seed is None else seed)
-        self.frames_generated = 0
-        if cfg.first_block_frames == 1:
-            self._write(self.first_latent, control)
-            self.frames_generated = 1
+        self.cache = dit.new_kv_cache(self.config.cache, b, (h, w), self.cache_dtype)
+        self.generators = [torch.Generator(device=dit.device) for _ in range(b)]
+        self.frames_generated = [0] * b
+        self._start_rows(tuple(range(b)), _as_seeds(seeds, b, self.seed), control)
 
-    def _write(self, clean: torch.Tensor, control) -> None:
+    @torch.no_grad()
+    def prime_rows(
+        self,
+        rows: Sequence[int],
+        first_latent: torch.Tensor,
+        context: torch.Tensor | PreparedContext,
+        control: torch.Tensor | None = None,
+        seeds: int | Sequence[int] | None = None,
+    ) -> None:
+        """Restart the streams in ``rows`` (the others go on): ``first_latent`` ``[len(rows), 16, 1, H, W]``,
+        ``context`` for those rows."""
+        if not self.primed:
+            raise RuntimeError("prime() the whole batch before restarting some rows")
+        rows = tuple(int(r) for r in rows)
+        self._check_latent(first_latent)
+        if first_latent.shape[0] != len(rows) or first_latent.shape[3:] != self.first_latent.shape[3:]:
+            raise ValueError(f"first_latent {tuple(first_latent.shape)} does not match {len(rows)} rows")
+        dit = self.dit
+        ctx = context if isinstance(context, PreparedContext) else dit.prepare_context(context.to(dit.device))
+        idx = torch.tensor(rows, device=dit.device)
+        self.context.text[idx] = ctx.text
+        for (k, v), (nk, nv) in zip(self.context.kv, ctx.kv):
+            k[idx], v[idx] = nk, nv
+        self.first_latent[idx] = first_latent.to(dit.device, torch.float32)
+        self._start_rows(rows, _as_seeds(seeds, len(rows), self.seed), control)
+
+    def _start_rows(self, rows: tuple[int, ...], seeds: list[int], control) -> None:
+        self.cache.reset(rows)
+        for r, s in zip(rows, seeds):
+            self.generators[r].manual_seed(s)
+            self.frames_generated[r] = 0
+        if self.config.first_block_frames == 1:
+            clean = self.first_latent[list(rows)]
+            self._write(clean, control, rows)
+
+    def _sub_context(self, rows: tuple[int, ...]) -> PreparedContext:
+        if rows == tuple(range(self.batch_size)):
+            return self.context
+        idx = list(rows)
+        return PreparedContext(self.context.text[idx], [(k[idx], v[idx]) for k, v in self.context.kv])
+
+    def _write(self, clean: torch.Tensor, control, rows: tuple[int, ...]) -> None:
         """The cache pass: run the clean chunk at t = 0 and keep its K/V."""
         f = clean.shape[2]
         t0 = torch.zeros(clean.shape[0], device=clean.device)
-        y = self._y(f, self.frames_generated)
-        self.dit(clean, t0, self.context, y, control, attention="streaming", kv_cache=self.cache, write_cache=True)
+        y = self._y(f, rows)
+        self.dit(
+            clean,
+            t0,
+            self._sub_context(rows),
+            y,
+            control,
+            attention="streaming",
+            kv_cache=self.cache,
+            write_cache=True,
+            cache_rows=None if len(rows) == self.batch_size else rows,
+        )
+        for r in rows:
+            self.frames_generated[r] += f
 
     @torch.no_grad()
     def step(self, control: torch.Tensor | None = None) -> torch.Tensor:
-        """Generate the next chunk.
+        """Generate the next chunk of every stream.
 
         Args:
-            control: the chunk's control map ``[B, control_dim*64, F_chunk, H, W]`` (None: no control).
+            control: the chunk's control map ``[B, control_dim*64, block_frames, H, W]`` (None: no control).
         Returns:
-            clean latents ``[B, 16, F_chunk, H, W]`` float32, ``F_chunk = block_frames``.
+            clean latents ``[B, 16, block_frames, H, W]`` float32.
         """
         if not self.primed:
             raise RuntimeError("call prime(first_latent, context) before step()")
-        dit, cfg = self.dit, self.config
-        b, c, _, h, w = self.first_latent.shape
-        f = cfg.block_frames
+        dit = self.dit
+        rows = tuple(range(self.batch_size))
+        _, c, _, h, w = self.first_latent.shape
+        shape = (c, self.config.block_frames, h, w)
         ctrl = None if control is None else dit.prepare_control(control.to(dit.device))
-        y = self._y(f, self.frames_generated)
-        noise = torch.randn((b, c, f, h, w), generator=self.generator, device=dit.device)
+        y = self._y(self.config.block_frames, rows)
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return dit(x, t, self.context, y, ctrl, attention="streaming", kv_cache=self.cache, write_cache=False)
+            return dit(x, t, self.context, y, ctrl, attention="streaming", kv_cache=self.cache)
 
-        clean = cfg.schedule.sample(velocity, noise, self.generator)
-        self._write(clean, ctrl)
-        self.frames_generated += f
+        clean = self.config.schedule.sample(
+            velocity, self._noise(shape, rows), noise_fn=lambda: self._noise(shape, rows)
+        )
+        self._write(clean, ctrl, rows)
         return clean
 
     def reset(self) -> None:
-        """Forget the streams (frees the cache); call :meth:`prime` again to start over."""
+        """Forget all streams (frees the cache); call :meth:`prime` again to start over."""
         self.cache = None
         self.context = None
-        self.frames_generated = 0
+        self.generators = []
+        self.frames_generated = []
