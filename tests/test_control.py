@@ -67,3 +67,26 @@ def test_keyboard_camera_moves_along_yaw():
     assert cam.pitch == 85.0
     # Looking up rotates the forward axis towards -y (up in OpenCV).
     assert cam.pose()[1, 2] == pytest.approx(-math.sin(math.radians(85)))
+
+
+def test_action_control_act_and_cam():
+    from world_model.control import ActionControl, ActionControlConfig
+
+    act = ActionControl(ActionControlConfig("act", 32, 48), batch_size=2)
+    a = torch.tensor([[[1, 0, 0, 0, 0.5, 0.0]], [[0, 0, 0, 1, -1.0, 1.0]]])
+    m = act(a)
+    assert m.shape == (2, 448, 1, 4, 6)
+    assert torch.all(m[0, 192:256] == 1) and torch.all(m[1, 192:256] == 0) and torch.all(m[1, 384:448] == 1)
+    ident = act.identity()
+    assert torch.equal(act(torch.zeros(2, 1, 6)), ident)
+    for _ in range(20):  # pitch saturates at the limit: pushing further turns nothing
+        act(torch.tensor([[[0, 0, 0, 0, 0, 1.0]]] * 2))
+    assert torch.equal(act(torch.tensor([[[0, 0, 0, 0, 0, 1.0]]] * 2)), ident)
+    with pytest.raises(ValueError, match="actions must be"):
+        act(torch.zeros(2, 6))
+
+    cam = ActionControl(ActionControlConfig("cam", 32, 48), batch_size=1)
+    fwd = cam(torch.tensor([[[1, 0, 0, 0, 0, 0.0]]]))
+    assert fwd.shape == (1, 384, 1, 4, 6)
+    assert torch.allclose(fwd[0, 128:192], torch.ones(64, 1, 4, 6))  # origin z: one full step forward
+    assert torch.allclose(cam(torch.zeros(1, 1, 6)), cam.identity())

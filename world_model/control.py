@@ -92,23 +92,33 @@ def relative_poses(c2w: torch.Tensor, normalize: bool = True) -> torch.Tensor:
 
 
 def cam_control(rel_poses: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
-    """Cam control map ``[6*64, T, H/8, W/8]`` from deltas ``[T, 4, 4]`` and camera rays ``[3, H, W]``."""
-    rot = rel_poses[:, :3, :3].float()
-    dirs = torch.einsum("tij,jhw->tihw", rot, rays.float())
-    origins = rel_poses[:, :3, 3].float()[:, :, None, None].expand_as(dirs)
-    return space_to_depth(torch.cat([origins, dirs], dim=1)).transpose(0, 1)
+    """Cam control map ``[..., 6*64, T, H/8, W/8]`` from deltas ``[..., T, 4, 4]`` and camera rays ``[3, H, W]``."""
+    dirs = torch.einsum("...ij,jhw->...ihw", rel_poses[..., :3, :3].float(), rays.float())
+    origins = rel_poses[..., :3, 3].float()[..., None, None].expand_as(dirs)
+    return space_to_depth(torch.cat([origins, dirs], dim=-3)).transpose(-3, -4)
 
 
 def act_control(rotations: torch.Tensor, wasd: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
-    """Act control map ``[7*64, T, H/8, W/8]`` from delta rotations ``[T, 3, 3]``, keys ``[T, 4]`` (W, A, S, D)."""
-    dirs = torch.einsum("tij,jhw->tihw", rotations.float(), rays.float())
-    keys = wasd.float()[:, :, None, None].expand(-1, -1, *rays.shape[1:])
-    return space_to_depth(torch.cat([dirs, keys], dim=1)).transpose(0, 1)
+    """Act control map ``[..., 7*64, T, H/8, W/8]`` from delta rotations ``[..., T, 3, 3]`` and keys
+    ``[..., T, 4]`` (W, A, S, D multi-hot)."""
+    dirs = torch.einsum("...ij,jhw->...ihw", rotations.float(), rays.float())
+    keys = wasd.float()[..., None, None].expand(*wasd.shape, *rays.shape[1:])
+    return space_to_depth(torch.cat([dirs, keys], dim=-3)).transpose(-3, -4)
+
+
+def yaw_pitch_matrices(yaw_deg: torch.Tensor, pitch_deg: torch.Tensor) -> torch.Tensor:
+    """Batched :func:`yaw_pitch_rotation`: ``[...]`` degrees -> ``[..., 3, 3]`` float32."""
+    y, p = torch.deg2rad(yaw_deg.float()), torch.deg2rad(pitch_deg.float())
+    cy, sy, cp, sp = y.cos(), y.sin(), p.cos(), p.sin()
+    zero, one = torch.zeros_like(y), torch.ones_like(y)
+    r_yaw = torch.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], -1).unflatten(-1, (3, 3))
+    r_pitch = torch.stack([one, zero, zero, zero, cp, -sp, zero, sp, cp], -1).unflatten(-1, (3, 3))
+    return r_yaw @ r_pitch
 
 
 def yaw_pitch_rotation(yaw_deg: float, pitch_deg: float) -> torch.Tensor:
-    """Delta rotation ``[3, 3]`` of a camera turning right by ``yaw_deg`` and up by ``pitch_deg`` (OpenCV axes:
-    yaw about the up axis -y, pitch about the camera x axis; positive pitch looks up)."""
+    """Rotation ``[3, 3]`` (float64) of a camera turned right by ``yaw_deg`` and up by ``pitch_deg`` (OpenCV axes:
+    yaw about the world up axis -y, then pitch about the camera x axis)."""
     yaw = axis_angle(torch.tensor([0.0, -1.0, 0.0]), -math.radians(yaw_deg))
     pitch = axis_angle(torch.tensor([1.0, 0.0, 0.0]), math.radians(pitch_deg))
     return yaw @ pitch
@@ -148,3 +158,91 @@ class KeyboardCamera:
         w, a, s, d = wasd
         self.position = self.position + self.step * ((w - s) * forward + (d - a) * right)
         return self.pose()
+
+
+@dataclass(frozen=True)
+class ActionControlConfig:
+    """How ``[W, A, S, D, yaw, pitch]`` action vectors become the DiT's control map.
+
+    ``yaw``/``pitch`` in [-1, 1] are fractions of ``turn_deg_per_frame`` per video frame, held for the
+    ``frames_per_latent`` video frames of one latent frame; keys count as pressed above ``key_threshold``.
+    """
+
+    kind: str = "act"  # "act" (7 ch: rays of the delta rotation + WASD) or "cam" (6 ch: ray origin + direction)
+    height: int = 480
+    width: int = 832
+    turn_deg_per_frame: float = 2.0
+    frames_per_latent: int = 4
+    key_threshold: float = 0.5
+    pitch_limit_deg: float = 85.0
+    fov_deg: float = 90.0
+    cam_step: float = 0.05  # keyboard-to-camera units per video frame (official mapping)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("act", "cam"):
+            raise ValueError(f"control kind must be 'act' or 'cam', got {self.kind!r}")
+        if self.height % 16 or self.width % 16:
+            raise ValueError(f"control map size {self.height}x{self.width} must be a multiple of 16")
+
+
+class ActionControl:
+    """Stateful per-row conversion of actions ``[B, T, 6]`` into control maps ``[B, C*64, T, H/8, W/8]``.
+
+    Act: per latent frame the rotation of this step's yaw/pitch (pitch clamped to the limit, so pushing against
+    it turns nothing) and the WASD multi-hot. Cam: each row integrates the official keyboard-to-camera mapping
+    frame by frame; the control is the delta pose between consecutive latent frames, translations divided by the
+    largest possible step (``cam_step * frames_per_latent``) since a stream cannot see its future to normalise.
+    """
+
+    def __init__(self, config: ActionControlConfig, batch_size: int) -> None:
+        self.config = config
+        self.batch_size = batch_size
+        c = config
+        self.rays = pixel_rays(default_intrinsics(c.height, c.width, c.fov_deg), c.height, c.width, (c.height, c.width))
+        self.cameras = [KeyboardCamera(c.cam_step, c.turn_deg_per_frame, c.pitch_limit_deg) for _ in range(batch_size)]
+        self.pitch = torch.zeros(batch_size)
+
+    @property
+    def channels(self) -> int:
+        return 7 if self.config.kind == "act" else 6
+
+    def reset(self, rows=None) -> None:
+        for b in range(self.batch_size) if rows is None else rows:
+            self.cameras[b].reset()
+            self.pitch[b] = 0.0
+
+    def identity(self, batch: int | None = None) -> torch.Tensor:
+        """Control of a frame with no motion (the conditioning image): ``[B, C*64, 1, H/8, W/8]``."""
+        b = self.batch_size if batch is None else batch
+        if self.config.kind == "act":
+            return act_control(torch.eye(3).expand(b, 1, 3, 3), torch.zeros(b, 1, 4), self.rays)
+        return cam_control(torch.eye(4).expand(b, 1, 4, 4), self.rays)
+
+    def __call__(self, actions: torch.Tensor, rows=None) -> torch.Tensor:
+        """``actions`` ``[len(rows), T, 6]`` (rows default: all) -> control ``[len(rows), C*64, T, H/8, W/8]``."""
+        c = self.config
+        rows = list(range(self.batch_size)) if rows is None else list(rows)
+        actions = torch.as_tensor(actions, dtype=torch.float32)
+        if actions.ndim != 3 or actions.shape[-1] != 6 or actions.shape[0] != len(rows):
+            raise ValueError(f"actions must be [{len(rows)}, T, 6], got {tuple(actions.shape)}")
+        keys = (actions[..., :4] > c.key_threshold).float()
+        if c.kind == "act":
+            per_latent = c.turn_deg_per_frame * c.frames_per_latent
+            yaw = actions[..., 4].clamp(-1, 1) * per_latent
+            pitch = torch.empty_like(yaw)
+            for t in range(actions.shape[1]):  # the clamp makes pitch stateful
+                old = self.pitch[rows]
+                new = (old + actions[:, t, 5].clamp(-1, 1) * per_latent).clamp(-c.pitch_limit_deg, c.pitch_limit_deg)
+                pitch[:, t] = new - old
+                self.pitch[rows] = new
+            return act_control(yaw_pitch_matrices(yaw, pitch), keys, self.rays)
+        deltas = torch.empty(len(rows), actions.shape[1], 4, 4, dtype=torch.float64)
+        for i, r in enumerate(rows):
+            cam = self.cameras[r]
+            for t in range(actions.shape[1]):
+                before = cam.pose()
+                for _ in range(c.frames_per_latent):
+                    cam.advance(tuple(keys[i, t].tolist()), float(actions[i, t, 4]), float(actions[i, t, 5]))
+                deltas[i, t] = torch.linalg.inv(before) @ cam.pose()
+        deltas[..., :3, 3] /= c.cam_step * c.frames_per_latent
+        return cam_control(deltas, self.rays)
