@@ -40,3 +40,32 @@ def clip_inputs(model: WanDiT, batch: int = 2, frames: int = 6, hw: tuple[int, i
     if cfg.control_dim:
         ctrl = torch.randn(batch, cfg.control_dim * cfg.control_patch**2, frames, *hw, generator=g)
     return x, y, ctx, ctrl
+
+
+def tiny_world(batch_size: int = 1, height: int = 32, width: int = 48, block_frames: int = 1, seed: int = 0):
+    """A complete InteractiveWorld of tiny random parts (DiT, VAE, light decoder, text encoder)."""
+    from world_model.checkpoints.text_encoders import SmallTextEncoder, SmallTextEncoderConfig
+    from world_model.control import ActionControlConfig
+    from world_model.kv_cache import CacheConfig
+    from world_model.sampling import FewStepSchedule
+    from world_model.streaming import StreamConfig
+    from world_model.vae import LightDecoder, LightDecoderConfig, VAEConfig, WanVAE
+    from world_model.world import InteractiveWorld, WorldSpec
+
+    torch.manual_seed(seed)
+    text = SmallTextEncoder(
+        SmallTextEncoderConfig(out_dim=32, dim=32, num_layers=1, num_heads=2, ffn_dim=64, max_length=16)
+    ).eval()
+    dit = tiny_dit(7, seed=seed, text_dim=32, text_len=16)
+    vae = randomize_(WanVAE(VAEConfig(dim=8)).eval(), std=0.1, seed=seed)
+    light = randomize_(
+        LightDecoder(LightDecoderConfig(widths=(16, 8, 8, 8), blocks_per_stage=1)).eval(), std=0.1, seed=seed
+    )
+    spec = WorldSpec(
+        height,
+        width,
+        fps=17.5,
+        control=ActionControlConfig("act", height, width),
+        stream=StreamConfig(block_frames, 1, FewStepSchedule.self_forcing(), CacheConfig("rolling", 3, 1)),
+    )
+    return InteractiveWorld(dit, vae, light, text, spec, batch_size=batch_size, seed=seed)

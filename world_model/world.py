@@ -1,0 +1,173 @@
+"""An interactive world: image + prompt in, then video frames out for every action, one latent chunk per step.
+
+:class:`InteractiveWorld` wires the pieces together and keeps Gym out of them:
+
+* the VAE encoder turns the start images into the first latent frame;
+* the text encoder embeds each prompt once (cross-attention K/V cached by the generator);
+* :class:`~world_model.control.ActionControl` turns ``[W, A, S, D, yaw, pitch]`` into the control map;
+* :class:`~world_model.streaming.StreamingGenerator` makes one chunk of latents per step against its KV cache;
+* a :class:`~world_model.vae.StreamingDecoder` (full Wan decoder or the light one) turns them into frames.
+
+Every row of the batch is its own world: :meth:`reset` with ``rows`` restarts some of them while the others go on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from world_model.control import ActionControl, ActionControlConfig
+from world_model.dit import WanDiT
+from world_model.streaming import StreamConfig, StreamingGenerator
+from world_model.vae import FeatureCache, StreamingDecoder
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """What a world needs besides weights: frame size, frame rate, how actions and chunks work."""
+
+    height: int
+    width: int
+    fps: float = 16.0
+    control: ActionControlConfig | None = None  # None: the model has no control layers
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    default_prompt: str = ""
+
+    def __post_init__(self) -> None:
+        if self.height % 16 or self.width % 16:
+            raise ValueError(f"world size {self.height}x{self.width} must be a multiple of 16 (VAE 8 x DiT patch 2)")
+
+    @property
+    def frames_per_step(self) -> int:
+        return 4 * self.stream.block_frames
+
+
+def to_uint8(video: torch.Tensor) -> torch.Tensor:
+    """``[B, 3, F, H, W]`` in [-1, 1] -> ``[B, F, H, W, 3]`` uint8 (on the CPU)."""
+    return ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu()
+
+
+class InteractiveWorld:
+    """A batch of ``batch_size`` generated worlds driven by actions.
+
+    Args:
+        dit: the causal student (or any :class:`WanDiT`; streaming attention is used).
+        encoder: a model with ``encode(video [B, 3, 1, H, W]) -> [B, 16, 1, H/8, W/8]`` (``WanVAE``).
+        decoder: a model with ``decode_tensors`` (``WanVAE`` or ``LightDecoder``), streamed.
+        text_encoder: ``encode(list[str]) -> list[[L, text_dim]]`` (see ``world_model.checkpoints``).
+        spec: :class:`WorldSpec`.
+    """
+
+    def __init__(
+        self, dit: WanDiT, encoder, decoder, text_encoder, spec: WorldSpec, batch_size: int = 1, seed: int = 0
+    ) -> None:
+        if (dit.cfg.control_dim is None) != (spec.control is None):
+            raise ValueError("spec.control must be given exactly when the DiT has control layers")
+        if spec.control is not None and (spec.control.height, spec.control.width) != (spec.height, spec.width):
+            raise ValueError("spec.control size differs from the world size")
+        self.dit, self.encoder, self.decoder, self.text_encoder = dit, encoder, decoder, text_encoder
+        self.spec = spec
+        self.batch_size = batch_size
+        self.generator = StreamingGenerator(dit, spec.stream, seed=seed)
+        self.control = ActionControl(spec.control, batch_size) if spec.control is not None else None
+        self.decoder_stream = StreamingDecoder(decoder)
+        self.steps = [0] * batch_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.dit.device
+
+    def _context(self, prompts: Sequence[str]) -> torch.Tensor:
+        feats = self.text_encoder.encode(list(prompts))
+        length = max(f.shape[0] for f in feats)
+        ctx = torch.zeros(len(feats), max(length, 1), feats[0].shape[-1])
+        for i, f in enumerate(feats):
+            ctx[i, : f.shape[0]] = f.float().cpu()
+        return ctx.to(self.device, self.dit.dtype)
+
+    @torch.no_grad()
+    def reset(
+        self,
+        images: torch.Tensor,
+        prompts: Sequence[str],
+        seeds: Sequence[int] | None = None,
+        rows: Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """Start worlds from ``images`` ``[n, 3, H, W]`` in [-1, 1] (n = len(rows), default all rows).
+
+        Returns the decoded first frames ``[n, 1, H, W, 3]`` uint8 (the VAE's reconstruction of the images).
+        """
+        spec = self.spec
+        all_rows = rows is None
+        rows = list(range(self.batch_size)) if rows is None else [int(r) for r in rows]
+        if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (spec.height, spec.width):
+            raise ValueError(
+                f"images must be [n, 3, {spec.height}, {spec.width}] in [-1, 1], got {tuple(images.shape)}"
+            )
+        if len(prompts) != len(rows) or images.shape[0] != len(rows):
+            raise ValueError(f"got {images.shape[0]} images and {len(prompts)} prompts for {len(rows)} worlds")
+        video = images.to(self.device, torch.float32)[:, :, None]
+        latent = self.encoder.encode(video.to(next(self.encoder.parameters()).dtype)).float()
+        ctx = self._context(prompts)
+        ctrl0 = None
+        if self.control is not None:
+            self.control.reset(rows)
+            ctrl0 = self.control.identity(len(rows)).to(self.device)
+        if spec.stream.first_block_frames != 1:
+            ctrl0 = None  # LingBot Fast layout: frame 0 is generated with the first chunk, not written alone
+        if all_rows:
+            self.generator.prime(latent, ctx, control=ctrl0, seeds=seeds)
+        elif spec.stream.first_block_frames != 1:
+            raise ValueError("restarting single rows needs first_block_frames=1 (the image written alone as context)")
+        else:
+            self.generator.prime_rows(rows, latent, ctx, control=ctrl0, seeds=seeds)
+        for r in rows:
+            self.steps[r] = 0
+        # Decode latent frame 0 of the new rows on a fresh decoder state, then splice their state in.
+        fresh = StreamingDecoder(self.decoder)
+        first = fresh(latent.to(self._decoder_dtype()))
+        if all_rows:
+            self.decoder_stream.state = fresh.state
+        else:
+            old, new = self.decoder_stream.state, fresh.state
+            parts = [new.select(rows.index(b)) if b in rows else old.select(b) for b in range(self.batch_size)]
+            self.decoder_stream.state = FeatureCache.cat(parts)
+        return to_uint8(first)
+
+    def _decoder_dtype(self) -> torch.dtype:
+        return next(self.decoder.parameters()).dtype
+
+    @torch.no_grad()
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Advance every world by one chunk with ``actions`` ``[B, 6]`` (held for the whole chunk).
+
+        Returns ``frames [B, 4 * block_frames, H, W, 3]`` uint8 and timings in milliseconds.
+        """
+        if not self.generator.primed:
+            raise RuntimeError("reset() the world before step()")
+        t0 = time.perf_counter()
+        k = self.spec.stream.block_frames
+        control = None
+        if self.control is not None:
+            actions = torch.as_tensor(actions, dtype=torch.float32)
+            if actions.shape != (self.batch_size, 6):
+                raise ValueError(f"actions must be [{self.batch_size}, 6], got {tuple(actions.shape)}")
+            control = self.control(actions[:, None].expand(-1, k, -1)).to(self.device)
+        regenerates_first = self.spec.stream.first_block_frames != 1 and self.generator.frames_generated[0] == 0
+        latents = self.generator.step(control)
+        if regenerates_first:  # LingBot Fast layout: the decoder already holds the image as latent frame 0
+            latents = latents[:, :, 1:]
+        t1 = time.perf_counter()
+        video = self.decoder_stream(latents.to(self._decoder_dtype()))
+        frames = to_uint8(video)
+        t2 = time.perf_counter()
+        for r in range(self.batch_size):
+            self.steps[r] += 1
+        return frames, {"generate_ms": (t1 - t0) * 1e3, "decode_ms": (t2 - t1) * 1e3, "step_ms": (t2 - t0) * 1e3}
+
+    def close(self) -> None:
+        self.generator.reset()
+        self.decoder_stream.reset()
