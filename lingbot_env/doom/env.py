@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
 from typing import Any
 
 import gymnasium as gym
@@ -77,6 +80,7 @@ class ViZDoomWASDEnv(gym.Env):
         self._pose = np.zeros(5, np.float32)
         self._step = 0
         self._frame_count = 0
+        self._last_move, self._since_use = 0.0, 8
         self._visited: set[tuple[int, int]] = set()
 
     # ------------------------------------------------------------------ frames and state
@@ -139,7 +143,11 @@ class ViZDoomWASDEnv(gym.Env):
             raise ValueError(f"unknown reset options {sorted(unknown)}; supported: ['map']")
         new_map = check_map(self.config.wad_path, options.get("map", self._map))
         if self._game is None:
-            self._game = create_game(self.config.replace(map=new_map))
+            workdir = tempfile.mkdtemp(prefix="lingbot-vizdoom-")
+            self._game = create_game(self.config.replace(map=new_map), workdir)
+            # Also on garbage collection / interpreter exit: stop the engine first (it saves its ini
+            # on exit), then delete its folder.
+            self._cleanup = weakref.finalize(self, _shutdown, self._game, workdir)
         elif new_map != self._map:
             self._game.set_doom_map(new_map)
         self._map = new_map
@@ -165,6 +173,7 @@ class ViZDoomWASDEnv(gym.Env):
             self._game.advance_action(1, True)
         self._step = 0
         self._frame_count = 0
+        self._last_move, self._since_use = 0.0, 8
         self._visited = set()
         frame, pose, state = self._read()
         self._visit(pose)
@@ -189,9 +198,11 @@ class ViZDoomWASDEnv(gym.Env):
         state = None
         valid = 0
         for i in range(n):
-            # USE must be released between presses to trigger again, so it is pulsed every other frame.
-            use = float(self.config.auto_use and keys[0] > 0 and self._frame_count % 2 == 0)
-            self._game.set_action([*keys, yaw_tic, pitch_tic, use])
+            # Like a player at a door: press USE when walking forward got blocked, at most every 8 frames
+            # (a held USE would not retrigger, and spamming it floods the screen with "key needed").
+            use = self.config.auto_use and keys[0] > 0 and self._last_move < 2.0 and self._since_use >= 8
+            self._since_use = 0 if use else self._since_use + 1
+            self._game.set_action([*keys, yaw_tic, pitch_tic, float(use)])
             self._game.advance_action(tpf, True)
             self._frame_count += 1
             if self.config.reward == "game":
@@ -200,6 +211,8 @@ class ViZDoomWASDEnv(gym.Env):
                 terminated = True
                 break
             frames[i], poses[i], state = self._read()
+            prev = poses[i - 1] if i else self._pose
+            self._last_move = float(np.hypot(poses[i, 0] - prev[0], poses[i, 1] - prev[1]))
             if self.config.reward == "explore":
                 reward += self._visit(poses[i])
             valid += 1
@@ -219,5 +232,10 @@ class ViZDoomWASDEnv(gym.Env):
 
     def close(self) -> None:
         if self._game is not None:
-            self._game.close()
             self._game = None
+            self._cleanup()
+
+
+def _shutdown(game: Any, workdir: str) -> None:
+    game.close()
+    shutil.rmtree(workdir, ignore_errors=True)

@@ -99,8 +99,8 @@ class DoomConfig:
         max_steps: episode length limit in env steps (truncation); 0 = no limit.
         random_start: start each episode at a random pickup/start position of the map with a random yaw
             instead of the map's player start (more varied data from short episodes).
-        auto_use: pulse the USE key while W is held, so doors open and switches flip when walked into
-            (the shared action has no USE key).
+        auto_use: press USE when walking forward is blocked (at most every 8 frames), so doors open and
+            switches flip when walked into, as a player would (the shared action has no USE key).
         labels: compute ``info["visible_objects"]`` and ``info["caption"]`` (ViZDoom labels buffer).
         depth: return ``info["depth"]`` (uint8 [H, W], about 7 map units per step) and use it in captions.
         reward: ``"explore"`` (+1 per newly visited ``explore_cell``-sized grid cell),
@@ -189,8 +189,12 @@ class DoomConfig:
         return cls(**d)
 
 
-def create_game(cfg: DoomConfig) -> Any:
+def create_game(cfg: DoomConfig, workdir: str) -> Any:
     """Build and ``init()`` a headless ``vizdoom.DoomGame`` for ``cfg`` (synchronous PLAYER mode).
+
+    ``workdir`` is a private folder for the engine's files: ViZDoom writes ``_vizdoom.ini`` and a
+    ``_vizdoom/`` folder into the current directory, which would litter the caller's tree (and let
+    cvars leak between runs), so the config goes there and the engine is started from there.
 
     Buttons, in this order: MOVE_FORWARD, MOVE_LEFT, MOVE_BACKWARD, MOVE_RIGHT (= W, A, S, D),
     TURN_LEFT_RIGHT_DELTA (degrees per tic, > 0 = right), LOOK_UP_DOWN_DELTA (degrees per tic, > 0 = up),
@@ -241,8 +245,19 @@ def create_game(cfg: DoomConfig) -> Any:
     args = "+sv_cheats 1"
     if not cfg.monsters:
         args += " -nomonsters"
+    if not cfg.messages:
+        # render_messages hides only the top-left log; these cvars hide the centred secret/kill notices.
+        # ("You need a key" notices cannot be hidden; auto_use presses USE sparingly so they stay rare.)
+        args += " +cl_showsecretmessage 0 +cl_showmultikills 0 +cl_showsprees 0"
     g.add_game_args(args)
-    g.init()
+    g.set_doom_config_path(os.path.join(workdir, "_vizdoom.ini"))
+    # The engine process inherits the cwd at init(); chdir briefly so its files land in workdir.
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        g.init()
+    finally:
+        os.chdir(cwd)
     return g
 
 

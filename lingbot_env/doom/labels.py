@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -141,7 +141,17 @@ class VisibleObject:
     side: str
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Built by hand: dataclasses.asdict deep-copies and is slow enough to show up per step.
+        return {
+            "name": self.name,
+            "category": self.category,
+            "object_id": self.object_id,
+            "box": list(self.box),
+            "position": list(self.position),
+            "distance": self.distance,
+            "bearing_deg": self.bearing_deg,
+            "side": self.side,
+        }
 
 
 def visible_objects(

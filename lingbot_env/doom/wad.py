@@ -30,6 +30,7 @@ def vizdoom_dir() -> str:
     return list(spec.submodule_search_locations)[0]
 
 
+@functools.lru_cache(maxsize=32)
 def resolve_wad(wad: str) -> str:
     """``"freedoom1"`` / ``"freedoom2"`` (shipped with vizdoom) or a path to a ``.wad`` -> absolute path."""
     name = wad[:-4] if wad.lower().endswith(".wad") else wad
@@ -70,6 +71,7 @@ def _wad_directory(wad_path: str) -> tuple[tuple[str, int, int], ...]:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=16)
 def list_maps(wad_path: str) -> tuple[str, ...]:
     """Map names (``MAPxx`` / ``ExMy``) contained in a WAD, in file order."""
     return tuple(name for name, _, _ in _wad_directory(wad_path) if _MAP_RE.fullmatch(name))
@@ -119,3 +121,38 @@ def map_lines(wad_path: str, map_name: str) -> np.ndarray:
     verts = np.frombuffer(_lump_after_map(wad_path, map_name, "VERTEXES"), dtype="<i2").reshape(-1, 2)
     lines = np.frombuffer(_lump_after_map(wad_path, map_name, "LINEDEFS"), dtype="<u2").reshape(-1, 7)
     return np.concatenate([verts[lines[:, 0]], verts[lines[:, 1]]], axis=1).astype(np.float32)
+
+
+# Line specials of key-locked doors: passable only with a key, so they count as walls for navigation.
+_LOCKED_DOOR_SPECIALS = frozenset([26, 27, 28, 32, 33, 34, 99, 133, 134, 135, 136, 137])
+_DOOR_SPECIALS = frozenset([1, 31, 46, 63, 114, 115, 116, 117, 118, 61, 103, 109, 111, 29, 50, 42, 86, 90, 105, 106])
+_SIDEDEF = np.dtype([("xo", "<i2"), ("yo", "<i2"), ("up", "S8"), ("lo", "S8"), ("mid", "S8"), ("sector", "<i2")])
+_SECTOR = np.dtype(
+    [("floor", "<i2"), ("ceil", "<i2"), ("ftex", "S8"), ("ctex", "S8"), ("light", "<i2"), ("sp", "<i2"), ("tag", "<i2")]
+)
+
+
+@functools.lru_cache(maxsize=64)
+def map_walls(wad_path: str, map_name: str) -> np.ndarray:
+    """float32 [L, 4]: (x1, y1, x2, y2) of the lines a walking player cannot cross.
+
+    Blocking: one-sided lines, lines flagged impassable, locked doors, and two-sided lines whose step
+    up is above 24 units or whose opening is lower than the player (56). Unlocked doors count as open
+    (the env's auto-use opens them); lifts and moving floors are judged by their start heights.
+    """
+    verts = np.frombuffer(_lump_after_map(wad_path, map_name, "VERTEXES"), dtype="<i2").reshape(-1, 2)
+    lines = np.frombuffer(_lump_after_map(wad_path, map_name, "LINEDEFS"), dtype="<u2").reshape(-1, 7)
+    sides = np.frombuffer(_lump_after_map(wad_path, map_name, "SIDEDEFS"), dtype=_SIDEDEF)
+    sectors = np.frombuffer(_lump_after_map(wad_path, map_name, "SECTORS"), dtype=_SECTOR)
+    flags, special, right, left = lines[:, 2], lines[:, 3], lines[:, 5], lines[:, 6]
+    one_sided = left == 0xFFFF
+    blocking = one_sided | (flags & 1).astype(bool) | np.isin(special, list(_LOCKED_DOOR_SPECIALS))
+    two = ~one_sided
+    front = sectors[sides["sector"][right[two]]]
+    back = sectors[sides["sector"][left[two]]]
+    f_floor, b_floor = front["floor"].astype(np.int32), back["floor"].astype(np.int32)
+    gap = np.minimum(front["ceil"], back["ceil"]).astype(np.int32) - np.maximum(f_floor, b_floor)
+    is_door = np.isin(special[two], list(_DOOR_SPECIALS))
+    blocking[two] |= ~is_door & ((np.abs(f_floor - b_floor) > 24) | (gap < 56))
+    seg = np.concatenate([verts[lines[:, 0]], verts[lines[:, 1]]], axis=1).astype(np.float32)
+    return seg[blocking]
