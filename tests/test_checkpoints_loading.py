@@ -107,8 +107,8 @@ def assert_same_bf16(src, loaded):
     assert sd.keys() == ld.keys()
     for k in sd:
         assert ld[k].dtype == torch.bfloat16 and torch.equal(sd[k], ld[k]), k
-    x, y, ctx, ctrl = clip_inputs(src, frames=2)
-    t = torch.tensor([900.0, 300.0])
+    x, y, ctx, ctrl = clip_inputs(src, batch=1, frames=2, hw=(2, 4))
+    t = torch.tensor([[900.0, 300.0]])
     with torch.no_grad():
         assert torch.equal(ref(x, t, ctx, y, ctrl), loaded(x, t, ctx, y, ctrl))
 
