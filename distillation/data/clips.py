@@ -10,6 +10,7 @@ Consecutive clips of an episode share their boundary frame (the last frame of on
 
 from __future__ import annotations
 
+import queue as queue_mod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -208,3 +209,26 @@ STREAM_KINDS = {"shard": 0, "online": 1}
 def stream_rng(seed: int, split: str, stream: int, kind: str = "shard") -> np.random.Generator:
     """Independent, reproducible RNG for one clip stream: shard ``stream`` or on-the-fly worker ``stream``."""
     return np.random.default_rng([seed, SPLIT_CODES[split], STREAM_KINDS[kind], stream])
+
+
+def stream_worker(cfg: GenerationConfig, split: str, seed: int, stream: int, out: Any, stop: Any) -> None:
+    """Body of an on-the-fly worker process: put ``(stream, k, clip)`` on ``out`` until ``stop`` is set.
+
+    Lives here rather than next to the torch dataset so that spawned workers do not import torch.
+    A failure is reported as ``(stream, -1, message)`` so that the consumer raises instead of hanging.
+    """
+    gen = ClipGenerator(cfg)
+    try:
+        for k, clip in enumerate(gen.clips(stream_rng(seed, split, stream, "online"), split)):
+            while not stop.is_set():
+                try:
+                    out.put((stream, k, clip), timeout=0.5)
+                    break
+                except queue_mod.Full:
+                    continue
+            if stop.is_set():
+                return
+    except Exception as e:
+        out.put((stream, -1, f"{type(e).__name__}: {e}"))
+    finally:
+        gen.close()

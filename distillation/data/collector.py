@@ -9,6 +9,7 @@ killed is made again from scratch with identical content, so no clip is lost or 
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import time
@@ -58,8 +59,12 @@ class CollectConfig:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
 
     def content_key(self) -> dict[str, Any]:
-        """Everything that determines shard contents; an existing folder must match it to be resumed."""
-        return {"generation": self.generation.to_dict(), "seed": self.seed, "clips_per_shard": self.clips_per_shard}
+        """Everything that determines shard contents; an existing folder must match it to be resumed.
+
+        JSON-normalised (tuples become lists) so that it compares equal to what ``index.json`` holds.
+        """
+        key = {"generation": self.generation.to_dict(), "seed": self.seed, "clips_per_shard": self.clips_per_shard}
+        return json.loads(json.dumps(key))
 
 
 def _new_index(cfg: CollectConfig) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from distillation.data.clips import Clip, GenerationConfig
+from distillation.data.clips import Clip, GenerationConfig, stream_worker
 from distillation.data.shards import ShardReader, index_shards, load_index
 
 FrameDType = Literal["uint8", "float32"]
@@ -153,27 +153,6 @@ class ShardClipDataset(Dataset):
         return state
 
 
-def _online_worker(cfg: GenerationConfig, split: str, seed: int, stream: int, out: Any, stop: Any) -> None:
-    """Worker process body: play episodes forever and put clips on ``out`` until ``stop`` is set."""
-    from distillation.data.clips import ClipGenerator, stream_rng
-
-    gen = ClipGenerator(cfg)
-    try:
-        for k, clip in enumerate(gen.clips(stream_rng(seed, split, stream, "online"), split)):
-            while not stop.is_set():
-                try:
-                    out.put((stream, k, clip), timeout=0.5)
-                    break
-                except queue_mod.Full:
-                    continue
-            if stop.is_set():
-                return
-    except Exception as e:  # surface the failure in the consumer instead of hanging it
-        out.put((stream, -1, f"{type(e).__name__}: {e}"))
-    finally:
-        gen.close()
-
-
 class OnTheFlyClipDataset(IterableDataset):
     """Endless clips generated while training: ``num_workers`` game processes feed a queue.
 
@@ -236,7 +215,7 @@ class OnTheFlyClipDataset(IterableDataset):
         stop = ctx.Event()
         procs = [
             ctx.Process(
-                target=_online_worker,
+                target=stream_worker,
                 args=(self.config, self.split, self.seed, i, out, stop),
                 daemon=True,
                 name=f"doom-clips-{i}",
