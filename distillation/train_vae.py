@@ -1,0 +1,213 @@
+"""Stage 1: train the small Wan-style causal VAE on Doom clips.
+
+    python -m distillation.train_vae --out runs/doom_vae --data onthefly --workers 14 --max-minutes 9
+
+Loss: L1 + SSIM in pixels (no pretrained perceptual networks are available offline) + a small KL on the
+latent (the Wan VAE is a VAE: encoding uses the mean, so the KL only keeps the latent space smooth for the DiT).
+The whole clip goes through one causal pass per step (equal to the chunked streaming passes, see the VAE tests).
+At the end the per-channel mean / std of the latents are measured and stored in the exported config, so the
+DiT sees unit-scale latents exactly as with Wan2.1's 16 constants.
+
+Resumable: ``checkpoint.pt`` in ``--out`` is written atomically every ``--checkpoint-every`` steps and when the
+time budget runs out; rerunning the same command continues from it. ``vae.safetensors`` + ``vae.json`` is the
+export (EMA weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from distillation.doom_data import clip_batches
+from distillation.training.budget import JsonlLog, TimeBudget
+from distillation.training.checkpoint import atomic_save, check_same_config, load_checkpoint, rng_state, set_rng_state
+from distillation.training.ema import EMA
+from distillation.training.metrics import psnr, ssim
+from world_model import doom
+from world_model.vae import VAEConfig, WanVAE
+
+
+@dataclasses.dataclass
+class VAETrainConfig:
+    out: str = "runs/doom_vae"
+    data: str = "onthefly"
+    workers: int = 4
+    dim: int = 32
+    steps: int = 4  # actions per clip: 17 frames
+    batch_size: int = 16
+    lr: float = 3e-4
+    warmup: int = 200
+    max_steps: int = 100_000
+    kl_weight: float = 1e-6
+    ssim_weight: float = 0.2
+    ema: float = 0.999
+    grad_clip: float = 1.0
+    checkpoint_every: int = 500
+    log_every: int = 50
+    max_minutes: float | None = None
+    seed: int = 0
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    compile: bool = False
+
+
+def reconstruct(vae: WanVAE, video: torch.Tensor, sample: bool = True):
+    """One causal pass: video [B, 3, F, H, W] -> (reconstruction, mu, logvar), unclamped for training."""
+    h, _ = vae.encoder.step(video, None, keep=False)
+    mu, logvar = vae.conv1(h).chunk(2, dim=1)
+    logvar = logvar.clamp(-30.0, 20.0)
+    z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu
+    recon, _ = vae.decoder.step(vae.conv2(z), None, keep=False)
+    return recon, mu, logvar
+
+
+def vae_loss(video, recon, mu, logvar, cfg: VAETrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    l1 = (recon - video).abs().mean()
+    s = ssim(recon.float().clamp(-1, 1), video.float()).mean()
+    kl = 0.5 * (mu.float().pow(2) + logvar.float().exp() - 1 - logvar.float()).mean()
+    loss = l1 + cfg.ssim_weight * (1 - s) + cfg.kl_weight * kl
+    return loss, {"l1": l1.item(), "ssim": s.item(), "kl": kl.item()}
+
+
+@torch.no_grad()
+def latent_stats(vae: WanVAE, batches, num_batches: int = 8) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of the encoder mean over a few batches."""
+    mus = []
+    for _ in range(num_batches):
+        video = next(batches)["video"]
+        h, _ = vae.encoder.step(video.to(vae.dtype), None, keep=False)
+        mus.append(vae.conv1(h)[:, : vae.config.z_dim].float().transpose(0, 1).flatten(1))
+    m = torch.cat(mus, dim=1)
+    return tuple(m.mean(1).tolist()), tuple(m.std(1).clamp_min(1e-3).tolist())
+
+
+def export_vae(vae: WanVAE, stats, out: Path) -> Path:
+    """Write ``vae.safetensors`` (official key names) + ``vae.json`` (config with the latent statistics)."""
+    cfg = dataclasses.replace(vae.config, latent_mean=stats[0], latent_std=stats[1])
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in vae.state_dict().items()}, out / "vae.safetensors")
+    (out / "vae.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    return out / "vae.safetensors"
+
+
+def load_exported_vae(folder: str | Path, device="cpu", dtype=torch.float32) -> WanVAE:
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    cfg = json.loads((folder / "vae.json").read_text())
+    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
+    vae = WanVAE(VAEConfig(**cfg))
+    vae.load_state_dict(load_file(folder / "vae.safetensors"))
+    return vae.to(device, dtype).eval()
+
+
+def train(cfg: VAETrainConfig) -> dict[str, float]:
+    torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
+    out = Path(cfg.out)
+    vae = WanVAE(doom.vae_config() if cfg.dim == 32 else VAEConfig(dim=cfg.dim)).to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    ema = EMA(vae, cfg.ema)
+    step = 0
+    ckpt = load_checkpoint(out / "checkpoint.pt", device)
+    if ckpt is not None:
+        check_same_config(ckpt["config"], dataclasses.asdict(cfg), ("dim",))
+        vae.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        ema.load_state_dict(ckpt["ema"])
+        step = ckpt["step"]
+        set_rng_state(ckpt["rng"])
+        print(f"resumed from step {step}")
+    forward = torch.compile(reconstruct) if cfg.compile else reconstruct
+    batches = clip_batches(cfg.data, cfg.batch_size, cfg.steps, device, workers=cfg.workers, seed=cfg.seed + step)
+    budget, log = TimeBudget(cfg.max_minutes), JsonlLog(out / "log.jsonl")
+
+    def save() -> None:
+        atomic_save(
+            {
+                "model": vae.state_dict(),
+                "optimizer": opt.state_dict(),
+                "ema": ema.state_dict(),
+                "step": step,
+                "rng": rng_state(),
+                "config": dataclasses.asdict(cfg),
+            },
+            out / "checkpoint.pt",
+        )
+
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="vae", dynamic_ncols=True)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    while step < cfg.max_steps and not budget.expired():
+        video = next(batches)["video"]
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with amp:
+            recon, mu, logvar = forward(vae, video)
+        loss, parts = vae_loss(video, recon.float(), mu, logvar, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        ema.update(vae, step)
+        bar.update(1)
+        if step % cfg.log_every == 0:
+            with torch.no_grad():
+                p = psnr(recon.float().clamp(-1, 1), video).mean().item()
+            rec = {"step": step, "loss": loss.item(), "psnr": p, "grad_norm": float(gnorm), "lr": lr, **parts}
+            log.write(**rec)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", psnr=f"{p:.2f}")
+        if step % cfg.checkpoint_every == 0:
+            save()
+    save()
+    bar.close()
+    # Export the EMA weights with measured latent statistics, then score them on held-out maps.
+    final = ema.model
+    stats = latent_stats(final, batches)
+    export_vae(final, stats, out)
+    val = evaluate(
+        final, clip_batches(cfg.data, cfg.batch_size, cfg.steps, device, split="val", workers=cfg.workers, seed=12345)
+    )
+    result = {
+        "step": step,
+        **val,
+        "latent_mean_abs": float(torch.tensor(stats[0]).abs().mean()),
+        "latent_std_mean": float(torch.tensor(stats[1]).mean()),
+    }
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+    return result
+
+
+@torch.no_grad()
+def evaluate(vae: WanVAE, batches, num_batches: int = 8) -> dict[str, float]:
+    """Reconstruction PSNR / SSIM of the deterministic (mean) encoding through the official chunked path."""
+    ps, ss = [], []
+    for _ in range(num_batches):
+        video = next(batches)["video"]
+        recon = vae.decode(vae.encode(video.to(vae.dtype)))
+        ps.append(psnr(recon.float(), video).mean().item())
+        ss.append(ssim(recon.float(), video).mean().item())
+    return {"val_psnr": sum(ps) / len(ps), "val_ssim": sum(ss) / len(ss)}
+
+
+def parse_args(argv=None) -> VAETrainConfig:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(VAETrainConfig):
+        default = f.default
+        if isinstance(default, bool):
+            ap.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=default)
+        else:
+            kind = float if f.name in ("max_minutes",) else type(default) if default is not None else str
+            ap.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=default)
+    return VAETrainConfig(**vars(ap.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    train(parse_args())

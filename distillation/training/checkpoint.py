@@ -1,0 +1,64 @@
+"""Atomic, resumable training checkpoints.
+
+A checkpoint is one ``torch.save`` file holding everything a stage needs to continue exactly where it stopped:
+model and optimizer state dicts, EMA weights, the step, the RNG states and the config it was started with. It is
+written to a temporary file and moved into place with ``os.replace``, so a kill at any moment leaves either the
+previous checkpoint or the new one, never a torn file.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:  # make the bytes durable before the rename makes them visible
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """The checkpoint at ``path``, or None if there is none yet (a fresh run)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # a checkpoint we wrote atomically should never be torn; say which file is bad
+        raise RuntimeError(f"cannot read checkpoint {path}: {exc}; delete it to start over") from exc
+
+
+def check_same_config(saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """Refuse to resume a run whose shape-defining settings changed (the weights would not fit)."""
+    diff = {k: (saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)}
+    if diff:
+        raise ValueError(
+            f"the checkpoint was made with different settings {diff} (saved, now); "
+            "use the same settings or a new --out folder"
+        )
