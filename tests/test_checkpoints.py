@@ -234,3 +234,8 @@ def test_infer_config_from_full_size_shapes():
 def test_config_json_round_trip():
     cfg = WanDiTConfig(**{**tiny_config(7).__dict__, "extra": {}})
     assert config_from_json(cfg.to_official()) == cfg
+
+
+def test_vae_config_resolves_lazily():
+    vae = pytest.importorskip("world_model.vae")
+    assert get_preset("lingbot-world-base-cam").vae_config() == vae.VAEConfig()

@@ -23,6 +23,7 @@ from world_model.checkpoints import (
     SamplingDefaults,
     build_model,
     inspect_checkpoint,
+    load_dit,
     load_model,
     load_weights_,
     register_preset,
@@ -425,3 +426,28 @@ def test_build_then_load_on_meta_allocates_only_once(tmp_path):
 def test_build_model_unknown_preset():
     with pytest.raises(KeyError, match="registered presets"):
         build_model("lingbot-world-huge")
+
+
+def test_partial_checkpoint_needs_a_config(tmp_path):
+    src = tiny_dit(6, seed=1)
+    state = {k: v.detach().float().clone() for k, v in src.state_dict().items() if not k.startswith("head.")}
+    save_file(state, str(tmp_path / "model.safetensors"))
+    info = inspect_checkpoint(tmp_path)
+    assert info.config is None and info.control_type == "cam"
+    with pytest.raises(CheckpointError, match="no tensor 'head.head.weight'.*Pass the config"):
+        load_model(tmp_path)
+    with pytest.raises(CheckpointMismatchError, match=r"3 missing, 0 unexpected"):
+        load_weights_(build_model_tiny(6), tmp_path)
+    model = build_model_tiny(6)
+    report = load_weights_(model, tmp_path, strict=False)  # e.g. some layers only
+    assert sorted(report.missing) == ["head.head.bias", "head.head.weight", "head.modulation"]
+    assert torch.equal(model.blocks[1].ffn[2].weight, src.blocks[1].ffn[2].weight.to(torch.bfloat16))
+
+
+def test_config_json_disagreeing_with_the_tensors(tmp_path):
+    src = tiny_dit(None, seed=1)
+    write_layout(tmp_path, src)
+    (tmp_path / "config.json").write_text(json.dumps({**official_json(src.cfg), "num_layers": 40}))
+    with pytest.raises(CheckpointError, match="config.json says num_layers=40 but the tensors have num_layers=2"):
+        load_model(tmp_path)
+    assert_same_bf16(src, load_dit(tmp_path, src.cfg))  # an explicit config needs no config.json

@@ -138,8 +138,8 @@ def test_umt5_bf16_and_bad_files(tiny_umt5):
         enc.encode(["a prompt"])
 
 
-@pytest.fixture
-def tokenizer_dir(tmp_path):
+def build_tokenizer(folder):
+    """A word-level tokenizer saved like google/umt5-xxl's folder: </s> appended, <pad> = 0."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
     words = ["the", "a", "red", "green", "door", "key", "room", "dark", "opens", "corridor"]
@@ -148,8 +148,13 @@ def tokenizer_dir(tmp_path):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>")
-    fast.save_pretrained(tmp_path / "google" / "umt5-xxl")
-    return tmp_path / "google" / "umt5-xxl"
+    fast.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def tokenizer_dir(tmp_path):
+    return build_tokenizer(tmp_path / "google" / "umt5-xxl")
 
 
 def test_umt5_tokenises_with_eos_trims_and_caches(tiny_umt5, tokenizer_dir):

@@ -5,6 +5,7 @@ working model, in bf16, within memory.
     model = build_model("lingbot-world-base-cam", device="meta")     # inspect a full-size pair, allocates nothing
     pair = load_model("/data/lingbot-world-base-cam", "lingbot-world-base-cam", device="cuda")
     fast = load_model("/data/lingbot-world-fast")                     # shape and control type read from tensors
+    release = load_release("/data/lingbot-world-base-cam", "lingbot-world-base-cam", device="cuda")  # + VAE, umT5
 
 Text encoders (``text_encoders``) import transformers only when the umT5 encoder is built.
 """
@@ -31,7 +32,15 @@ from world_model.checkpoints.presets import (
     register_preset,
     unregister_preset,
 )
+from world_model.checkpoints.release import Release, load_release, load_text_encoder, load_vae
 from world_model.checkpoints.saving import DIFFUSERS_LAYOUT, FAST_LAYOUT, ShardLayout, save_checkpoint, save_model
+from world_model.checkpoints.text_encoders import (
+    SmallTextEncoder,
+    SmallTextEncoderConfig,
+    TextEncoder,
+    UMT5TextEncoder,
+    build_text_encoder,
+)
 
 __all__ = [
     "DIFFUSERS_LAYOUT",
@@ -44,10 +53,16 @@ __all__ = [
     "LoadReport",
     "NamingInfo",
     "Preset",
+    "Release",
     "SamplingDefaults",
     "ShardLayout",
+    "SmallTextEncoder",
+    "SmallTextEncoderConfig",
+    "TextEncoder",
+    "UMT5TextEncoder",
     "build_dit",
     "build_model",
+    "build_text_encoder",
     "detect_naming",
     "diffusers_to_official",
     "find_weights",
@@ -58,6 +73,9 @@ __all__ = [
     "list_presets",
     "load_dit",
     "load_model",
+    "load_release",
+    "load_text_encoder",
+    "load_vae",
     "load_weights_",
     "register_preset",
     "save_checkpoint",

@@ -36,8 +36,10 @@ from world_model.checkpoints.build import ExpertPair, build_dit, init_weights_
 from world_model.checkpoints.keys import (
     NamingError,
     NamingInfo,
+    control_type_of,
     detect_naming,
     infer_config,
+    infer_control_dim,
     to_official_names,
 )
 from world_model.checkpoints.presets import Preset, get_preset, list_presets
@@ -111,17 +113,20 @@ class CheckpointFiles:
 class CheckpointInfo:
     """A checkpoint's headers, read without loading any tensor data.
 
-    ``tensors`` is keyed by the *official* name; ``config`` is the model shape read from the tensors (completed by
-    ``config.json``)."""
+    ``tensors`` is keyed by the *official* name; ``control_dim`` is read from ``patch_embedding_wancamctrl``'s
+    shape; ``config`` is the model shape read from the tensors (completed by ``config.json``), or None with the
+    reason in ``config_error`` when the tensors do not determine it (a partial checkpoint, say)."""
 
     files: CheckpointFiles
     naming: NamingInfo
     tensors: dict[str, TensorEntry]
-    config: WanDiTConfig
+    control_dim: int | None
+    config: WanDiTConfig | None
+    config_error: str | None = None
 
     @property
     def control_type(self) -> str | None:
-        return self.config.control_type
+        return control_type_of(self.control_dim)
 
     @property
     def num_tensors(self) -> int:
@@ -296,10 +301,17 @@ def inspect_checkpoint(path: str | Path | CheckpointFiles) -> CheckpointInfo:
         naming = detect_naming(raw)
         official = to_official_names(raw, naming)
         tensors = {off: raw[name] for off, name in official.items()}
-        config = infer_config({k: e.shape for k, e in tensors.items()}, files.config_json)
+        shapes = {k: e.shape for k, e in tensors.items()}
+        pe = shapes.get("patch_embedding.weight")
+        tokens = pe[2] * pe[3] * pe[4] if pe is not None and len(pe) == 5 else 4
+        control_dim = infer_control_dim(shapes, int((files.config_json or {}).get("control_patch", 8)), tokens)
     except NamingError as exc:
         raise CheckpointError(f"{files.path}: {exc}") from exc
-    return CheckpointInfo(files, naming, tensors, config)
+    try:
+        config, config_error = infer_config(shapes, files.config_json), None
+    except (NamingError, ValueError) as exc:
+        config, config_error = None, f"cannot read the model shape of {files.path}: {exc}"
+    return CheckpointInfo(files, naming, tensors, control_dim, config, config_error)
 
 
 # -- loading -----------------------------------------------------------------------------------------------------
@@ -322,7 +334,7 @@ def _mismatch_message(
     msg += (
         f"\n  checkpoint: {info.num_tensors} tensors, {info.files.layout} ({len(info.files.files)} files), "
         f"{info.naming.naming} names{' with prefix ' + repr(info.naming.prefix) if info.naming.prefix else ''}, "
-        f"control={info.control_type}, read as {_short_config(info.config)}"
+        f"control={info.control_type}, read as {_short_config(info.config) if info.config else info.config_error}"
         "\n  Fix: load with the preset/config the checkpoint was saved with"
     )
     return msg + (" (or strict=False to skip unexpected/missing tensors)." if wrong == [] else ".")
@@ -463,7 +475,7 @@ def load_weights_(
 
 
 def _check_control(info: CheckpointInfo, config: WanDiTConfig, expected: str, preset: Preset | None) -> None:
-    if info.config.control_dim == config.control_dim:
+    if info.control_dim == config.control_dim:
         return
     found = info.control_type or "none (no patch_embedding_wancamctrl)"
     shape = info.tensors.get("patch_embedding_wancamctrl.weight")
@@ -471,7 +483,7 @@ def _check_control(info: CheckpointInfo, config: WanDiTConfig, expected: str, pr
     hint = ""
     if preset is not None:
         # Suggest the presets of the same shape and structure whose control type is the checkpoint's.
-        want = dataclasses.replace(config, control_dim=info.config.control_dim)
+        want = dataclasses.replace(config, control_dim=info.control_dim)
         alts = [n for n in list_presets() if get_preset(n).config == want and get_preset(n).is_pair == preset.is_pair]
         hint = f" Use preset {' or '.join(repr(a) for a in alts)}." if alts else ""
     raise CheckpointMismatchError(
@@ -496,6 +508,8 @@ def load_dit(
     checkpoint's control type (read from its tensors) must match it."""
     info = inspect_checkpoint(path)
     cfg = config or info.config
+    if cfg is None:
+        raise CheckpointError(f"{info.config_error}. Pass the config (or a preset) the checkpoint was saved with.")
     expected = expected or (f"config {_short_config(cfg)}" if config else f"the shape read from {info.files.path}")
     _check_control(info, cfg, expected, preset)
     model = build_dit(cfg, "meta", dtype)
@@ -510,7 +524,9 @@ def _expert_dir(root: Path, subfolder: str) -> Path:
 def match_preset(info: CheckpointInfo, pair: bool) -> Preset | None:
     """The registered preset whose expert config equals the checkpoint's shape (and structure), if exactly one."""
     hits = [
-        get_preset(n) for n in list_presets() if get_preset(n).is_pair == pair and get_preset(n).config == info.config
+        get_preset(n)
+        for n in list_presets()
+        if info.config is not None and get_preset(n).is_pair == pair and get_preset(n).config == info.config
     ]
     return hits[0] if len(hits) == 1 else None
 
@@ -572,7 +588,8 @@ def load_model(
         match = match_preset(info, pair=True)
         if match is None:
             raise CheckpointError(
-                f"{root}: an expert pair of shape {_short_config(info.config)} that no registered pair preset has; "
+                f"{root}: an expert pair of shape "
+                f"{_short_config(info.config) if info.config else '(unreadable)'} that no registered pair preset has; "
                 "pass preset=... (it gives the expert switch timestep)"
             )
         logger.info("%s: read as preset %r from its tensors", root, match.name)
