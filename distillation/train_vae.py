@@ -15,18 +15,17 @@ export (EMA weights).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from distillation.doom_data import clip_batches
 from distillation.training.budget import JsonlLog, TimeBudget
 from distillation.training.checkpoint import atomic_save, check_same_config, load_checkpoint, rng_state, set_rng_state
+from distillation.training.cli import parse_config
 from distillation.training.ema import EMA
 from distillation.training.metrics import psnr, ssim
 from world_model import doom
@@ -54,6 +53,7 @@ class VAETrainConfig:
     seed: int = 0
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     compile: bool = False
+    init_from: str = ""  # an exported VAE folder to start from when there is no checkpoint (next session)
 
 
 def reconstruct(vae: WanVAE, video: torch.Tensor, sample: bool = True):
@@ -86,23 +86,46 @@ def latent_stats(vae: WanVAE, batches, num_batches: int = 8) -> tuple[tuple[floa
     return tuple(m.mean(1).tolist()), tuple(m.std(1).clamp_min(1e-3).tolist())
 
 
-def export_vae(vae: WanVAE, stats, out: Path) -> Path:
-    """Write ``vae.safetensors`` (official key names) + ``vae.json`` (config with the latent statistics)."""
+VAE_LAYOUT_PREFIX = "vae"
+
+
+def export_vae(vae: WanVAE, stats, out: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """Write the VAE for use and for carrying between machines: bf16 safetensors shards of at most 15 MiB
+    (``vae*.safetensors`` + index, official key names) and ``vae.json`` (config with the latent statistics)."""
+    from world_model.checkpoints.saving import ShardLayout, save_checkpoint
+
     cfg = dataclasses.replace(vae.config, latent_mean=stats[0], latent_std=stats[1])
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in vae.state_dict().items()}, out / "vae.safetensors")
+    layout = ShardLayout(VAE_LAYOUT_PREFIX, f"{VAE_LAYOUT_PREFIX}.safetensors.index.json")
+    save_checkpoint(vae.state_dict(), out, max_shard_size="15MiB", dtype=dtype, layout=layout, overwrite=True)
     (out / "vae.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-    return out / "vae.safetensors"
+    return out
+
+
+def read_safetensors_folder(folder: Path, prefix: str) -> dict[str, torch.Tensor]:
+    """All tensors of ``<prefix>.safetensors`` or of the shards listed in ``<prefix>.safetensors.index.json``."""
+    from safetensors.torch import load_file
+
+    index = folder / f"{prefix}.safetensors.index.json"
+    files = (
+        sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        if index.exists()
+        else [f"{prefix}.safetensors"]
+    )
+    state: dict[str, torch.Tensor] = {}
+    for name in files:
+        if not (folder / name).exists():
+            listed = index.name if index.exists() else prefix
+            raise FileNotFoundError(f"{folder / name} is missing (listed by {listed})")
+        state.update(load_file(folder / name))
+    return state
 
 
 def load_exported_vae(folder: str | Path, device="cpu", dtype=torch.float32) -> WanVAE:
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     cfg = json.loads((folder / "vae.json").read_text())
     cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
     vae = WanVAE(VAEConfig(**cfg))
-    vae.load_state_dict(load_file(folder / "vae.safetensors"))
+    vae.load_state_dict({k: v.float() for k, v in read_safetensors_folder(folder, VAE_LAYOUT_PREFIX).items()})
     return vae.to(device, dtype).eval()
 
 
@@ -123,6 +146,11 @@ def train(cfg: VAETrainConfig) -> dict[str, float]:
         step = ckpt["step"]
         set_rng_state(ckpt["rng"])
         print(f"resumed from step {step}")
+    elif cfg.init_from:
+        vae.load_state_dict(load_exported_vae(cfg.init_from).state_dict())
+        ema = EMA(vae, cfg.ema)
+        step = json.loads((Path(cfg.init_from) / "result.json").read_text()).get("step", 0)
+        print(f"initialised from {cfg.init_from} (step {step}); optimizer state starts fresh")
     forward = torch.compile(reconstruct) if cfg.compile else reconstruct
     batches = clip_batches(cfg.data, cfg.batch_size, cfg.steps, device, workers=cfg.workers, seed=cfg.seed + step)
     budget, log = TimeBudget(cfg.max_minutes), JsonlLog(out / "log.jsonl")
@@ -170,7 +198,7 @@ def train(cfg: VAETrainConfig) -> dict[str, float]:
     # Export the EMA weights with measured latent statistics, then score them on held-out maps.
     final = ema.model
     stats = latent_stats(final, batches)
-    export_vae(final, stats, out)
+    export_vae(final, stats, out / "export")
     val = evaluate(
         final, clip_batches(cfg.data, cfg.batch_size, cfg.steps, device, split="val", workers=cfg.workers, seed=12345)
     )
@@ -180,7 +208,7 @@ def train(cfg: VAETrainConfig) -> dict[str, float]:
         "latent_mean_abs": float(torch.tensor(stats[0]).abs().mean()),
         "latent_std_mean": float(torch.tensor(stats[1]).mean()),
     }
-    (out / "result.json").write_text(json.dumps(result, indent=1))
+    (out / "export" / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
     return result
 
@@ -198,15 +226,7 @@ def evaluate(vae: WanVAE, batches, num_batches: int = 8) -> dict[str, float]:
 
 
 def parse_args(argv=None) -> VAETrainConfig:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(VAETrainConfig):
-        default = f.default
-        if isinstance(default, bool):
-            ap.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=default)
-        else:
-            kind = float if f.name in ("max_minutes",) else type(default) if default is not None else str
-            ap.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=default)
-    return VAETrainConfig(**vars(ap.parse_args(argv)))
+    return parse_config(VAETrainConfig, __doc__, argv)
 
 
 if __name__ == "__main__":
