@@ -421,6 +421,20 @@ class WanVAE(nn.Module):
         self.latent_mean = torch.tensor(self.config.latent_mean, device=device)
         self.latent_std = torch.tensor(self.config.latent_std, device=device)
 
+    def to_channels_last(self) -> WanVAE:
+        """Conv3d weights to ``channels_last_3d`` and Conv2d weights to ``channels_last``, in place.
+
+        ``Module.to(memory_format=torch.channels_last_3d)`` refuses the 4-D Conv2d weights this model also has.
+        Inputs in ``channels_last_3d`` then stay in that layout through the per-frame 2D layers (free views).
+        """
+        with torch.no_grad():
+            for p in self.parameters():
+                if p.ndim == 5:
+                    p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
+                elif p.ndim == 4:
+                    p.data = p.data.contiguous(memory_format=torch.channels_last)
+        return self
+
     @property
     def dtype(self) -> torch.dtype:
         return self.conv2.weight.dtype

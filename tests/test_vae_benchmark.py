@@ -1,0 +1,22 @@
+"""The decode benchmark runs end to end (CPU, --quick) and writes the fields the README table needs."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.vae_decode import main
+
+
+def test_vae_decode_benchmark_quick_cpu(tmp_path):
+    out = tmp_path / "vae.json"
+    main(["--device", "cpu", "--quick", "--chunks", "1", "--out", str(out)])
+    record = json.loads(out.read_text())
+    assert record["benchmark"] == "vae_decode" and record["commit"]
+    results = record["results"]
+    for kind in ("wan", "light"):
+        assert results[kind]["flop_per_latent_frame"] > 0
+        runs = results[kind]["runs"]
+        assert runs and all("error" not in r for r in runs), runs
+        assert all(r["ms_per_latent_frame_median"] > 0 for r in runs)
+    assert {r["channels_last_3d"] for r in results["wan"]["runs"]} == {False, True}
+    assert results["summary"]["flop_ratio_wan_over_light"] > 1

@@ -1,0 +1,169 @@
+"""Light decoder: streaming == whole clip, frame rules, explicit state; distillation training and resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_vae import max_diff, random_latents, random_vae, random_video
+
+from distillation.train_light_decoder import (
+    TrainConfig,
+    distillation_loss,
+    main,
+    make_optimizer,
+    teacher_targets,
+    train_light_decoder,
+    train_step,
+)
+from world_model.vae import (
+    FeatureCache,
+    LightDecoder,
+    LightDecoderConfig,
+    StreamingDecoder,
+    count_parameters,
+    load_light_decoder,
+)
+
+TOL = 1e-5
+TINY = LightDecoderConfig(widths=(16, 8, 8, 8), blocks_per_stage=2)
+
+
+def tiny_decoder(seed: int = 0) -> LightDecoder:
+    torch.manual_seed(seed)
+    model = LightDecoder(TINY).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model
+
+
+def test_default_size_is_about_10m_parameters():
+    with torch.device("meta"):
+        model = LightDecoder()
+    assert 9e6 < count_parameters(model) < 11e6
+
+
+def test_streaming_equals_whole_clip_and_frame_rules():
+    model = tiny_decoder()
+    z = random_latents(2, 4)
+    with torch.no_grad():
+        full = model.decode(z)
+        assert full.shape == (2, 3, 13, 32, 32)
+        stream = StreamingDecoder(model)
+        outs = [stream(z[:, :, :1]), stream(z[:, :, 1:3]), stream(z[:, :, 3:4])]
+        assert [o.shape[2] for o in outs] == [1, 8, 4]
+        assert max_diff(torch.cat(outs, dim=2), full) < TOL
+        assert len(stream.state.tensors) == 3 * TINY.blocks_per_stage
+        assert max_diff(model.decode(z[:, :, :1]), full[:, :, :1]) < TOL
+
+        # The one-frame memory matters: a zeroed memory changes the next frames (so the test can fail).
+        _, state = model.decode_chunk(z[:, :, :1])
+        zeroed = FeatureCache(tuple(torch.zeros_like(t) for t in state.tensors), state.batch, state.spatial)
+        wrong, _ = model.decode_chunk(z[:, :, 1:2], zeroed)
+        assert max_diff(wrong, full[:, :, 1:5]) > 1e-4
+
+
+def test_state_batching_and_copy():
+    model = tiny_decoder()
+    za, zb = random_latents(1, 3, seed=4), random_latents(1, 3, seed=5)
+    with torch.no_grad():
+        full_a, full_b = model.decode(za), model.decode(zb)
+        a, b = StreamingDecoder(model), StreamingDecoder(model)
+        a(za[:, :, :2])
+        b(zb[:, :, :2])
+        snapshot = a.copy()
+        batched = StreamingDecoder(model, state=FeatureCache.cat([a.state, b.state]))
+        out = batched(torch.cat([za[:, :, 2:], zb[:, :, 2:]]))
+        assert max_diff(out[:1], full_a[:, :, 5:]) < TOL
+        assert max_diff(out[1:], full_b[:, :, 5:]) < TOL
+        assert max_diff(snapshot(za[:, :, 2:]), full_a[:, :, 5:]) < TOL
+
+
+def test_errors_and_save_load(tmp_path):
+    model = tiny_decoder()
+    with pytest.raises(ValueError, match=r"16 channels"):
+        model.decode(torch.zeros(1, 8, 2, 4, 4))
+    with pytest.raises(ValueError, match=r"time_upsample needs one flag per stage"):
+        LightDecoderConfig(widths=(8, 8), time_upsample=(True, True))
+    from world_model.vae import save_light_decoder
+
+    save_light_decoder(model, tmp_path / "ld.pt")
+    loaded = load_light_decoder(tmp_path / "ld.pt")
+    z = random_latents(1, 2)
+    with torch.no_grad():
+        assert torch.equal(loaded.decode(z), model.decode(z))
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+def test_one_training_step_reduces_the_loss_on_a_fixed_batch():
+    vae = random_vae()
+    student = LightDecoder(TINY)
+    cfg = TrainConfig(lr=1e-3)
+    opt = make_optimizer(student, cfg)
+    video = random_video(2, 5, 16, 16)
+    latents, target = teacher_targets(vae, video)
+    assert target.shape == video.shape
+    with torch.no_grad():
+        before = distillation_loss(student(latents), target, cfg).item()
+    reported = train_step(student, vae, opt, video, cfg)
+    with torch.no_grad():
+        after = distillation_loss(student(latents), target, cfg).item()
+    assert reported == pytest.approx(before, rel=1e-5)
+    assert after < before
+
+
+def _stream(start: int):
+    step = start
+    while True:
+        yield random_video(1, 5, 16, 16, seed=100 + step)
+        step += 1
+
+
+def test_resume_continues_from_the_same_step(tmp_path):
+    vae = random_vae()
+    cfg = TrainConfig(steps=4, lr=1e-3, checkpoint_every=2, progress=False)
+    straight = train_light_decoder(vae, _stream, tmp_path / "a", TINY, cfg)
+    assert (straight.start_step, straight.step) == (0, 4)
+
+    first = train_light_decoder(vae, _stream, tmp_path / "b", TINY, TrainConfig(**{**cfg.__dict__, "steps": 2}))
+    assert first.step == 2
+    resumed = train_light_decoder(vae, _stream, tmp_path / "b", TINY, cfg)
+    assert (resumed.start_step, resumed.step) == (2, 4)
+    assert resumed.losses == straight.losses[2:]
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert a["step"] == b["step"] == 4
+    for k in a["student"]:
+        assert torch.equal(a["student"][k], b["student"][k]), k
+    assert not list((tmp_path / "b").glob("*.tmp"))  # atomic writes leave no temp files
+    assert (tmp_path / "b" / "light_decoder.pt").exists()
+
+    # Out of time: stop after the running step with a checkpoint; a rerun picks it up.
+    timed = train_light_decoder(vae, _stream, tmp_path / "c", TINY, TrainConfig(**{**cfg.__dict__, "max_minutes": 0}))
+    assert timed.stopped_early and timed.step == 1
+    assert torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=True)["step"] == 1
+
+
+def test_cli_trains_from_a_folder_of_npz_and_mp4(tmp_path):
+    import imageio.v2 as imageio
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "videos"
+    data.mkdir()
+    np.savez(data / "a.npz", frames=rng.integers(0, 255, (7, 20, 28, 3), dtype=np.uint8))
+    with imageio.get_writer(str(data / "b.mp4"), fps=8, format="ffmpeg", macro_block_size=8) as writer:
+        for _ in range(6):
+            writer.append_data(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8))
+    out = tmp_path / "run"
+    args = ["--data", str(data), "--out", str(out), "--random-vae", "--vae-dim", "8", "--widths", "8,8,8,8",
+            "--blocks-per-stage", "1", "--steps", "2", "--batch-size", "2", "--frames", "5", "--size", "16x16",
+            "--no-progress"]  # fmt: skip
+    result = main(args)
+    assert result.step == 2 and len(result.losses) == 2
+    assert load_light_decoder(out / "light_decoder.pt").config.widths == (8, 8, 8, 8)
+    with pytest.raises(SystemExit):
+        main(["--data", str(data), "--out", str(out), "--frames", "6", "--random-vae"])
