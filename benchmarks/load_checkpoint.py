@@ -5,7 +5,7 @@ state dict split into 8 shards of about equal size, ``diffusion_pytorch_model-00
 ``diffusion_pytorch_model.safetensors.index.json``, random fp32 values.
 
 The whole expert does not fit a 64 GiB disk, so only the first ``--shards`` of the 8 full-size shards are written
-(default 3: 27.8 GB, the global layers + blocks 0-15) and the index names just those. The full-size bf16 model
+(default 3: 27.8 GB, the global layers and blocks 0-14) and the index names just those. The full-size bf16 model
 (37 GB) is allocated on the GPU, and exactly the code path of ``load_model`` (``load_weights_``: header checks, then
 shard by shard through ``safe_open``, each fp32 tensor converted into its bf16 parameter) reads those shards into it
 (non-strict, since the other shards are absent). What the JSON says:
@@ -16,7 +16,8 @@ shard by shard through ``safe_open``, each fp32 tensor converted into its bf16 p
   every 20 ms), a bit-exact check of sampled tensors.
 * extrapolated (labelled so): the full 8-shard load time = allocation + measured seconds per byte x 74.2 GB.
   Peak host RSS does not grow with the shard count (one shard is mapped at a time), so the full-size figure is the
-  measured one, provided the written shards include the largest (they are within 2% of each other).
+  measured one, scaled by largest shard / largest written shard (the 8 shards are within 3.1% of each other,
+  and shard 3 is one of the two largest).
 
 Usage::
 

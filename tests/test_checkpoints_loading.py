@@ -160,8 +160,17 @@ def test_fast_folder_with_sixteen_model_shards(tmp_path, tiny_presets):
         assert_same_bf16(src, model)
 
 
-@pytest.mark.parametrize("control_dim", [None, 6, 7])
-@pytest.mark.parametrize("naming", ["official", "diffusers", "prefixed", "prefixed-diffusers"])
+@pytest.mark.parametrize(
+    "naming, control_dim",
+    [
+        ("official", None),
+        ("official", 7),
+        ("diffusers", None),
+        ("diffusers", 6),
+        ("prefixed", 6),
+        ("prefixed-diffusers", 7),
+    ],
+)
 def test_single_file_in_every_naming(tmp_path, naming, control_dim):
     src = tiny_dit(control_dim, seed=4, **({"in_dim": 16} if control_dim is None else {}))
     rename = {
@@ -451,3 +460,40 @@ def test_config_json_disagreeing_with_the_tensors(tmp_path):
     with pytest.raises(CheckpointError, match="config.json says num_layers=40 but the tensors have num_layers=2"):
         load_model(tmp_path)
     assert_same_bf16(src, load_dit(tmp_path, src.cfg))  # an explicit config needs no config.json
+
+
+def test_read_failure_mid_load_names_the_file(tmp_path, monkeypatch):
+    import world_model.checkpoints.loading as loading
+
+    src = tiny_dit(6, seed=1)
+    write_layout(tmp_path, src, 2, EXPERT_FMT, EXPERT_INDEX)
+    real = loading.safe_open
+
+    class Flaky:  # the second shard's third tensor cannot be read
+        def __init__(self, path, **kw):
+            self.inner, self.path, self.n = real(path, **kw), path, 0
+
+        def __enter__(self):
+            self.inner.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.inner.__exit__(*exc)
+
+        def keys(self):
+            return self.inner.keys()
+
+        def get_slice(self, name):
+            return self.inner.get_slice(name)
+
+        def get_tensor(self, name):
+            self.n += 1
+            if "00002-of" in self.path and self.n == 3:
+                raise OSError("Input/output error")
+            return self.inner.get_tensor(name)
+
+    monkeypatch.setattr(loading, "safe_open", Flaky)
+    n_first = sum(1 for v in json.loads((tmp_path / EXPERT_INDEX).read_text())["weight_map"].values() if "00001" in v)
+    msg = rf"diffusion_pytorch_model-00002-of-00002\.safetensors: reading failed after {n_first + 2} of 91 tensors"
+    with pytest.raises(CheckpointError, match=msg + r" \(Input/output error\).*partially loaded: discard it"):
+        load_model(tmp_path)

@@ -390,6 +390,13 @@ def _advise_willneed(path: Path) -> None:
         pass
 
 
+def _read_error(path: Path, loaded: int, total: int, exc: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: reading failed after {loaded} of {total} tensors ({exc}). The file changed since its header was "
+        "checked, or is corrupt: download it again. The model is partially loaded: discard it."
+    )
+
+
 @torch.no_grad()
 def load_weights_(
     model: torch.nn.Module,
@@ -436,20 +443,21 @@ def load_weights_(
             continue
         _advise_willneed(path)
         try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                for name, entry in entries:
-                    src = f.get_tensor(entry.name_in_file)
-                    dst = targets[name]
-                    # Move first (fp32, one tensor at a time) so a GPU target converts on the GPU.
-                    dst.copy_(src if src.device == dst.device else src.to(dst.device))
-                    nbytes += src.numel() * src.element_size()
-                    loaded += 1
-                    del src
+            handle = safe_open(str(path), framework="pt", device="cpu")
         except Exception as exc:
-            raise CheckpointError(
-                f"{path}: reading failed after {loaded} of {len(info.tensors)} tensors ({exc}). The file is "
-                "truncated or corrupt: download it again. The model is partially loaded: discard it."
-            ) from exc
+            raise _read_error(path, loaded, len(targets), exc) from exc
+        with handle as f:
+            for name, entry in entries:
+                try:  # memory-mapped: the pages are read from disk as they are copied below
+                    src = f.get_tensor(entry.name_in_file)
+                except Exception as exc:
+                    raise _read_error(path, loaded, len(targets), exc) from exc
+                dst = targets[name]
+                # Move first (fp32, one tensor at a time) so a GPU target converts on the GPU.
+                dst.copy_(src if src.device == dst.device else src.to(dst.device))
+                nbytes += src.numel() * src.element_size()
+                loaded += 1
+                del src
     if torch.cuda.is_available() and any(t.is_cuda for t in targets.values()):
         torch.cuda.synchronize()
     report = LoadReport(
