@@ -137,6 +137,18 @@ def test_walking_into_a_wall_stops(quiet_env):
     np.testing.assert_allclose(ys[-12:], -288.0 + 16.0, atol=0.5)  # stopped one player radius short
 
 
+def test_config_seed_is_used_by_the_first_reset():
+    a, b = ViZDoomWASDEnv(seed=5, random_start=True), ViZDoomWASDEnv(random_start=True)
+    try:
+        obs_a, info_a = a.reset()
+        obs_b, info_b = b.reset(seed=5)
+        np.testing.assert_array_equal(obs_a, obs_b)
+        np.testing.assert_array_equal(info_a["pose"], info_b["pose"])
+    finally:
+        a.close()
+        b.close()
+
+
 def test_episode_truncates_at_max_steps():
     env = ViZDoomWASDEnv(max_steps=3, monsters=False)
     try:

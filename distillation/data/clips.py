@@ -227,8 +227,11 @@ def stream_worker(cfg: GenerationConfig, split: str, seed: int, stream: int, out
                 except queue_mod.Full:
                     continue
             if stop.is_set():
-                return
+                break
     except Exception as e:
         out.put((stream, -1, f"{type(e).__name__}: {e}"))
     finally:
+        # Unsent clips may be dropped at exit (the consumer is gone), so the queue's feeder thread must
+        # not keep this process alive; the game is closed cleanly before the process ends.
+        out.cancel_join_thread()
         gen.close()

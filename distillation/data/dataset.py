@@ -19,6 +19,7 @@ import json
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -238,14 +239,19 @@ class OnTheFlyClipDataset(IterableDataset):
                 yield f"online-{stream}-{k}", clip
         finally:
             stop.set()
-            # Drain so that workers blocked on a full queue can see the stop flag and exit.
-            for _ in range(self.queue_size * self.num_workers + len(procs)):
+            # Keep draining while the workers finish their clip and close their games: a worker blocked
+            # on a full queue would otherwise never see the stop flag. Killing one instead would leave
+            # its engine process to crash.
+            deadline = time.monotonic() + 30.0
+            while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
                 try:
-                    out.get_nowait()
+                    while True:
+                        out.get_nowait()
                 except queue_mod.Empty:
-                    break
+                    pass
+                for p in procs:
+                    p.join(timeout=0.05)
             for p in procs:
-                p.join(timeout=5.0)
                 if p.is_alive():
                     p.terminate()
                     p.join(timeout=2.0)
