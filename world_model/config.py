@@ -75,12 +75,16 @@ class WanDiTConfig:
         """Build from an official ``config.json`` dict. The file names no control type: pass it (or infer it
         from the checkpoint tensors, see ``world_model.checkpoints``)."""
         known = {"dim", "ffn_dim", "num_heads", "num_layers", "in_dim", "out_dim", "text_len", "freq_dim", "eps"}
+        # Our own config.json files also carry what the official ones leave implicit.
+        known |= {"text_dim", "control_dim", "control_patch", "rope_max_positions"}
         kwargs = {k: cfg[k] for k in known if k in cfg}
         if "patch_size" in cfg:
             kwargs["patch_size"] = tuple(cfg["patch_size"])
         kwargs["extra"] = {k: v for k, v in cfg.items() if k not in known and k != "patch_size"}
+        if control_dim is not None:
+            kwargs["control_dim"] = control_dim
         kwargs.update(overrides)
-        return cls(control_dim=control_dim, **kwargs)
+        return cls(**kwargs)
 
     def to_official(self) -> dict[str, Any]:
         """The ``config.json`` form (the official keys, plus ours for what the official file lacks)."""

@@ -160,6 +160,20 @@ class KeyboardCamera:
         return self.pose()
 
 
+def act_control_from_actions(actions: torch.Tensor, rays: torch.Tensor, config: ActionControlConfig) -> torch.Tensor:
+    """Stateless act control of a clip: ``actions`` ``[B, n, 6]`` -> ``[B, 7*64, n + 1, H/8, W/8]``.
+
+    Latent frame 0 (the conditioning image) gets the identity rotation and no keys; latent frame ``i + 1`` gets
+    action ``i``. Pitch is not clamped (training clips start at unknown pitch; the game clamps on its own)."""
+    b = actions.shape[0]
+    per_latent = config.turn_deg_per_frame * config.frames_per_latent
+    zero = actions.new_zeros(b, 1, 6)
+    acts = torch.cat([zero, actions.float()], dim=1)
+    keys = (acts[..., :4] > config.key_threshold).float()
+    yaw, pitch = acts[..., 4].clamp(-1, 1) * per_latent, acts[..., 5].clamp(-1, 1) * per_latent
+    return act_control(yaw_pitch_matrices(yaw, pitch), keys, rays.to(actions.device))
+
+
 @dataclass(frozen=True)
 class ActionControlConfig:
     """How ``[W, A, S, D, yaw, pitch]`` action vectors become the DiT's control map.

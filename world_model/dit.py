@@ -228,18 +228,29 @@ class WanDiT(nn.Module):
     # -- init ----------------------------------------------------------------------------------------------
     def reset_parameters(self) -> None:
         """Wan's init: Xavier linears, small-normal embeddings, zero output head; zero camera scale/shift so a
-        freshly added control path starts as the identity."""
+        freshly added control path starts as the identity. Sets every parameter, so it also initialises a model
+        materialised from ``meta`` with ``to_empty``."""
         if any(p.is_meta for p in self.parameters()):
             return
+        d = self.cfg.dim
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
+            elif isinstance(m, (RMSNorm, nn.LayerNorm)) and m.weight is not None:
+                nn.init.ones_(m.weight)
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
         nn.init.xavier_uniform_(self.patch_embedding.weight.flatten(1))
+        nn.init.zeros_(self.patch_embedding.bias)
         for seq in (self.text_embedding, self.time_embedding):
             for m in seq:
                 if isinstance(m, nn.Linear):
                     nn.init.normal_(m.weight, std=0.02)
+        with torch.no_grad():
+            for blk in self.blocks:
+                blk.modulation.copy_(torch.randn(blk.modulation.shape) / d**0.5)
+            self.head.modulation.copy_(torch.randn(self.head.modulation.shape) / d**0.5)
         nn.init.zeros_(self.head.head.weight)
         for blk in self.blocks if self.cfg.control_dim is not None else ():
             for m in (blk.cam_scale_layer, blk.cam_shift_layer):
