@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from test_vae import single_thread  # noqa: F401 (autouse fixture)
+
 from benchmarks.vae_decode import main
 
 

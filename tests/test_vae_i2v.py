@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_vae import max_diff, random_vae
+from test_vae import max_diff, random_vae, single_thread  # noqa: F401 (autouse fixture)
 
 from world_model.vae import I2VConditionBuilder, i2v_condition_slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_vae import max_diff, random_latents, random_vae, random_video
+from test_vae import max_diff, random_latents, random_vae, random_video, single_thread  # noqa: F401 (autouse)
 
 from distillation.train_light_decoder import (
     TrainConfig,

@@ -18,7 +18,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # files in the legacy (pre-zip) format cannot be memory-mapped
+        blob = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(blob, dict) and isinstance(blob.get(key), dict):
             blob = blob[key]

@@ -451,7 +451,9 @@ class WanVAE(nn.Module):
         return (z.float() * stats[1] + stats[0]).to(z.dtype)
 
     def _stats(self) -> tuple[Tensor, Tensor]:
-        if self.latent_mean.is_meta and not self.conv2.weight.is_meta:
+        # ``.to(bf16)`` casts buffers too; the constants stay fp32 (bf16 would round 2.8184 to 2.8125).
+        stale = self.latent_mean.is_meta or self.latent_mean.dtype != torch.float32
+        if stale and not self.conv2.weight.is_meta:
             self._reset_latent_stats()
         return self.latent_mean.view(1, -1, 1, 1, 1), self.latent_std.view(1, -1, 1, 1, 1)
 
