@@ -227,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, help="bfloat16 | float16 | float32 (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="episode seed: same seed + same actions = same video")
     p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice; small models on a busy CPU often run faster with 1)",
+    )
+    p.add_argument(
         "--steps",
         type=int,
         default=None,
@@ -330,6 +336,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.record:
             print("note: --headless without --record writes no video; printing throughput only", file=sys.stderr)
 
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be >= 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
     from tqdm import tqdm
 
     with tqdm(
