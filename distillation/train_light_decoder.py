@@ -309,10 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m distillation.train_light_decoder",
         description="Distil a Wan-class VAE decoder into the light streaming decoder (TAEHV style).",
     )
-    p.add_argument("--data", required=True, help="folder of .mp4 / .npz videos (uint8 [F, H, W, 3] in .npz)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="folder of .mp4 / .npz videos (uint8 [F, H, W, 3] in .npz), or 'onthefly' for ViZDoom clips played "
+        "by game worker processes at the Doom model's resolution",
+    )
+    p.add_argument("--workers", type=int, default=4, help="game worker processes with --data onthefly")
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt (resumed if present), light_decoder.pt")
     teacher = p.add_argument_group("teacher VAE")
     teacher.add_argument("--vae-weights", help="Wan2.1_VAE.pth or a diffusers AutoencoderKLWan state dict")
+    teacher.add_argument("--vae-export", help="a VAE exported by distillation.train_vae (folder with vae.json)")
     teacher.add_argument("--vae-dim", type=int, default=None, help="base width (read from the weights if given)")
     teacher.add_argument("--vae-z-dim", type=int, default=None, help="latent channels (read from the weights)")
     teacher.add_argument("--random-vae", action="store_true", help="random teacher (smoke tests only)")
@@ -337,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_teacher(args: argparse.Namespace, device: torch.device) -> WanVAE:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if args.vae_export:
+        from distillation.train_vae import load_exported_vae
+
+        return load_exported_vae(args.vae_export, device, dtype)
     if args.vae_weights:
         overrides = {k: v for k, v in (("dim", args.vae_dim), ("z_dim", args.vae_z_dim)) if v is not None}
         config = VAEConfig(**overrides) if overrides else None
@@ -354,10 +365,28 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if len(args.size) != 2:
         parser.error(f"--size needs HxW, got {args.size}")
-    try:
-        data = VideoFolder(args.data, args.frames, (args.size[0], args.size[1]), args.batch_size, seed=args.seed)
-    except ValueError as e:
-        parser.error(str(e))
+    if args.data == "onthefly":
+        from distillation.doom_data import clip_batches
+
+        if (args.frames - 1) % 4:
+            parser.error(f"--frames must be 4n + 1, got {args.frames}")
+
+        def source(start_step: int):
+            batches = clip_batches(
+                "onthefly",
+                args.batch_size,
+                (args.frames - 1) // 4,
+                device,
+                workers=args.workers,
+                seed=args.seed + start_step,
+            )
+            return (b["video"] for b in batches)
+    else:
+        try:
+            folder = VideoFolder(args.data, args.frames, (args.size[0], args.size[1]), args.batch_size, seed=args.seed)
+        except ValueError as e:
+            parser.error(str(e))
+        source = folder.from_step
     vae = build_teacher(args, device)
     cfg = TrainConfig(
         steps=args.steps,
@@ -370,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
         progress=not args.no_progress,
     )
     student_cfg = LightDecoderConfig(z_dim=vae.config.z_dim, widths=args.widths, blocks_per_stage=args.blocks_per_stage)
-    result = train_light_decoder(vae, data.from_step, args.out, student_cfg, cfg, device=device)
+    result = train_light_decoder(vae, source, args.out, student_cfg, cfg, device=device)
     summary = {
         "start_step": result.start_step,
         "step": result.step,
