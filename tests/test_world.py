@@ -43,3 +43,37 @@ def test_bad_actions_and_order():
         world.step(torch.zeros(1, 5))
     with pytest.raises(ValueError, match="images must be"):
         world.reset(torch.zeros(1, 3, 30, 48), ["x"])
+
+
+def test_bundle_round_trip(tmp_path):
+    import numpy as np
+
+    from world_model.bundle import load_world, save_world
+
+    world = tiny_world(batch_size=1)
+    start = np.random.default_rng(0).integers(0, 255, (32, 48, 3), dtype=np.uint8)
+    save_world(tmp_path / "w", world, start_image=start, notes={"trained": False}, dtype=torch.float32)
+    loaded = load_world(tmp_path / "w", dtype=torch.float32)
+    assert np.array_equal(loaded.start_image, start) and loaded.notes == {"trained": False}
+    assert loaded.spec == world.spec
+    img = torch.rand(1, 3, 32, 48) * 2 - 1
+    act = torch.tensor([[1, 0, 0, 0, 0.3, 0.0]])
+    outs = []
+    for w in (world, loaded):
+        w.reset(img, ["a room"], seeds=[3])
+        outs.append(w.step(act)[0])
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_load_world_errors(tmp_path):
+    from world_model.bundle import DEFAULT_BUNDLE, WorldNotAvailableError, load_world
+
+    if not (DEFAULT_BUNDLE / "world.json").exists():
+        with pytest.raises(WorldNotAvailableError, match="not trained and shipped yet"):
+            load_world(None)
+    with pytest.raises(WorldNotAvailableError, match="not a folder here nor a known preset"):
+        load_world("no-such-model")
+    with pytest.raises(WorldNotAvailableError, match="has no weights in this package"):
+        load_world("lingbot-world-fast")
+    with pytest.raises(ValueError, match="neither a world bundle"):
+        load_world(tmp_path)

@@ -1,0 +1,222 @@
+"""World bundles: everything an :class:`~world_model.world.InteractiveWorld` needs, in one folder.
+
+Our own format (the shipped Doom model, distilled students)::
+
+    world.json                      spec (size, fps, action control, streaming), parts, provenance notes
+    dit/                            the DiT in the official layout (config.json + safetensors shards)
+    vae_encoder.safetensors         the VAE's encoder half (official key names) + vae.json (its config)
+    light_decoder.safetensors       the light streaming decoder + light_decoder.json
+    text_encoder.safetensors        the small text encoder + text_encoder.json
+    start.png                       a start frame for reset() without an image
+
+:func:`load_world` also accepts a full-size LingBot-World release root (``lingbot_world_fast/`` +
+``Wan2.1_VAE.pth`` + umT5), a registered preset name with a bundle, or None for the embedded default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from world_model.control import ActionControlConfig
+from world_model.kv_cache import CacheConfig
+from world_model.sampling import FewStepSchedule
+from world_model.streaming import StreamConfig
+from world_model.world import InteractiveWorld, WorldSpec
+
+FORMAT = "lingbot-realtime-world"
+DEFAULT_BUNDLE = Path(__file__).resolve().parent / "assets" / "doom-world"
+
+
+class WorldNotAvailableError(FileNotFoundError):
+    """The asked-for world has no weights here (e.g. the embedded default before it is trained and shipped)."""
+
+
+# -- spec <-> json -------------------------------------------------------------------------------------------------
+def spec_to_dict(spec: WorldSpec) -> dict[str, Any]:
+    s = spec.stream
+    return {
+        "height": spec.height,
+        "width": spec.width,
+        "fps": spec.fps,
+        "default_prompt": spec.default_prompt,
+        "control": None if spec.control is None else dataclasses.asdict(spec.control),
+        "stream": {
+            "block_frames": s.block_frames,
+            "first_block_frames": s.first_block_frames,
+            "timesteps": list(s.schedule.timesteps),
+            "cache": dataclasses.asdict(s.cache),
+        },
+    }
+
+
+def spec_from_dict(d: dict[str, Any]) -> WorldSpec:
+    st = d["stream"]
+    stream = StreamConfig(
+        block_frames=st["block_frames"],
+        first_block_frames=st["first_block_frames"],
+        schedule=FewStepSchedule(tuple(st["timesteps"])),
+        cache=CacheConfig(**st["cache"]),
+    )
+    control = None if d.get("control") is None else ActionControlConfig(**d["control"])
+    return WorldSpec(d["height"], d["width"], d["fps"], control, stream, d.get("default_prompt", ""))
+
+
+# -- saving --------------------------------------------------------------------------------------------------------
+def _save_module(module: torch.nn.Module, path: Path, config: Any, dtype: torch.dtype, keep=lambda k: True) -> None:
+    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in module.state_dict().items() if keep(k)}
+    save_file(state, str(path))
+    path.with_suffix(".json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
+
+
+def save_world(
+    folder: str | Path,
+    world: InteractiveWorld,
+    start_image: np.ndarray | None = None,
+    notes: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.bfloat16,
+) -> Path:
+    """Write ``world`` as a bundle (bf16 by default; shards <= 15 MiB so every file fits a 16 MiB transfer)."""
+    from PIL import Image
+
+    from world_model.checkpoints.saving import save_checkpoint
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(world.dit, folder / "dit", max_shard_size="15MiB", dtype=dtype, overwrite=True)
+    vae = world.encoder
+    _save_module(
+        vae, folder / "vae_encoder.safetensors", vae.config, dtype, keep=lambda k: k.startswith(("encoder.", "conv1."))
+    )
+    _save_module(world.decoder, folder / "light_decoder.safetensors", world.decoder.config, dtype)
+    _save_module(world.text_encoder, folder / "text_encoder.safetensors", world.text_encoder.config, dtype)
+    if start_image is not None:
+        Image.fromarray(np.asarray(start_image, dtype=np.uint8)).save(folder / "start.png")
+    meta = {"format": FORMAT, "version": 1, "spec": spec_to_dict(world.spec), "notes": notes or {}}
+    (folder / "world.json").write_text(json.dumps(meta, indent=1))
+    return folder
+
+
+# -- loading -------------------------------------------------------------------------------------------------------
+def _config(cls, path: Path):
+    d = json.loads(path.read_text())
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def _load_bundle(folder: Path, device, dtype, batch_size: int, seed: int) -> InteractiveWorld:
+    from world_model.checkpoints import load_dit
+    from world_model.checkpoints.text_encoders import SmallTextEncoder, SmallTextEncoderConfig
+    from world_model.vae import LightDecoder, LightDecoderConfig, VAEConfig, WanVAE
+
+    meta = json.loads((folder / "world.json").read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{folder / 'world.json'} is not a {FORMAT} bundle (format={meta.get('format')!r})")
+    spec = spec_from_dict(meta["spec"])
+    dtype = dtype or (torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32)
+    dit = load_dit(folder / "dit", device=device, dtype=dtype).eval()
+
+    vae = WanVAE(_config(VAEConfig, folder / "vae_encoder.json"))
+    missing, _ = vae.load_state_dict(
+        {k: v.float() for k, v in load_file(folder / "vae_encoder.safetensors").items()}, strict=False
+    )
+    if any(not k.startswith(("decoder.", "conv2.")) for k in missing):
+        raise ValueError(f"{folder / 'vae_encoder.safetensors'} lacks encoder tensors: {missing[:5]}")
+    del vae.decoder  # only the encoder half ships: the light decoder decodes
+    vae = vae.to(device, torch.float32).eval()
+
+    light = LightDecoder(_config(LightDecoderConfig, folder / "light_decoder.json"))
+    light.load_state_dict({k: v.float() for k, v in load_file(folder / "light_decoder.safetensors").items()})
+    text = SmallTextEncoder(_config(SmallTextEncoderConfig, folder / "text_encoder.json"))
+    text.load_state_dict({k: v.float() for k, v in load_file(folder / "text_encoder.safetensors").items()})
+    world = InteractiveWorld(dit, vae, light.to(device).eval(), text.to(device).eval(), spec, batch_size, seed)
+    world.start_image = _start_image(folder / "start.png")
+    world.notes = meta.get("notes", {})
+    return world
+
+
+def _start_image(path: Path) -> np.ndarray | None:
+    if not path.exists():
+        return None
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _load_release(root: Path, device, dtype, batch_size: int, seed: int, size: tuple[int, int] | None):
+    """A full-size LingBot-World causal release (``lingbot-world-fast``) as an interactive world."""
+    from world_model.checkpoints import get_preset
+    from world_model.checkpoints.release import load_release
+
+    preset = get_preset("lingbot-world-fast")
+    if not (root / preset.experts[0].subfolder).exists():
+        raise ValueError(
+            f"{root} is a LingBot-World release without {preset.experts[0].subfolder}/: only the causal Fast model "
+            "streams; the Base experts are bidirectional (use them through the teacher sampler)"
+        )
+    dtype = dtype or torch.bfloat16
+    rel = load_release(root, preset, device=device, dtype=dtype)
+    h, w = size or preset.sizes[0]
+    control = ActionControlConfig("cam", h, w, turn_deg_per_frame=2.0, frames_per_latent=4)
+    spec = WorldSpec(h, w, float(preset.fps), control, preset.sampling.stream)
+    world = InteractiveWorld(rel.dit, rel.vae, rel.vae, rel.text_encoder, spec, batch_size, seed)
+    world.start_image = None
+    world.notes = {"preset": preset.name}
+    return world
+
+
+def load_world(
+    model: Any = None,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    batch_size: int = 1,
+    seed: int = 0,
+    size: tuple[int, int] | None = None,
+) -> InteractiveWorld:
+    """An :class:`InteractiveWorld` from ``model``:
+
+    * None: the embedded default (the project's small Doom world, shipped under ``world_model/assets``);
+    * an :class:`InteractiveWorld` (returned as is) or a zero-argument factory returning one;
+    * a bundle folder (``world.json``), or a LingBot-World release root (its ``lingbot_world_fast/`` student);
+    * a registered preset name whose weights ship with the package.
+    """
+    if isinstance(model, InteractiveWorld):
+        return model
+    if callable(model):
+        return model()
+    if model is None:
+        if not (DEFAULT_BUNDLE / "world.json").exists():
+            raise WorldNotAvailableError(
+                "the embedded default world (the project's small ViZDoom model) is not trained and shipped yet: "
+                f"nothing at {DEFAULT_BUNDLE}. Pass model=<bundle folder or LingBot-World release root>"
+            )
+        return _load_bundle(DEFAULT_BUNDLE, device, dtype, batch_size, seed)
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if (path / "world.json").exists():
+            return _load_bundle(path, device, dtype, batch_size, seed)
+        from world_model.checkpoints.loading import is_release_root
+
+        if is_release_root(path):
+            return _load_release(path, device, dtype, batch_size, seed, size)
+        raise ValueError(f"{path} is neither a world bundle (world.json) nor a LingBot-World release root")
+    if path.exists():
+        raise ValueError(f"{path} is a file; pass a bundle folder or a release root folder")
+    from world_model.checkpoints import get_preset
+
+    try:
+        preset = get_preset(str(model))
+    except KeyError:
+        raise WorldNotAvailableError(f"{model!r} is not a folder here nor a known preset name") from None
+    bundle = DEFAULT_BUNDLE.parent / preset.name
+    if (bundle / "world.json").exists():
+        return _load_bundle(bundle, device, dtype, batch_size, seed)
+    raise WorldNotAvailableError(
+        f"preset {preset.name!r} has no weights in this package: download the release and pass its root folder"
+    )
