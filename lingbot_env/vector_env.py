@@ -4,6 +4,10 @@
 :class:`LingBotWorldVectorEnv`. All N worlds are rows of one :class:`~world_model.world.InteractiveWorld`
 (``batch_size=N``): their KV caches, denoising passes and decoder states are batched, and a row that starts a
 new episode is restarted alone (``world.reset(..., rows=[i])``) while the others go on.
+
+Restarting single rows needs the stream layout that writes the start image alone (``first_block_frames=1``, the
+project's students). With LingBot Fast's layout only whole-batch restarts work: a step that would restart some envs
+while others go on raises a clear ``ValueError`` before changing anything.
 """
 
 from __future__ import annotations
@@ -208,6 +212,16 @@ class LingBotWorldVectorEnv(VectorEnv):
                 self._rngs[r], _ = seeding.np_random(None if s is None else int(s))
         self._seeded_once = True
 
+    def _check_restartable(self, rows: Sequence[int]) -> None:
+        """Refuse, before anything changes, to restart some rows of a world that can only restart all of them."""
+        first = self._require_world().spec.stream.first_block_frames
+        if first != 1 and 0 < len(rows) < self.num_envs:
+            raise ValueError(
+                f"envs {list(rows)} must restart while the others go on, but this model's stream layout "
+                f"(first_block_frames={first}, LingBot Fast's) cannot restart single worlds: call reset() to restart "
+                "all envs, or let episodes end together (one max_episode_steps, no termination_fn)"
+            )
+
     def _restart(
         self, rows: list[int], images: list[np.ndarray | None], prompts: list[str | None]
     ) -> tuple[np.ndarray, list[int], list[str]]:
@@ -253,6 +267,7 @@ class LingBotWorldVectorEnv(VectorEnv):
             rows = np.flatnonzero(mask).tolist()
             if not self._started and len(rows) != self.num_envs:
                 raise RuntimeError("reset all envs once (no reset_mask) before resetting some of them")
+            self._check_restartable(rows)
         images = self._per_env_images(options.get("image"), "image")
         prompts = self._per_env_prompts(options.get("prompt"), "prompt")
         if isinstance(seed, (int, np.integer)):
@@ -284,19 +299,25 @@ class LingBotWorldVectorEnv(VectorEnv):
         if not self._started:
             raise RuntimeError("LingBotWorldVectorEnv: call reset() before step()")
         t0 = time.perf_counter()
-        n, f = self.num_envs, self.frames_per_step
+        n = self.num_envs
         act, clipped = check_actions(actions, n, self.action_clip)
         restart = np.flatnonzero(self._autoreset).tolist()
         going = np.flatnonzero(~self._autoreset).tolist()
-        frames = np.empty((n, f, self.height, self.width, 3), dtype=np.uint8)
-        poses = np.repeat(self._poses.pose()[:, None], f, axis=1)
+        self._check_restartable(restart)
         timings = {"generate_ms": 0.0, "decode_ms": 0.0}
+        generated = None
         if going:
             stepped = act.copy()
             stepped[restart] = 0.0  # those rows' chunk is thrown away
             out, timings = world.step(torch.from_numpy(stepped))
-            frames[going] = out.numpy()[going]
-            poses[going] = self._poses.advance(act[going], going)
+            generated = out.numpy()
+        # F is frames_per_step, except on LingBot Fast's first chunk (its frame 0 is the start image, shown already).
+        f = self.frames_per_step if generated is None else generated.shape[1]
+        frames = np.empty((n, f, self.height, self.width, 3), dtype=np.uint8)
+        poses = np.repeat(self._poses.pose()[:, None], f, axis=1)
+        if going:
+            frames[going] = generated[going]
+            poses[going] = self._poses.advance(act[going], going)[:, -f:]
             self._steps[going] += 1
             self._last_obs[going] = frames[going, -1]
         seeds: list[int] = []

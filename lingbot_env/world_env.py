@@ -454,7 +454,8 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
     At ``reset``: ``frames`` uint8 [1, H, W, 3] (the start image), ``reconstruction`` uint8 [H, W, 3] (the VAE's
     decoding of it), ``prompt``, ``seed`` (the world's noise seed), ``step`` = 0, ``pose``, ``yaw_pitch``,
     ``reset_ms`` (with ``timing_info``).
-    At ``step``: ``frames`` uint8 [F, H, W, 3] (F = ``4 * block_frames``; ``obs`` is ``frames[-1]``), ``step``
+    At ``step``: ``frames`` uint8 [F, H, W, 3] (F = ``4 * block_frames``, 4 fewer on the first step of LingBot
+    Fast's layout, whose first latent frame is the start image; ``obs`` is ``frames[-1]``), ``step``
     (steps since reset), ``action`` float32 [6] as applied, ``action_clipped`` bool, ``pose`` float32 [4, 4]
     camera-to-world of the last frame and ``poses`` [F, 4, 4] of every frame (:class:`PoseTracker`), ``yaw_pitch``
     float32 [2] degrees, and with ``timing_info``: ``step_ms`` (the whole ``step``), ``generate_ms`` (DiT:
@@ -604,7 +605,7 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
         act, clipped = check_actions(action, None, self.action_clip)
         frames, timings = world.step(torch.from_numpy(act[None]))
         frames = frames[0].numpy()
-        poses = self._poses.advance(act[None])[0]
+        poses = self._poses.advance(act[None])[0, -len(frames) :]  # LingBot Fast's first chunk has fewer frames
         self._step += 1
         obs = frames[-1]
         info: dict[str, Any] = {

@@ -73,6 +73,7 @@ def test_vector_env_equals_n_single_envs_through_staggered_autoresets():
         obs, _, _, _, info = venv.step(actions[t])
         for i in range(n):
             log[i].append(("reset", None, obs[i]) if info["step"][i] == 0 else ("step", actions[t][i], obs[i]))
+    final_pose = info["pose"]
     # Env 1 ends a step later than the others, so the envs restart in different batched calls.
     assert [k for k, _, _ in log[0]] == ["reset", "step", "step", "step"] * 2 + ["reset", "step"]
     assert [k for k, _, _ in log[1]][:7] == ["reset", "step", "reset", "step", "step", "step", "reset"]
@@ -81,7 +82,9 @@ def test_vector_env_equals_n_single_envs_through_staggered_autoresets():
         env = LingBotWorldEnv(model=tiny_world, image=images[i], prompt=prompts[i], max_episode_steps=limit)
         replay = [env.reset(seed=10 + i)[0]]
         for kind, action, _ in log[i][1:]:
-            replay.append(env.reset()[0] if kind == "reset" else env.step(action)[0])
+            out = env.reset() if kind == "reset" else env.step(action)
+            replay.append(out[0])
+        assert np.allclose(out[-1]["pose"], final_pose[i], atol=1e-6)  # the integrated camera pose too
         for k, ((_, _, a), b) in enumerate(zip(log[i], replay)):
             diff = np.abs(a.astype(int) - b.astype(int)).max()
             assert diff <= 1, f"env {i}, observation {k}: differs by {diff}"
@@ -154,6 +157,26 @@ def test_bad_input_raises_and_leaves_the_vector_env_usable():
         assert np.array_equal(venv.step(actions[t])[0], want[t])
     with pytest.raises(ValueError, match="batch_size=1"):
         LingBotWorldVectorEnv(2, model=tiny_world(1))
+
+
+def test_single_row_restart_refused_clearly_for_the_fast_layout():
+    import dataclasses
+
+    world = tiny_world(2, block_frames=2)
+    # LingBot Fast's layout: the image is generated with the first chunk, so one row cannot restart alone.
+    stream = dataclasses.replace(world.spec.stream, first_block_frames=world.spec.stream.block_frames)
+    world.spec = dataclasses.replace(world.spec, stream=stream)
+    world.generator.config = stream
+    venv = LingBotWorldVectorEnv(2, model=world, image=IMG, termination_fn=lambda o, a, i: a[0] > 0.5)
+    venv.reset(seed=0)
+    _, _, terminated, _, _ = venv.step(np.array([[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], np.float32))
+    assert terminated.tolist() == [True, False]
+    with pytest.raises(ValueError, match="cannot restart single worlds"):
+        venv.step(np.zeros((2, 6), np.float32))
+    with pytest.raises(ValueError, match="cannot restart single worlds"):
+        venv.reset(options={"reset_mask": np.array([False, True])})
+    obs, _ = venv.reset()  # the way out: restart all
+    assert (obs == START).all() and venv.step(np.zeros((2, 6), np.float32))[4]["step"].tolist() == [1, 1]
 
 
 def test_batched_reward_hook_and_per_env_fallback():

@@ -362,7 +362,7 @@ def test_500_steps_rolling_cache_constant_memory():
     env = make_env(model=world)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
-    cache, decoder, rss, gen_ms = [], [], [], []
+    cache, decoder, rss, gen_ms = [world.generator.cache.nbytes], [world.decoder_stream.state.nbytes()], [], []
     for t in range(500):
         info = env.step(rng.uniform([0, 0, 0, 0, -1, -1], 1, 6))[4]
         cache.append(world.generator.cache.nbytes)
@@ -371,8 +371,8 @@ def test_500_steps_rolling_cache_constant_memory():
         if t in (99, 499):
             rss.append(_rss_bytes())
     assert world.generator.cache.config.mode == "rolling" and world.generator.frames_generated[0] == 501
-    assert len(set(cache)) == 1 and len(set(decoder[1:])) == 1
-    assert rss[1] - rss[0] < 16 * 2**20, f"RSS grew by {(rss[1] - rss[0]) / 2**20:.1f} MiB over 400 steps"
+    assert len(set(cache)) == 1 and len(set(decoder)) == 1 and decoder[0] > 0
+    assert rss[1] - rss[0] < 8 * 2**20, f"RSS grew by {(rss[1] - rss[0]) / 2**20:.1f} MiB over 400 steps"
     # Constant time per step, loosely (shared CI machines are noisy): the window is full after a few steps.
     assert np.median(gen_ms[-100:]) < 2.0 * np.median(gen_ms[20:120])
 
