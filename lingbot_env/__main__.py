@@ -224,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--prompt", default=None, help="text prompt (default: the model's default prompt)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
+    p.add_argument("--size", default=None, metavar="HxW", help="resolution for a LingBot release root, e.g. 720x1280")
     p.add_argument("--dtype", default=None, help="bfloat16 | float16 | float32 (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="episode seed: same seed + same actions = same video")
     p.add_argument(
@@ -273,7 +274,16 @@ def make_env(args: argparse.Namespace, render_mode: str | None) -> Any:
         prompt=args.prompt,
         seed=args.seed,
         window_scale=args.scale,
+        model_kwargs={"size": _size(args.size)} if args.size else None,
     )
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--size must be HxW, e.g. 480x832, got {text!r}") from None
+    return h, w
 
 
 def run_headless(env: Any, actions: np.ndarray, seed: int, on_frames: Callable[[np.ndarray], None] | None) -> dict:
@@ -312,8 +322,8 @@ def run_headless(env: Any, actions: np.ndarray, seed: int, on_frames: Callable[[
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.env == "real" and (args.model or args.image or args.prompt or args.dtype):
-        parser.error("--model/--image/--prompt/--dtype are for the generated world, not --env real")
+    if args.env == "real" and (args.model or args.image or args.prompt or args.dtype or args.size):
+        parser.error("--model/--image/--prompt/--dtype/--size are for the generated world, not --env real")
     if args.env == "world" and args.map:
         parser.error("--map is for --env real")
     if args.headless and not (args.actions or args.actions_preset):
@@ -355,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             env = make_env(args, None if args.headless or args.env == "real" else "human")
         except (FileNotFoundError, ImportError, ValueError, KeyError) as e:
             bar.close()
-            print(f"error: cannot load the model: {e}", file=sys.stderr)
+            print(f"error: {e}", file=sys.stderr)
             return 2
         bar.update()
 

@@ -103,6 +103,7 @@ class LingBotWorldVectorEnv(VectorEnv):
         prompt: str | Sequence[str] | None = None,
         seed: int | None = None,
         timing_info: bool = True,
+        model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if int(num_envs) != num_envs or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
@@ -117,7 +118,9 @@ class LingBotWorldVectorEnv(VectorEnv):
                 raise TypeError(f"{name} must be callable (obs, action, info) -> value, got {type(fn).__name__}")
         self.num_envs = n = int(num_envs)
         self.world: InteractiveWorld | None
-        self.world, self._owns_world = resolve_world(model, device=device, dtype=dtype, batch_size=n, seed=seed or 0)
+        self.world, self._owns_world = resolve_world(
+            model, device=device, dtype=dtype, batch_size=n, seed=seed or 0, model_kwargs=model_kwargs
+        )
         spec = self.world.spec
         self.height, self.width, self.frames_per_step = spec.height, spec.width, spec.frames_per_step
         self.metadata = {**self.metadata, "render_fps": spec.fps}

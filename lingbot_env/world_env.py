@@ -116,6 +116,7 @@ def resolve_world(
     dtype: str | torch.dtype | None = None,
     batch_size: int = 1,
     seed: int = 0,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> tuple[InteractiveWorld, bool]:
     """Turn the env's ``model`` argument into an :class:`InteractiveWorld` of ``batch_size`` rows.
 
@@ -124,7 +125,8 @@ def resolve_world(
     * an ``InteractiveWorld``: used as is (``device``/``dtype`` are ignored: it already lives somewhere);
     * a callable: a factory returning one, called with ``batch_size=`` when it has that parameter, else with none;
     * ``"package.module:function"`` (and no such path exists): that factory, imported;
-    * ``None``, a preset name or a folder: ``world_model.bundle.load_world(model, device=, dtype=, batch_size=)``.
+    * ``None``, a preset name or a folder: ``world_model.bundle.load_world(model, device=, dtype=, batch_size=,
+      **model_kwargs)`` (e.g. ``model_kwargs={"size": (720, 1280)}`` for a LingBot release root).
     """
     from world_model.world import InteractiveWorld
 
@@ -143,7 +145,9 @@ def resolve_world(
                 "world_model.bundle.load_world is not available in this checkout, so model=None / a preset name / "
                 "a folder cannot be loaded; pass model= an InteractiveWorld or a factory returning one"
             ) from e
-        world = load_world(model, device=device, dtype=parse_dtype(dtype), batch_size=batch_size, seed=seed)
+        world = load_world(
+            model, device=device, dtype=parse_dtype(dtype), batch_size=batch_size, seed=seed, **(model_kwargs or {})
+        )
     elif callable(model):
         world = _call_factory(model, batch_size)
     else:
@@ -438,6 +442,7 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
     * ``window_scale``: integer upscaling of the human window (default: fit about 1280 x 800).
     * ``timing_info``: add the wall-clock ``*_ms`` entries to ``info`` (default True). They differ between two
       otherwise identical runs, which Gymnasium's ``check_env`` reports as non-determinism: pass False there.
+    * ``model_kwargs``: extra keyword arguments for ``load_world`` (e.g. ``{"size": (720, 1280)}``).
 
     ## Reset
     ``reset(seed=None, options={"image": ..., "prompt": ...})`` as in Gymnasium. The class also takes the image and
@@ -486,6 +491,7 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
         seed: int | None = None,
         window_scale: int | None = None,
         timing_info: bool = True,
+        model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
@@ -496,7 +502,9 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
         for name, fn in (("reward_fn", reward_fn), ("termination_fn", termination_fn)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable (obs, action, info) -> value, got {type(fn).__name__}")
-        self.world, self._owns_world = resolve_world(model, device=device, dtype=dtype, batch_size=1, seed=seed or 0)
+        self.world, self._owns_world = resolve_world(
+            model, device=device, dtype=dtype, batch_size=1, seed=seed or 0, model_kwargs=model_kwargs
+        )
         spec = self.world.spec
         self.height, self.width = spec.height, spec.width
         self.metadata = {**self.metadata, "render_fps": spec.fps}

@@ -451,3 +451,21 @@ def test_cli_headless_replays_a_script_into_a_video(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--env", "real", "--image", "x.png"])
     assert main(["--headless", "--actions-preset", "forward", "--model", "/no/such/model/folder"]) == 2
+
+
+def test_loads_a_world_bundle_folder_with_its_start_image(tmp_path):
+    from lingbot_env.vector_env import LingBotWorldVectorEnv
+    from world_model.bundle import save_world
+
+    folder = save_world(tmp_path / "bundle", tiny_world(1), start_image=IMG[:32, :48], dtype=torch.float32)
+    env = gym.make("LingBotWorld-v0", model=str(folder), dtype="float32")
+    obs, _ = env.reset(seed=0)
+    assert np.array_equal(obs, IMG[:32, :48])  # world.start_image from the bundle's start.png
+    frames = [env.step(FORWARD_RIGHT)[0] for _ in range(2)]
+    venv = LingBotWorldVectorEnv(2, model=folder)
+    assert (venv.reset(seed=0)[0] == IMG[:32, :48]).all()
+    batched = [venv.step(np.stack([FORWARD_RIGHT] * 2))[0][0] for _ in range(2)]
+    for a, b in zip(frames, batched):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    env.close()
+    venv.close()
