@@ -34,7 +34,9 @@ from lingbot_env.world_env import (
     call_reset_hook,
     check_actions,
     check_prompt,
+    fit_image,
     images_to_tensor,
+    load_image,
     prepare_image,
     release_cuda_memory,
     resolve_world,
@@ -117,6 +119,9 @@ class LingBotWorldVectorEnv(VectorEnv):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable (obs, action, info) -> value, got {type(fn).__name__}")
         self.num_envs = n = int(num_envs)
+        # Inputs are checked before the (slow) model load; images are fitted once the model's size is known.
+        raw_images = self._load_images(image, "image")
+        prompts = self._per_env_prompts(prompt, "prompt")
         self.world: InteractiveWorld | None
         self.world, self._owns_world = resolve_world(
             model, device=device, dtype=dtype, batch_size=n, seed=seed or 0, model_kwargs=model_kwargs
@@ -135,9 +140,8 @@ class LingBotWorldVectorEnv(VectorEnv):
         self.single_observation_space = spaces.Box(0, 255, shape=(self.height, self.width, 3), dtype=np.uint8)
         self.observation_space = batch_space(self.single_observation_space, n)
 
-        self._default_images = self._per_env_images(image, "image")
-        default_prompt = spec.default_prompt if prompt is None else prompt
-        self._default_prompts = self._per_env_prompts(default_prompt, "prompt")
+        self._default_images = self._fit_images(raw_images)
+        self._default_prompts = [spec.default_prompt if p is None else p for p in prompts]
         self._rngs: list[np.random.Generator | None] = [None] * n
         self._initial_seed = seed
         self._seeded_once = False
@@ -160,14 +164,25 @@ class LingBotWorldVectorEnv(VectorEnv):
             raise ValueError(f"{what}: got {len(value)} values for {self.num_envs} envs; give one, or one per env")
         return list(value)
 
-    def _per_env_images(self, image: Any, what: str) -> list[np.ndarray | None]:
-        prepared: dict[int, np.ndarray] = {}  # one image given for all envs is prepared once
+    def _load_images(self, image: Any, what: str) -> list[np.ndarray | None]:
+        """Per-env ``uint8 [h, w, 3]`` images (or None); one image given for all envs is read once."""
+        loaded: dict[int, np.ndarray] = {}
         out: list[np.ndarray | None] = []
         for i, item in enumerate(self._per_env(image, what, _is_single_image)):
-            if item is not None and id(item) not in prepared:
-                prepared[id(item)] = prepare_image(item, self.height, self.width, what=f"{what} of env {i}")
-            out.append(None if item is None else prepared[id(item)])
+            if item is not None and id(item) not in loaded:
+                loaded[id(item)] = load_image(item, what=f"{what} of env {i}")
+            out.append(None if item is None else loaded[id(item)])
         return out
+
+    def _fit_images(self, images: list[np.ndarray | None]) -> list[np.ndarray | None]:
+        fitted: dict[int, np.ndarray] = {}
+        for img in images:
+            if img is not None and id(img) not in fitted:
+                fitted[id(img)] = fit_image(img, self.height, self.width)
+        return [None if img is None else fitted[id(img)] for img in images]
+
+    def _per_env_images(self, image: Any, what: str) -> list[np.ndarray | None]:
+        return self._fit_images(self._load_images(image, what))
 
     def _per_env_prompts(self, prompt: Any, what: str) -> list[str | None]:
         items = self._per_env(prompt, what, lambda p: isinstance(p, str))

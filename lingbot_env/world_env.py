@@ -502,6 +502,9 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
         for name, fn in (("reward_fn", reward_fn), ("termination_fn", termination_fn)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable (obs, action, info) -> value, got {type(fn).__name__}")
+        # Inputs are checked before the (slow) model load; the image is fitted once the model's size is known.
+        raw_image = None if image is None else load_image(image)
+        prompt = None if prompt is None else check_prompt(prompt)
         self.world, self._owns_world = resolve_world(
             model, device=device, dtype=dtype, batch_size=1, seed=seed or 0, model_kwargs=model_kwargs
         )
@@ -515,8 +518,8 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
         self.action_spec = action_spec_for(self.world)
         self.action_space = self.action_spec.action_space()
         self.observation_space = spaces.Box(0, 255, shape=(self.height, self.width, 3), dtype=np.uint8)
-        self._default_image = None if image is None else prepare_image(image, self.height, self.width)
-        self._default_prompt = spec.default_prompt if prompt is None else check_prompt(prompt)
+        self._default_image = None if raw_image is None else fit_image(raw_image, self.height, self.width)
+        self._default_prompt = spec.default_prompt if prompt is None else prompt
         self._initial_seed = seed
         self._seeded_once = False
         self.window_scale = window_scale
