@@ -231,7 +231,6 @@ def stream_worker(cfg: GenerationConfig, split: str, seed: int, stream: int, out
     except Exception as e:
         out.put((stream, -1, f"{type(e).__name__}: {e}"))
     finally:
-        # Unsent clips may be dropped at exit (the consumer is gone), so the queue's feeder thread must
-        # not keep this process alive; the game is closed cleanly before the process ends.
-        out.cancel_join_thread()
+        # The consumer drains the queue until this process has exited, so the queue's feeder thread
+        # can always flush (cancelling it instead could leave a half-written clip in the pipe).
         gen.close()

@@ -172,6 +172,8 @@ class OnTheFlyClipDataset(IterableDataset):
         max_clips: stop after this many windows in total (``None`` = endless).
         queue_size: clips buffered ahead per worker.
         dtype, layout, with_objects: item format (module docstring).
+
+    After an iteration over worker processes ends, ``last_exitcodes`` holds their exit codes (0 = clean).
     """
 
     def __init__(
@@ -194,6 +196,7 @@ class OnTheFlyClipDataset(IterableDataset):
             raise ValueError(f"steps must be in 1..{config.steps_per_clip}, got {steps}")
         self.max_clips, self.queue_size = max_clips, max(1, queue_size)
         self.dtype, self.layout, self.with_objects = dtype, layout, with_objects
+        self.last_exitcodes: list[int | None] = []
 
     def _windows(self, clip: Clip, tag: str) -> Iterator[dict[str, Any]]:
         fps = self.config.frames_per_step
@@ -255,6 +258,7 @@ class OnTheFlyClipDataset(IterableDataset):
                 if p.is_alive():
                     p.terminate()
                     p.join(timeout=2.0)
+            self.last_exitcodes = [p.exitcode for p in procs]
             out.close()
             out.cancel_join_thread()
 
