@@ -1,0 +1,354 @@
+"""Stage 3: train the bidirectional Doom teacher (image-to-video, act control, captions) with flow matching.
+
+    python -m distillation.train_teacher --vae runs/doom_vae/export --out runs/doom_teacher --workers 14 --max-minutes 9
+
+Per step, for clips of ``clip_steps`` actions (``4n + 1`` frames, ``n + 1`` latent frames):
+
+1. encode the clip with the frozen VAE -> ``x0`` ``[B, 16, n + 1, 12, 16]``;
+2. ``y`` = mask (ones on latent frame 0) + the first latent frame, lightly noised (so the teacher does not copy
+   VAE-exact context, and a student fed its own frames later finds what it was trained on);
+3. control = LingBot act maps of the actions (rays of the yaw/pitch delta + WASD), identity on frame 0;
+4. ``sigma`` ~ U(0, 1) shifted by ``shift``, ``x_t = (1 - sigma) x0 + sigma * noise``; loss = MSE(v, noise - x0);
+5. the caption goes through the small text encoder, trained jointly; dropped to "" with ``caption_dropout``
+   so the teacher also learns the unconditional score for classifier-free guidance.
+
+Clips come from game worker processes through a GPU replay buffer of encoded latents: each played clip is
+used a few times, which keeps the GPU busy with fewer game workers. Validation samples whole clips on held-out
+maps (UniPC + CFG) and reports PSNR / SSIM of the first 4 latent frames (16 video frames) against the real game.
+Resumable (``checkpoint.pt``, atomic); the export (``export/``) holds bf16 EMA weights in the official sharded
+layout plus the text encoder, small enough to carry between machines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import queue
+import threading
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from distillation.doom_data import clip_batches
+from distillation.train_vae import load_exported_vae, read_safetensors_folder
+from distillation.training.budget import JsonlLog, TimeBudget
+from distillation.training.checkpoint import atomic_save, check_same_config, load_checkpoint, rng_state, set_rng_state
+from distillation.training.cli import parse_config
+from distillation.training.ema import EMA
+from distillation.training.metrics import psnr, ssim
+from world_model import doom
+from world_model.checkpoints.text_encoders import SmallTextEncoder
+from world_model.control import act_control_from_actions, default_intrinsics, pixel_rays
+from world_model.dit import WanDiT
+from world_model.sampling import guided, sample_unipc, shift_sigma, sigma_schedule
+from world_model.streaming import MASK_CHANNELS
+
+
+@dataclasses.dataclass
+class TeacherTrainConfig:
+    vae: str = "runs/doom_vae/export"
+    out: str = "runs/doom_teacher"
+    data: str = "onthefly"
+    workers: int = 4
+    clip_steps: int = 8
+    batch_size: int = 32
+    replay_clips: int = 4096
+    lr: float = 2e-4
+    warmup: int = 500
+    weight_decay: float = 0.01
+    max_steps: int = 200_000
+    shift: float = doom.DoomTeacherConfig.shift
+    caption_dropout: float = doom.DoomTeacherConfig.caption_dropout
+    cond_noise: float = 0.1
+    ema: float = 0.999
+    grad_clip: float = 1.0
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    val_every: int = 2000
+    val_clips: int = 16
+    val_steps: int = 30
+    guidance: float = doom.DoomTeacherConfig.guidance_scale
+    max_minutes: float | None = None
+    seed: int = 0
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    compile: bool = False
+    init_from: str = ""  # an export folder to start from when there is no checkpoint (next session)
+
+
+# -- conditioning of a clip --------------------------------------------------------------------------------------
+def image_condition(x0: torch.Tensor, noise_sigma: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """``y`` ``[B, 20, T, h, w]``: mask ones on latent frame 0 + that frame's latent (optionally noised), zeros
+    for later frames (the convention the streaming generator uses with ``tail_latent=None``)."""
+    b, c, t, h, w = x0.shape
+    mask = torch.zeros(b, MASK_CHANNELS, t, h, w, device=x0.device, dtype=x0.dtype)
+    mask[:, :, 0] = 1
+    lat = torch.zeros_like(x0)
+    first = x0[:, :, 0]
+    if torch.is_tensor(noise_sigma) or noise_sigma > 0:
+        s = torch.as_tensor(noise_sigma, device=x0.device, dtype=x0.dtype).reshape(-1, 1, 1, 1)
+        first = (1 - s) * first + s * torch.randn_like(first)
+    lat[:, :, 0] = first
+    return torch.cat([mask, lat], dim=1)
+
+
+class ClipConditioner:
+    """Actions -> act control maps at the model resolution (rays computed once)."""
+
+    def __init__(self, device: torch.device) -> None:
+        cfg = doom.action_config()
+        self.cfg = cfg
+        self.rays = pixel_rays(
+            default_intrinsics(cfg.height, cfg.width, cfg.fov_deg), cfg.height, cfg.width, (cfg.height, cfg.width)
+        ).to(device)
+
+    def control(self, actions: torch.Tensor) -> torch.Tensor:
+        return act_control_from_actions(actions, self.rays, self.cfg)
+
+
+# -- data: game workers -> encoded latents in a GPU replay buffer ------------------------------------------------
+class LatentReplay:
+    """Ring buffer of encoded clips on the device; a thread keeps pulling played clips from the workers."""
+
+    def __init__(self, vae, batches, capacity: int, device: torch.device) -> None:
+        self.vae, self.capacity, self.device = vae, capacity, device
+        self.latents: torch.Tensor | None = None
+        self.actions: torch.Tensor | None = None
+        self.captions: list[str] = []
+        self.size, self.pos, self.seen = 0, 0, 0
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._thread = threading.Thread(target=self._pull, args=(batches,), daemon=True)
+        self._thread.start()
+
+    def _pull(self, batches) -> None:
+        for batch in batches:
+            self._queue.put(batch)
+
+    @torch.no_grad()
+    def _add(self, batch: dict) -> None:
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.device.type == "cuda"):
+            z = self.vae.encode(batch["video"].to(self.vae.dtype), chunked=False).to(torch.bfloat16)
+        if self.latents is None:
+            self.latents = torch.empty((self.capacity, *z.shape[1:]), dtype=torch.bfloat16, device=self.device)
+            self.actions = torch.empty((self.capacity, *batch["actions"].shape[1:]), device=self.device)
+            self.captions = [""] * self.capacity
+        for i in range(z.shape[0]):
+            self.latents[self.pos] = z[i]
+            self.actions[self.pos] = batch["actions"][i]
+            self.captions[self.pos] = batch["captions"][i]
+            self.pos = (self.pos + 1) % self.capacity
+            self.size = min(self.size + 1, self.capacity)
+        self.seen += z.shape[0]
+
+    def refill(self, min_size: int) -> None:
+        """Hold at least ``min_size`` clips, then take the batches already waiting (a bounded number: the game
+        workers must not keep the trainer encoding forever)."""
+        while self.size < min_size:
+            try:
+                self._add(self._queue.get(timeout=600))
+            except queue.Empty:
+                raise RuntimeError("no clips from the game workers for 10 minutes") from None
+        for _ in range(self._queue.qsize()):
+            try:
+                self._add(self._queue.get_nowait())
+            except queue.Empty:
+                return
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        idx = torch.randint(0, self.size, (batch_size,), generator=generator)
+        return self.latents[idx].float(), self.actions[idx], [self.captions[i] for i in idx.tolist()]
+
+
+# -- model pieces ------------------------------------------------------------------------------------------------
+def build_models(device: torch.device) -> tuple[WanDiT, SmallTextEncoder]:
+    dit = WanDiT(doom.dit_config()).to(device)
+    text = SmallTextEncoder(doom.text_encoder_config()).to(device)
+    return dit, text
+
+
+def encode_text(text: SmallTextEncoder, captions: list[str]) -> torch.Tensor:
+    """Captions -> ``[B, L, text_dim]`` (differentiable; the encoder trains with the DiT)."""
+    feats, _ = text(captions)
+    return feats
+
+
+def flow_loss(dit: WanDiT, text: SmallTextEncoder, cond: ClipConditioner, x0, actions, captions, cfg, gen):
+    b = x0.shape[0]
+    dev = x0.device
+    sigma = shift_sigma(torch.rand(b, device=dev, generator=gen), cfg.shift)
+    noise = torch.randn(x0.shape, device=dev, generator=gen)
+    xt = (1 - sigma.view(-1, 1, 1, 1, 1)) * x0 + sigma.view(-1, 1, 1, 1, 1) * noise
+    drop = torch.rand(b, generator=gen, device=dev) < cfg.caption_dropout
+    captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+    y = image_condition(x0, torch.rand(b, device=dev, generator=gen) * cfg.cond_noise)
+    v = dit(xt, sigma * 1000, encode_text(text, captions), y, cond.control(actions))
+    return F.mse_loss(v.float(), (noise - x0).float())
+
+
+@torch.no_grad()
+def sample_clip(
+    dit, text, cond, first_latent_clip, actions, captions, steps: int, guidance: float, shift: float, seed: int = 0
+) -> torch.Tensor:
+    """Teacher sampling of a whole clip given the real first frame and the actions: latents ``[B, 16, T, h, w]``."""
+    x0_shape = first_latent_clip.shape
+    y = image_condition(first_latent_clip)
+    control = cond.control(actions)
+    ctx_c = dit.prepare_context(encode_text(text, captions))
+    ctx_u = dit.prepare_context(encode_text(text, [""] * len(captions)))
+    ctrl = dit.prepare_control(control)
+
+    def v_cond(x, t):
+        return dit(x, t, ctx_c, y, ctrl)
+
+    def v_uncond(x, t):
+        return dit(x, t, ctx_u, y, ctrl)
+
+    g = torch.Generator(device=first_latent_clip.device).manual_seed(seed)
+    noise = torch.randn(x0_shape, generator=g, device=first_latent_clip.device)
+    return sample_unipc(guided(v_cond, v_uncond, guidance), noise, sigma_schedule(steps, shift))
+
+
+@torch.no_grad()
+def validate(dit, text, cond, vae, batches, cfg) -> dict[str, float]:
+    """PSNR / SSIM of teacher clips vs the real game on held-out maps, over the first 4 latent frames."""
+    batch = next(batches)
+    video = batch["video"][: cfg.val_clips]
+    with torch.autocast(video.device.type, torch.bfloat16, enabled=video.device.type == "cuda"):
+        x0 = vae.encode(video.to(vae.dtype), chunked=False).float()
+        lat = sample_clip(
+            dit,
+            text,
+            cond,
+            x0,
+            batch["actions"][: cfg.val_clips],
+            batch["captions"][: cfg.val_clips],
+            cfg.val_steps,
+            cfg.guidance,
+            cfg.shift,
+        )
+        gen = vae.decode(lat.to(vae.dtype), chunked=False).float()
+        rec = vae.decode(x0.to(vae.dtype), chunked=False).float()
+    n = min(17, video.shape[2])  # latent frames 0..4 = video frames 0..16
+    p = psnr(gen[:, :, 1:n], video[:, :, 1:n].float())
+    return {
+        "val_psnr_16": p.mean().item(),
+        "val_ssim_16": ssim(gen[:, :, 1:n], video[:, :, 1:n].float()).mean().item(),
+        "val_psnr_all": psnr(gen[:, :, 1:], video[:, :, 1:].float()).mean().item(),
+        "val_vae_psnr": psnr(rec, video.float()).mean().item(),
+    }
+
+
+def export(dit: WanDiT, text: SmallTextEncoder, out: Path, step: int, metrics: dict) -> None:
+    """bf16 teacher in the official sharded layout (shards <= 15 MiB) + text encoder + result.json."""
+    from safetensors.torch import save_file
+
+    from world_model.checkpoints.saving import save_checkpoint
+
+    save_checkpoint(dit, out, max_shard_size="15MiB", dtype=torch.bfloat16, overwrite=True)
+    save_file(
+        {k: v.detach().to(torch.bfloat16).contiguous().cpu() for k, v in text.state_dict().items()},
+        out / "text_encoder.safetensors",
+    )
+    (out / "result.json").write_text(json.dumps({"step": step, **metrics}, indent=1))
+
+
+def load_export(folder: str | Path, dit: WanDiT, text: SmallTextEncoder) -> int:
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    dit.load_state_dict({k: v.float() for k, v in read_safetensors_folder(folder, "diffusion_pytorch_model").items()})
+    text.load_state_dict({k: v.float() for k, v in load_file(folder / "text_encoder.safetensors").items()})
+    return json.loads((folder / "result.json").read_text()).get("step", 0)
+
+
+def train(cfg: TeacherTrainConfig) -> dict[str, float]:
+    torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
+    out = Path(cfg.out)
+    vae = load_exported_vae(cfg.vae, device)
+    dit, text = build_models(device)
+    params = list(dit.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    step = 0
+    ckpt = load_checkpoint(out / "checkpoint.pt", device)
+    if ckpt is not None:
+        check_same_config(ckpt["config"], dataclasses.asdict(cfg), ("clip_steps",))
+        dit.load_state_dict(ckpt["dit"])
+        text.load_state_dict(ckpt["text"])
+        opt.load_state_dict(ckpt["optimizer"])
+        step = ckpt["step"]
+        set_rng_state(ckpt["rng"])
+    elif cfg.init_from:
+        step = load_export(cfg.init_from, dit, text)
+        print(f"initialised from {cfg.init_from} (step {step}); optimizer state starts fresh")
+    ema_dit, ema_text = EMA(dit, cfg.ema), EMA(text, cfg.ema)
+    if ckpt is not None:
+        ema_dit.load_state_dict(ckpt["ema_dit"])
+        ema_text.load_state_dict(ckpt["ema_text"])
+        print(f"resumed from step {step}")
+    if cfg.compile:
+        dit.compile()
+    cond = ClipConditioner(device)
+    train_batches = clip_batches(cfg.data, 16, cfg.clip_steps, device, workers=cfg.workers, seed=cfg.seed + step)
+    val_batches = clip_batches(cfg.data, cfg.val_clips, cfg.clip_steps, device, split="val", workers=2, seed=777)
+    replay = LatentReplay(vae, train_batches, cfg.replay_clips, device)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + step)
+    cpu_gen = torch.Generator().manual_seed(cfg.seed + step)
+    budget, log = TimeBudget(cfg.max_minutes), JsonlLog(out / "log.jsonl")
+
+    def save() -> None:
+        atomic_save(
+            {
+                "dit": dit.state_dict(),
+                "text": text.state_dict(),
+                "optimizer": opt.state_dict(),
+                "ema_dit": ema_dit.state_dict(),
+                "ema_text": ema_text.state_dict(),
+                "step": step,
+                "rng": rng_state(),
+                "config": dataclasses.asdict(cfg),
+            },
+            out / "checkpoint.pt",
+        )
+
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="teacher", dynamic_ncols=True)
+    metrics: dict[str, float] = {}
+    while step < cfg.max_steps and not budget.expired():
+        replay.refill(min_size=min(cfg.batch_size * 4, cfg.replay_clips))
+        x0, actions, captions = replay.sample(cfg.batch_size, cpu_gen)
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with amp:
+            loss = flow_loss(dit, text, cond, x0, actions, captions, cfg, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        step += 1
+        ema_dit.update(dit, step)
+        ema_text.update(text, step)
+        bar.update(1)
+        if step % cfg.log_every == 0:
+            rec = {"step": step, "loss": loss.item(), "grad_norm": float(gnorm), "lr": lr, "clips_seen": replay.seen}
+            log.write(**rec)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", clips=replay.seen)
+        if step % cfg.val_every == 0:
+            metrics = validate(ema_dit.model, ema_text.model, cond, vae, val_batches, cfg)
+            log.write(step=step, **metrics)
+            print(json.dumps({"step": step, **metrics}))
+        if step % cfg.checkpoint_every == 0:
+            save()
+    save()
+    bar.close()
+    metrics = validate(ema_dit.model, ema_text.model, cond, vae, val_batches, cfg)
+    log.write(step=step, **metrics)
+    export(ema_dit.model, ema_text.model, out / "export", step, metrics)
+    print(json.dumps({"step": step, **metrics}))
+    return {"step": step, **metrics}
+
+
+if __name__ == "__main__":
+    train(parse_config(TeacherTrainConfig, __doc__))
