@@ -96,8 +96,8 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(reference, tmp_path):
     proc.wait()
     killed = load_index(root)
     assert 1 <= len(killed["shards"]) < 4  # killed part-way
-    # resume (in-process): only the missing shards are made
-    index = collect(_config(root))
+    # resume with 2 worker processes: only the missing shards are made, by processes with other histories
+    index = collect(_config(root, ["--workers", "2"]))
     assert [(e["split"], e["shard"]) for e in index["shards"]] == [("train", 0), ("train", 1), ("train", 2), ("val", 0)]
     assert not [f for f in os.listdir(root) if ".tmp-" in f]
     got, want = _contents(root), _contents(reference)

@@ -83,6 +83,7 @@ def test_on_the_fly_workers_stream_the_generator():
     ds = OnTheFlyClipDataset(g, "train", num_workers=1, seed=3, max_clips=2)
     items = list(ds)
     assert len(items) == 2
+    assert ds.last_exitcodes == [0]  # the worker closed its game and exited by itself
     gen = ClipGenerator(g)
     try:
         want = list(gen.clips(stream_rng(3, "train", 0, "online"), "train", count=2))

@@ -163,9 +163,9 @@ class ViZDoomWASDEnv(gym.Env):
             if len(pts):
                 x, y = pts[int(rng.integers(len(pts)))]
                 self._game.send_game_command(f"warp {float(x):.1f} {float(y):.1f}")
-        if self.config.warmup_tics:
-            self._game.set_action([0.0] * 7)
-            self._game.advance_action(self.config.warmup_tics, True)
+        self._game.set_action([0.0] * 7)
+        for _ in range(self.config.warmup_tics):
+            self._game.advance_action(1, True)  # rendered one by one: see DoomConfig.warmup_tics
         if self.config.random_start:
             # Turning works only after the spawn reaction time (the warm-up), hence done here.
             turn = float(rng.uniform(-180.0, 180.0))

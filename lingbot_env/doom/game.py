@@ -107,8 +107,11 @@ class DoomConfig:
             ``"game"`` (kills +1, items +0.1, secrets +1, exit +10, death -10) or ``"none"``.
         explore_cell: grid cell size in map units for the explore reward.
         seed: seed of the first ``reset()`` when none is passed.
-        warmup_tics: no-op tics run at reset before the first frame; Doom ignores a freshly spawned
-            player's movement and turning for 8 tics (its reaction time).
+        warmup_tics: no-op tics run (and rendered) at reset before the first frame. Doom ignores a freshly
+            spawned player's movement and turning for 8 tics (its reaction time), and the engine eases
+            the weapon's bob towards rest by at most 1 unit per rendered frame from wherever the last
+            episode left it (a global, so not reset with the level): 18 rendered tics make the first
+            frames independent of earlier episodes.
     """
 
     wad: str = "freedoom2"
@@ -132,7 +135,7 @@ class DoomConfig:
     reward: RewardMode = "explore"
     explore_cell: float = 64.0
     seed: int | None = None
-    warmup_tics: int = 8
+    warmup_tics: int = 18
 
     def __post_init__(self) -> None:
         # Normalise user-friendly inputs ("160x120", dict action specs) so configs compare equal.
