@@ -262,7 +262,9 @@ def load_export(folder: str | Path, dit: WanDiT, text: SmallTextEncoder) -> int:
     return json.loads((folder / "result.json").read_text()).get("step", 0)
 
 
-def train(cfg: TeacherTrainConfig) -> dict[str, float]:
+def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
+    """Train (resuming from ``out/checkpoint.pt`` if present). ``batch_source(split, start_step)`` -> an
+    iterator of batches replaces the game data (tests feed fixed batches)."""
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     out = Path(cfg.out)
@@ -290,8 +292,14 @@ def train(cfg: TeacherTrainConfig) -> dict[str, float]:
     if cfg.compile:
         dit.compile()
     cond = ClipConditioner(device)
-    train_batches = clip_batches(cfg.data, 16, cfg.clip_steps, device, workers=cfg.workers, seed=cfg.seed + step)
-    val_batches = clip_batches(cfg.data, cfg.val_clips, cfg.clip_steps, device, split="val", workers=2, seed=777)
+    if batch_source is None:
+
+        def batch_source(split: str, start: int):
+            if split == "train":
+                return clip_batches(cfg.data, 16, cfg.clip_steps, device, workers=cfg.workers, seed=cfg.seed + start)
+            return clip_batches(cfg.data, cfg.val_clips, cfg.clip_steps, device, split="val", workers=2, seed=777)
+
+    train_batches, val_batches = batch_source("train", step), batch_source("val", 0)
     replay = LatentReplay(vae, train_batches, cfg.replay_clips, device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed + step)
     cpu_gen = torch.Generator().manual_seed(cfg.seed + step)

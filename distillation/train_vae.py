@@ -129,7 +129,16 @@ def load_exported_vae(folder: str | Path, device="cpu", dtype=torch.float32) -> 
     return vae.to(device, dtype).eval()
 
 
-def train(cfg: VAETrainConfig) -> dict[str, float]:
+def default_batches(cfg: VAETrainConfig, split: str, start_step: int):
+    """Doom clips for ``split``: on the fly from game workers, or from a collected data folder."""
+    seed = cfg.seed + start_step if split == "train" else 12345
+    return clip_batches(cfg.data, cfg.batch_size, cfg.steps, cfg.device, split=split, workers=cfg.workers, seed=seed)
+
+
+def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
+    """Train (resuming from ``out/checkpoint.pt`` if present). ``batch_source(split, start_step)`` -> an
+    iterator of batches replaces the game data (tests feed fixed batches)."""
+    batch_source = batch_source or (lambda split, start: default_batches(cfg, split, start))
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     out = Path(cfg.out)
@@ -152,7 +161,7 @@ def train(cfg: VAETrainConfig) -> dict[str, float]:
         step = json.loads((Path(cfg.init_from) / "result.json").read_text()).get("step", 0)
         print(f"initialised from {cfg.init_from} (step {step}); optimizer state starts fresh")
     forward = torch.compile(reconstruct) if cfg.compile else reconstruct
-    batches = clip_batches(cfg.data, cfg.batch_size, cfg.steps, device, workers=cfg.workers, seed=cfg.seed + step)
+    batches = batch_source("train", step)
     budget, log = TimeBudget(cfg.max_minutes), JsonlLog(out / "log.jsonl")
 
     def save() -> None:
@@ -199,9 +208,7 @@ def train(cfg: VAETrainConfig) -> dict[str, float]:
     final = ema.model
     stats = latent_stats(final, batches)
     export_vae(final, stats, out / "export")
-    val = evaluate(
-        final, clip_batches(cfg.data, cfg.batch_size, cfg.steps, device, split="val", workers=cfg.workers, seed=12345)
-    )
+    val = evaluate(final, batch_source("val", 0))
     result = {
         "step": step,
         **val,

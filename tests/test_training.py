@@ -1,0 +1,121 @@
+"""Training stages on tiny configs: the loss goes down on a fixed batch, and a stopped run resumes exactly."""
+
+import itertools
+
+import torch
+
+from distillation import train_teacher, train_vae
+from distillation.training.checkpoint import load_checkpoint
+from world_model.vae import VAEConfig, WanVAE
+
+
+def video_batch(step: int, b: int = 2, frames: int = 5, hw=(96, 128)) -> dict:
+    """A smooth, step-dependent clip (upsampled noise) with actions and captions, like the game batches."""
+    g = torch.Generator().manual_seed(step)
+    low = torch.rand(b, 3, frames, hw[0] // 16, hw[1] // 16, generator=g) * 2 - 1
+    video = torch.nn.functional.interpolate(low, size=(frames, *hw), mode="trilinear")
+    actions = torch.rand(b, (frames - 1) // 4, 6, generator=g)
+    return {"video": video, "actions": actions, "captions": ["a dark corridor", "an imp ahead"][:b]}
+
+
+def source(split, start):
+    return (video_batch(s if split == "train" else 10_000 + s) for s in itertools.count(start))
+
+
+def vae_cfg(tmp_path, **kw):
+    base = dict(out=str(tmp_path), dim=8, batch_size=2, warmup=1, lr=1e-3, log_every=1, device="cpu")
+    return train_vae.VAETrainConfig(**{**base, **kw})
+
+
+def test_vae_step_reduces_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    vae = WanVAE(VAEConfig(dim=8))
+    opt = torch.optim.AdamW(vae.parameters(), lr=2e-3)
+    batch = video_batch(0, hw=(32, 48))["video"]
+    cfg = train_vae.VAETrainConfig()
+    losses = []
+    for _ in range(6):
+        torch.manual_seed(1)  # same latent sample each step: only the weights change
+        recon, mu, logvar = train_vae.reconstruct(vae, batch)
+        loss, _ = train_vae.vae_loss(batch, recon, mu, logvar, cfg)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] * 0.9
+
+
+def test_vae_resume_continues_exactly(tmp_path):
+    src = lambda split, start: (video_batch(s, hw=(32, 48)) for s in itertools.count(start))  # noqa: E731
+    train_vae.train(vae_cfg(tmp_path / "straight", max_steps=4), src)
+    train_vae.train(vae_cfg(tmp_path / "resumed", max_steps=2), src)  # "killed" after 2 steps
+    train_vae.train(vae_cfg(tmp_path / "resumed", max_steps=4), src)
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    assert a["step"] == b["step"] == 4
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+    # The export carries what the next session needs.
+    vae = train_vae.load_exported_vae(tmp_path / "resumed" / "export")
+    assert vae.config.dim == 8 and len(vae.config.latent_std) == 16
+
+
+def make_vae_export(tmp_path):
+    torch.manual_seed(0)
+    vae = WanVAE(VAEConfig(dim=8))
+    stats = (tuple([0.0] * 16), tuple([1.0] * 16))
+    return train_vae.export_vae(vae, stats, tmp_path / "vae")
+
+
+def teacher_cfg(tmp_path, vae, **kw):
+    base = dict(
+        vae=str(vae),
+        out=str(tmp_path),
+        clip_steps=1,
+        batch_size=2,
+        replay_clips=4,
+        warmup=1,
+        lr=1e-3,
+        log_every=1,
+        val_every=10_000,
+        val_clips=2,
+        val_steps=2,
+        device="cpu",
+    )
+    return train_teacher.TeacherTrainConfig(**{**base, **kw})
+
+
+def test_teacher_step_reduces_loss_on_a_fixed_batch(tmp_path):
+    dev = torch.device("cpu")
+    torch.manual_seed(0)
+    dit, text = train_teacher.build_models(dev)
+    torch.nn.init.normal_(dit.head.head.weight, std=0.01)  # leave the zero init so gradients reach every layer
+    cond = train_teacher.ClipConditioner(dev)
+    x0 = torch.randn(2, 16, 2, 12, 16)
+    actions = torch.rand(2, 1, 6)
+    cfg = teacher_cfg(tmp_path, "unused", caption_dropout=0.0)
+    opt = torch.optim.AdamW(list(dit.parameters()) + list(text.parameters()), lr=1e-3)
+    losses = []
+    for _ in range(5):
+        gen = torch.Generator().manual_seed(0)  # same noise and timesteps every step
+        loss = train_teacher.flow_loss(dit, text, cond, x0, actions, ["a room", "a door"], cfg, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] * 0.9
+
+
+def test_teacher_resumes_from_its_checkpoint(tmp_path):
+    vae = make_vae_export(tmp_path)
+    train_teacher.train(teacher_cfg(tmp_path / "run", vae, max_steps=2), source)
+    first = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert first["step"] == 2 and (tmp_path / "run" / "export" / "text_encoder.safetensors").exists()
+    result = train_teacher.train(teacher_cfg(tmp_path / "run", vae, max_steps=3), source)
+    assert result["step"] == 3
+    second = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    # The resumed run started from the saved optimizer state: its step counters continued from 2.
+    state = second["optimizer"]["state"]
+    assert all(int(s["step"]) == 3 for s in state.values())
