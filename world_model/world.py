@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from world_model.control import ActionControl, ActionControlConfig
@@ -75,6 +76,8 @@ class InteractiveWorld:
         self.control = ActionControl(spec.control, batch_size) if spec.control is not None else None
         self.decoder_stream = StreamingDecoder(decoder)
         self.steps = [0] * batch_size
+        self.start_image: np.ndarray | None = None  # uint8 [H, W, 3] used by reset() without an image
+        self.notes: dict = {}  # provenance (training steps, metrics) from the bundle
 
     @property
     def device(self) -> torch.device:
