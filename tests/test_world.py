@@ -77,3 +77,16 @@ def test_load_world_errors(tmp_path):
         load_world("lingbot-world-fast")
     with pytest.raises(ValueError, match="neither a world bundle"):
         load_world(tmp_path)
+
+
+def test_untrained_doom_world_runs_and_says_so():
+    from world_model import doom
+    from world_model.bundle import load_world
+
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        world = load_world(doom.UNTRAINED_NAME)
+    assert world.start_image.shape == (doom.HEIGHT, doom.WIDTH, 3) and world.notes == {"trained": False}
+    img = torch.from_numpy(world.start_image).permute(2, 0, 1)[None].float() / 127.5 - 1
+    world.reset(img, ["a dark corridor"])
+    frames, _ = world.step(torch.tensor([[1, 0, 0, 0, 0.5, 0.0]]))
+    assert frames.shape == (1, 4, doom.HEIGHT, doom.WIDTH, 3)

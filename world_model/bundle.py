@@ -184,12 +184,26 @@ def load_world(
     * None: the embedded default (the project's small Doom world, shipped under ``world_model/assets``);
     * an :class:`InteractiveWorld` (returned as is) or a zero-argument factory returning one;
     * a bundle folder (``world.json``), or a LingBot-World release root (its ``lingbot_world_fast/`` student);
-    * a registered preset name whose weights ship with the package.
+    * a registered preset name whose weights ship with the package;
+    * ``"doom-untrained"``: the Doom architecture with random weights (pipeline and speed only; warns).
     """
     if isinstance(model, InteractiveWorld):
         return model
     if callable(model):
         return model()
+    from world_model import doom
+
+    if model == doom.UNTRAINED_NAME:
+        import warnings
+
+        warnings.warn(
+            f"{doom.UNTRAINED_NAME!r}: the Doom world architecture with RANDOM weights. It runs at the real model's "
+            "speed but its frames are noise; it exists to try the pipeline before trained weights ship.",
+            stacklevel=2,
+        )
+        world = doom.build_world(batch_size, seed, device, dtype)
+        world.notes = {"trained": False}
+        return world
     if model is None:
         if not (DEFAULT_BUNDLE / "world.json").exists():
             raise WorldNotAvailableError(

@@ -99,3 +99,43 @@ class DoomModel:
     height: int = HEIGHT
     width: int = WIDTH
     fps: float = FPS
+
+
+UNTRAINED_NAME = "doom-untrained"
+
+
+def build_world(
+    batch_size: int = 1, seed: int = 0, device="cpu", dtype=None, vae=None, light=None, dit=None, text=None
+):
+    """An :class:`~world_model.world.InteractiveWorld` of the Doom architecture from the parts given; parts left
+    out are freshly initialised (random weights: it runs at full speed but shows noise, and says so)."""
+    import torch
+
+    from world_model.checkpoints.text_encoders import SmallTextEncoder
+    from world_model.dit import WanDiT
+    from world_model.vae import LightDecoder, WanVAE
+    from world_model.world import InteractiveWorld, WorldSpec
+
+    torch.manual_seed(seed)
+    dtype = dtype or torch.float32
+    dit = dit or WanDiT(dit_config())
+    vae = vae or WanVAE(vae_config())
+    light = light or LightDecoder(light_decoder_config())
+    text = text or SmallTextEncoder(text_encoder_config())
+    spec = WorldSpec(HEIGHT, WIDTH, FPS, action_config(), student_stream(), default_prompt="a dark corridor")
+    parts = [m.to(device).eval() for m in (dit.to(dtype), vae, light, text)]
+    world = InteractiveWorld(*parts, spec, batch_size=batch_size, seed=seed)
+    world.start_image = real_start_frame()
+    return world
+
+
+def real_start_frame(map_name: str = "MAP01", seed: int = 0):
+    """The real game's first frame at the model size (``uint8 [96, 128, 3]``), rendered by ViZDoom."""
+    from lingbot_env.doom.env import ViZDoomWASDEnv
+
+    env = ViZDoomWASDEnv(map=map_name, frame_size=(WIDTH, HEIGHT), labels=False, monsters=False)
+    try:
+        obs, _ = env.reset(seed=seed)
+    finally:
+        env.close()
+    return obs
