@@ -24,7 +24,6 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from lingbot_env.world_env import (
-    ACTION_CLIP_MODES,
     ImageArg,
     ModelArg,
     PoseTracker,
@@ -33,6 +32,7 @@ from lingbot_env.world_env import (
     action_spec_for,
     call_reset_hook,
     check_actions,
+    check_env_args,
     check_prompt,
     fit_image,
     images_to_tensor,
@@ -109,15 +109,9 @@ class LingBotWorldVectorEnv(VectorEnv):
     ) -> None:
         if int(num_envs) != num_envs or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
-        if action_clip not in ACTION_CLIP_MODES:
-            raise ValueError(f"action_clip must be one of {ACTION_CLIP_MODES}, got {action_clip!r}")
-        if max_episode_steps is not None and (int(max_episode_steps) != max_episode_steps or max_episode_steps < 1):
-            raise ValueError(f"max_episode_steps must be a positive int or None, got {max_episode_steps!r}")
-        for name, fn in (("reward_fn", reward_fn), ("termination_fn", termination_fn)):
-            if fn is not None and not callable(fn):
-                raise TypeError(f"{name} must be callable (obs, action, info) -> value, got {type(fn).__name__}")
+        check_env_args(
+            self.metadata["render_modes"], render_mode, action_clip, max_episode_steps, reward_fn, termination_fn
+        )
         self.num_envs = n = int(num_envs)
         # Inputs are checked before the (slow) model load; images are fitted once the model's size is known.
         raw_images = self._load_images(image, "image")

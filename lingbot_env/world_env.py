@@ -237,6 +237,19 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
+def check_env_args(render_modes, render_mode, action_clip, max_episode_steps, reward_fn, termination_fn) -> None:
+    """Constructor arguments shared by the single and the vector env, checked before the (slow) model load."""
+    if render_mode is not None and render_mode not in render_modes:
+        raise ValueError(f"render_mode must be None or one of {render_modes}, got {render_mode!r}")
+    if action_clip not in ACTION_CLIP_MODES:
+        raise ValueError(f"action_clip must be one of {ACTION_CLIP_MODES}, got {action_clip!r}")
+    if max_episode_steps is not None and (int(max_episode_steps) != max_episode_steps or max_episode_steps < 1):
+        raise ValueError(f"max_episode_steps must be a positive int or None, got {max_episode_steps!r}")
+    for name, fn in (("reward_fn", reward_fn), ("termination_fn", termination_fn)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} must be callable (obs, action, info) -> value, got {type(fn).__name__}")
+
+
 def check_prompt(prompt: Any, what: str = "prompt") -> str:
     if not isinstance(prompt, str):
         raise TypeError(f"{what} must be a str, got {type(prompt).__name__}: {prompt!r:.60}")
@@ -493,15 +506,9 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
         timing_info: bool = True,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
-        if action_clip not in ACTION_CLIP_MODES:
-            raise ValueError(f"action_clip must be one of {ACTION_CLIP_MODES}, got {action_clip!r}")
-        if max_episode_steps is not None and (int(max_episode_steps) != max_episode_steps or max_episode_steps < 1):
-            raise ValueError(f"max_episode_steps must be a positive int or None, got {max_episode_steps!r}")
-        for name, fn in (("reward_fn", reward_fn), ("termination_fn", termination_fn)):
-            if fn is not None and not callable(fn):
-                raise TypeError(f"{name} must be callable (obs, action, info) -> value, got {type(fn).__name__}")
+        check_env_args(
+            self.metadata["render_modes"], render_mode, action_clip, max_episode_steps, reward_fn, termination_fn
+        )
         # Inputs are checked before the (slow) model load; the image is fitted once the model's size is known.
         raw_image = None if image is None else load_image(image)
         prompt = None if prompt is None else check_prompt(prompt)
