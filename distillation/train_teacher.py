@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from distillation.doom_data import clip_batches
 from distillation.train_vae import load_exported_vae, read_safetensors_folder
 from distillation.training.budget import JsonlLog, TimeBudget
-from distillation.training.checkpoint import atomic_save, check_same_config, load_checkpoint, rng_state, set_rng_state
+from distillation.training.checkpoint import restore_state, save_state
 from distillation.training.cli import parse_config
 from distillation.training.ema import EMA
 from distillation.training.metrics import psnr, ssim
@@ -272,22 +272,16 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
     dit, text = build_models(device)
     params = list(dit.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    ckpt_path = out / "checkpoint.pt"
     step = 0
-    ckpt = load_checkpoint(out / "checkpoint.pt", device)
-    if ckpt is not None:
-        check_same_config(ckpt["config"], dataclasses.asdict(cfg), ("clip_steps",))
-        dit.load_state_dict(ckpt["dit"])
-        text.load_state_dict(ckpt["text"])
-        opt.load_state_dict(ckpt["optimizer"])
-        step = ckpt["step"]
-        set_rng_state(ckpt["rng"])
-    elif cfg.init_from:
+    if not ckpt_path.exists() and cfg.init_from:
         step = load_export(cfg.init_from, dit, text)
         print(f"initialised from {cfg.init_from} (step {step}); optimizer state starts fresh")
-    ema_dit, ema_text = EMA(dit, cfg.ema), EMA(text, cfg.ema)
-    if ckpt is not None:
-        ema_dit.load_state_dict(ckpt["ema_dit"])
-        ema_text.load_state_dict(ckpt["ema_text"])
+    ema_dit, ema_text = EMA(dit, cfg.ema, start_step=step), EMA(text, cfg.ema, start_step=step)
+    parts = {"dit": dit, "text": text, "optimizer": opt, "ema_dit": ema_dit, "ema_text": ema_text}
+    resumed = restore_state(ckpt_path, parts, dataclasses.asdict(cfg), ("clip_steps",), device)
+    if resumed is not None:
+        step = resumed
         print(f"resumed from step {step}")
     if cfg.compile:
         dit.compile()
@@ -306,19 +300,7 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
     budget, log = TimeBudget(cfg.max_minutes), JsonlLog(out / "log.jsonl")
 
     def save() -> None:
-        atomic_save(
-            {
-                "dit": dit.state_dict(),
-                "text": text.state_dict(),
-                "optimizer": opt.state_dict(),
-                "ema_dit": ema_dit.state_dict(),
-                "ema_text": ema_text.state_dict(),
-                "step": step,
-                "rng": rng_state(),
-                "config": dataclasses.asdict(cfg),
-            },
-            out / "checkpoint.pt",
-        )
+        save_state(ckpt_path, step, dataclasses.asdict(cfg), parts)
 
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     bar = tqdm(total=cfg.max_steps, initial=step, desc="teacher", dynamic_ncols=True)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from distillation.doom_data import clip_batches
 from distillation.training.budget import JsonlLog, TimeBudget
-from distillation.training.checkpoint import atomic_save, check_same_config, load_checkpoint, rng_state, set_rng_state
+from distillation.training.checkpoint import restore_state, save_state
 from distillation.training.cli import parse_config
 from distillation.training.ema import EMA
 from distillation.training.metrics import psnr, ssim
@@ -144,38 +144,24 @@ def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
     out = Path(cfg.out)
     vae = WanVAE(doom.vae_config() if cfg.dim == 32 else VAEConfig(dim=cfg.dim)).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    ema = EMA(vae, cfg.ema)
+    ckpt_path = out / "checkpoint.pt"
     step = 0
-    ckpt = load_checkpoint(out / "checkpoint.pt", device)
-    if ckpt is not None:
-        check_same_config(ckpt["config"], dataclasses.asdict(cfg), ("dim",))
-        vae.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        ema.load_state_dict(ckpt["ema"])
-        step = ckpt["step"]
-        set_rng_state(ckpt["rng"])
-        print(f"resumed from step {step}")
-    elif cfg.init_from:
+    if not ckpt_path.exists() and cfg.init_from:
         vae.load_state_dict(load_exported_vae(cfg.init_from).state_dict())
-        ema = EMA(vae, cfg.ema)
         step = json.loads((Path(cfg.init_from) / "result.json").read_text()).get("step", 0)
         print(f"initialised from {cfg.init_from} (step {step}); optimizer state starts fresh")
+    ema = EMA(vae, cfg.ema, start_step=step)
+    parts = {"model": vae, "optimizer": opt, "ema": ema}
+    resumed = restore_state(ckpt_path, parts, dataclasses.asdict(cfg), ("dim",), device)
+    if resumed is not None:
+        step = resumed
+        print(f"resumed from step {step}")
     forward = torch.compile(reconstruct) if cfg.compile else reconstruct
     batches = batch_source("train", step)
     budget, log = TimeBudget(cfg.max_minutes), JsonlLog(out / "log.jsonl")
 
     def save() -> None:
-        atomic_save(
-            {
-                "model": vae.state_dict(),
-                "optimizer": opt.state_dict(),
-                "ema": ema.state_dict(),
-                "step": step,
-                "rng": rng_state(),
-                "config": dataclasses.asdict(cfg),
-            },
-            out / "checkpoint.pt",
-        )
+        save_state(ckpt_path, step, dataclasses.asdict(cfg), parts)
 
     bar = tqdm(total=cfg.max_steps, initial=step, desc="vae", dynamic_ncols=True)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -186,7 +172,7 @@ def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
             g["lr"] = lr
         with amp:
             recon, mu, logvar = forward(vae, video)
-        loss, parts = vae_loss(video, recon.float(), mu, logvar, cfg)
+        loss, terms = vae_loss(video, recon.float(), mu, logvar, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
@@ -197,7 +183,7 @@ def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
         if step % cfg.log_every == 0:
             with torch.no_grad():
                 p = psnr(recon.float().clamp(-1, 1), video).mean().item()
-            rec = {"step": step, "loss": loss.item(), "psnr": p, "grad_norm": float(gnorm), "lr": lr, **parts}
+            rec = {"step": step, "loss": loss.item(), "psnr": p, "grad_norm": float(gnorm), "lr": lr, **terms}
             log.write(**rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", psnr=f"{p:.2f}")
         if step % cfg.checkpoint_every == 0:

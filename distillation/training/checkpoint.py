@@ -64,3 +64,28 @@ def check_same_config(saved: dict[str, Any], current: dict[str, Any], keys: tupl
             f"the checkpoint was made with different settings {diff} (saved, now); "
             "use the same settings or a new --out folder"
         )
+
+
+def save_state(path: str | os.PathLike, step: int, config: dict[str, Any], parts: dict[str, Any]) -> None:
+    """Checkpoint every part's ``state_dict()`` (models, optimizers, EMAs) with the step, RNG states and config."""
+    atomic_save(
+        {"step": step, "rng": rng_state(), "config": config, **{k: p.state_dict() for k, p in parts.items()}}, path
+    )
+
+
+def restore_state(
+    path: str | os.PathLike,
+    parts: dict[str, Any],
+    config: dict[str, Any],
+    same_keys: tuple[str, ...],
+    map_location: str | torch.device = "cpu",
+) -> int | None:
+    """Load a checkpoint written by :func:`save_state` into ``parts`` and the RNGs; its step, or None if absent."""
+    ckpt = load_checkpoint(path, map_location)
+    if ckpt is None:
+        return None
+    check_same_config(ckpt["config"], config, same_keys)
+    for name, part in parts.items():
+        part.load_state_dict(ckpt[name])
+    set_rng_state(ckpt["rng"])
+    return int(ckpt["step"])
