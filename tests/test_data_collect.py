@@ -58,7 +58,9 @@ def reference(tmp_path_factory) -> str:
 
 def test_collect_writes_index_and_shards(reference):
     index = load_index(reference)
-    assert [(e["split"], e["shard"]) for e in index["shards"]] == [("train", 0), ("train", 1), ("train", 2), ("val", 0)]
+    # Shards are indexed as they finish; with 2 workers the order varies, the set must not.
+    shards = sorted((e["split"], e["shard"]) for e in index["shards"])
+    assert shards == [("train", 0), ("train", 1), ("train", 2), ("val", 0)]
     assert index["frames_per_clip"] == 9 and index["frame_size"] == [64, 48] and index["frames_per_step"] == 4
     assert index["action_spec"]["max_yaw_deg_per_frame"] == 2.0
     val_maps = set(index["splits"]["val"])
@@ -98,7 +100,9 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(reference, tmp_path):
     assert 1 <= len(killed["shards"]) < 4  # killed part-way
     # resume with 2 worker processes: only the missing shards are made, by processes with other histories
     index = collect(_config(root, ["--workers", "2"]))
-    assert [(e["split"], e["shard"]) for e in index["shards"]] == [("train", 0), ("train", 1), ("train", 2), ("val", 0)]
+    # Shards are indexed as they finish; with 2 workers the order varies, the set must not.
+    shards = sorted((e["split"], e["shard"]) for e in index["shards"])
+    assert shards == [("train", 0), ("train", 1), ("train", 2), ("val", 0)]
     assert not [f for f in os.listdir(root) if ".tmp-" in f]
     got, want = _contents(root), _contents(reference)
     assert got.keys() == want.keys()
