@@ -31,7 +31,7 @@ from world_model.streaming import StreamConfig
 from world_model.world import InteractiveWorld, WorldSpec
 
 FORMAT = "lingbot-realtime-world"
-DEFAULT_BUNDLE = Path(__file__).resolve().parent / "assets" / "doom-world"
+DEFAULT_BUNDLE = Path(__file__).resolve().parent / "assets" / "doom"  # the "doom" preset
 
 
 class WorldNotAvailableError(FileNotFoundError):

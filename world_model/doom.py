@@ -104,6 +104,35 @@ class DoomModel:
 UNTRAINED_NAME = "doom-untrained"
 
 
+def presets():
+    """``doom-teacher`` (bidirectional, UniPC + CFG) and ``doom`` (the causal student the env streams)."""
+    from world_model.checkpoints.presets import ExpertSpec, Preset, SamplingDefaults
+
+    t = DoomTeacherConfig()
+    common = dict(sizes=((HEIGHT, WIDTH),), fps=FPS, vae="doom", text_encoder="small")
+    teacher = Preset(
+        name="doom-teacher",
+        experts=(ExpertSpec("model", dit_config()),),
+        sampling=SamplingDefaults("unipc", t.sample_steps, shift=t.shift, guidance_scale=t.guidance_scale),
+        num_frames=4 * t.clip_steps + 1,
+        description="the project's bidirectional ViZDoom teacher (act control, 128x96)",
+        **common,
+    )
+    stream = student_stream()
+    student = Preset(
+        name="doom",
+        experts=(ExpertSpec("model", dit_config()),),
+        sampling=SamplingDefaults(
+            "few_step", len(stream.schedule.timesteps), shift=t.shift, schedule=stream.schedule, stream=stream
+        ),
+        num_frames=4 * t.clip_steps + 1,
+        causal=True,
+        description="the project's causal ViZDoom student, the embedded default world (once trained)",
+        **common,
+    )
+    return teacher, student
+
+
 def build_world(
     batch_size: int = 1, seed: int = 0, device="cpu", dtype=None, vae=None, light=None, dit=None, text=None
 ):

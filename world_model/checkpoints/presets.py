@@ -96,7 +96,7 @@ class Preset:
     experts: tuple[ExpertSpec, ...]
     sampling: SamplingDefaults
     sizes: tuple[tuple[int, int], ...]
-    fps: int
+    fps: float
     num_frames: int = 81
     vae: str = "wan2.1"
     text_encoder: str = "umt5-xxl"
@@ -277,3 +277,13 @@ for _p in (
 ):
     register_preset(_p)
 FULL_SIZE_PRESETS = tuple(list_presets())
+
+
+def _register_doom() -> None:
+    from world_model import doom
+
+    for preset in doom.presets():
+        register_preset(preset)
+
+
+_register_doom()

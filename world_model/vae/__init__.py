@@ -34,3 +34,14 @@ __all__ = [
     "to_diffusers_names",
     "to_official_names",
 ]
+
+
+def get_config(name: str) -> VAEConfig:
+    """A named VAE config: ``"wan2.1"`` (the released model) or ``"doom"`` (the project's small Doom VAE)."""
+    if name == "wan2.1":
+        return VAEConfig()
+    if name == "doom":
+        from world_model import doom
+
+        return doom.vae_config()
+    raise KeyError(f"unknown VAE config {name!r}; known: 'wan2.1', 'doom'")
