@@ -1,0 +1,437 @@
+"""World models under test: one small protocol and its adapters, plus building one from a command-line spec.
+
+A model under test turns start frames, captions and actions into video::
+
+    generate(start_frames uint8 [B, H, W, 3], captions (B strings), actions float32 [B, n, 6],
+             starts=None, seeds=None) -> uint8 [B, 1 + 4n, H, W, 3]
+
+Frame 0 of the result is the start frame *as the model sees it* (a world model's VAE reconstruction), frames
+``4i+1 .. 4i+4`` are its answer to action ``i``. ``starts`` (:class:`~distillation.evaluation.game.EpisodeStart`
+per row) lets the real game replay the exact episode; generative models ignore it. ``seeds`` (one per row) make
+sampling reproducible per clip.
+
+Adapters: :class:`CausalWorldModel` (a streaming :class:`~world_model.world.InteractiveWorld`, step by step; also
+drives the long rollouts of the stability test), :class:`TeacherModel` (the bidirectional teacher, whole clips),
+:class:`RealGameModel` (the game replayed: real vs real must score capped PSNR, which checks the harness) and
+:class:`NoiseModel` (uniform noise: the floor of every metric).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from distillation.evaluation.game import EpisodeStart, game_config, replay_clip
+from lingbot_env.doom.game import DoomConfig
+from world_model.world import InteractiveWorld, to_uint8
+
+FRAMES_PER_STEP = 4
+
+
+@runtime_checkable
+class WorldModelUnderTest(Protocol):
+    """See the module docstring. ``frame_size`` is (W, H); ``causal`` models also offer ``start``/``step``."""
+
+    name: str
+    causal: bool
+    frame_size: tuple[int, int]
+
+    def generate(
+        self,
+        start_frames: np.ndarray,
+        captions: Sequence[str],
+        actions: np.ndarray,
+        starts: Sequence[EpisodeStart] | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> np.ndarray: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+def check_inputs(model: WorldModelUnderTest, start_frames: np.ndarray, captions: Sequence[str], actions: np.ndarray):
+    """Validate the common ``generate`` arguments; returns ``(start_frames, actions float32)``."""
+    w, h = model.frame_size
+    frames = np.asarray(start_frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (h, w, 3):
+        raise ValueError(f"start_frames must be uint8 [B, {h}, {w}, 3], got {frames.dtype} {frames.shape}")
+    acts = np.asarray(actions, np.float32)
+    if acts.ndim != 3 or acts.shape[0] != frames.shape[0] or acts.shape[2] != 6 or acts.shape[1] < 1:
+        raise ValueError(f"actions must be [B={frames.shape[0]}, n >= 1, 6], got {acts.shape}")
+    if len(captions) != frames.shape[0]:
+        raise ValueError(f"got {len(captions)} captions for {frames.shape[0]} start frames")
+    return frames, acts
+
+
+def _to_images(frames: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> float [B, 3, H, W] in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+# -- causal streaming worlds ----------------------------------------------------------------------------------------
+class CausalWorldModel:
+    """A streaming :class:`InteractiveWorld` under test: reset on the start frame, then one ``step`` per action.
+
+    Args:
+        world: the world (its ``batch_size`` rows are used at once).
+        name: label in the report.
+        factory: ``factory(batch_size) -> InteractiveWorld`` to make worlds of other batch sizes (a bundle loaded
+            again); without it, smaller batches are padded with copies of their last row.
+
+    Only frame-wise worlds (``block_frames == 1``) are accepted: the harness, like the game, changes the action
+    every latent frame, and a chunk of several latent frames would hold one action for all of them.
+    """
+
+    causal = True
+
+    def __init__(
+        self,
+        world: InteractiveWorld,
+        name: str = "causal world",
+        factory: Callable[[int], InteractiveWorld] | None = None,
+    ) -> None:
+        if world.spec.stream.block_frames != 1:
+            raise ValueError(
+                f"the harness drives one action per latent frame; this world generates "
+                f"{world.spec.stream.block_frames} latent frames per action (block_frames must be 1)"
+            )
+        self.name = name
+        self.frame_size = (world.spec.width, world.spec.height)
+        self._worlds: dict[int, InteractiveWorld] = {world.batch_size: world}
+        self._factory = factory
+        self._active: InteractiveWorld | None = None
+        self._rows = 0
+
+    @property
+    def world(self) -> InteractiveWorld:
+        return next(iter(self._worlds.values()))
+
+    def describe(self) -> dict[str, Any]:
+        s = self.world.spec
+        return {
+            "name": self.name,
+            "kind": "causal",
+            "frame_size": list(self.frame_size),
+            "stream": {"timesteps": list(s.stream.schedule.timesteps), "cache": dataclasses.asdict(s.stream.cache)},
+        }
+
+    def _world_for(self, rows: int) -> InteractiveWorld:
+        if rows in self._worlds:
+            return self._worlds[rows]
+        if self._factory is not None:
+            self._worlds[rows] = self._factory(rows)
+            return self._worlds[rows]
+        fits = [b for b in self._worlds if b >= rows]
+        if not fits:
+            raise ValueError(f"{rows} rows do not fit this world's batch size {max(self._worlds)} (no factory)")
+        return self._worlds[min(fits)]
+
+    def start(self, start_frames: np.ndarray, captions: Sequence[str], seeds: Sequence[int] | None = None):
+        """Reset ``B`` worlds on ``start_frames`` uint8 [B, H, W, 3] -> their first frames uint8 [B, 1, H, W, 3]."""
+        b = len(start_frames)
+        world = self._world_for(b)
+        pad = world.batch_size - b
+        seeds = list(range(b)) if seeds is None else [int(s) for s in seeds]
+        frames = np.concatenate([start_frames, np.repeat(start_frames[-1:], pad, 0)]) if pad else start_frames
+        first = world.reset(
+            _to_images(frames, world.device), list(captions) + [captions[-1]] * pad, seeds + [seeds[-1]] * pad
+        )
+        self._active, self._rows = world, b
+        return first[:b].numpy()
+
+    def step(self, actions: np.ndarray) -> np.ndarray:
+        """Advance the started worlds by one action each: ``actions`` [B, 6] -> uint8 [B, 4, H, W, 3]."""
+        if self._active is None:
+            raise RuntimeError("start() the model before step()")
+        acts = np.asarray(actions, np.float32).reshape(self._rows, 6)
+        pad = self._active.batch_size - self._rows
+        if pad:
+            acts = np.concatenate([acts, np.repeat(acts[-1:], pad, 0)])
+        frames, _ = self._active.step(torch.from_numpy(acts))
+        return frames[: self._rows].numpy()
+
+    def generate(self, start_frames, captions, actions, starts=None, seeds=None) -> np.ndarray:
+        frames, acts = check_inputs(self, start_frames, captions, actions)
+        out = [self.start(frames, captions, seeds)]
+        for i in range(acts.shape[1]):
+            out.append(self.step(acts[:, i]))
+        return np.concatenate(out, axis=1)
+
+    def close(self) -> None:
+        for world in self._worlds.values():
+            world.close()
+
+
+# -- the bidirectional teacher --------------------------------------------------------------------------------------
+class TeacherModel:
+    """The bidirectional teacher (``distillation.train_teacher``): a whole clip at once, given the first frame.
+
+    It samples clips of ``clip_steps`` actions (its training length). A horizon longer than that is *chained*:
+    the next clip starts from the last generated frame (re-encoded by the VAE), with the same caption, so errors
+    compound across clip boundaries as they would for any autoregressive use. A last, shorter piece is padded
+    with copies of its last action (the likeliest continuation) and cut; the padding only affects the frames
+    through the bidirectional attention. Frame 0 of the result is the teacher's own output for latent frame 0.
+    """
+
+    causal = False
+
+    def __init__(
+        self,
+        vae,
+        dit,
+        text,
+        cond,
+        steps: int = 50,
+        guidance: float = 3.0,
+        shift: float = 3.0,
+        clip_steps: int = 8,
+        name: str = "teacher",
+    ) -> None:
+        if steps < 1 or clip_steps < 1:
+            raise ValueError(f"steps and clip_steps must be >= 1, got {steps}, {clip_steps}")
+        self.vae, self.dit, self.text, self.cond = vae, dit, text, cond
+        self.steps, self.guidance, self.shift, self.clip_steps = steps, guidance, shift, clip_steps
+        self.name = name
+        self.frame_size = (cond.cfg.width, cond.cfg.height)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": "teacher",
+            "frame_size": list(self.frame_size),
+            "sampler": {"solver": "unipc", "steps": self.steps, "guidance": self.guidance, "shift": self.shift},
+            "clip_steps": self.clip_steps,
+            "chained": "clips longer than clip_steps restart from the last generated frame",
+        }
+
+    @torch.no_grad()
+    def _clip(self, first: np.ndarray, captions: list[str], actions: np.ndarray, seed: int) -> np.ndarray:
+        """One clip: first uint8 [B, H, W, 3], actions [B, clip_steps, 6] -> uint8 [B, 1 + 4 clip_steps, H, W, 3]."""
+        from distillation.train_teacher import sample_clip
+
+        device = next(self.dit.parameters()).device
+        b, n = actions.shape[:2]
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            z0 = self.vae.encode(_to_images(first, device)[:, :, None].to(self.vae.dtype), chunked=False).float()
+            clip = torch.zeros(b, z0.shape[1], n + 1, *z0.shape[3:], device=device)
+            clip[:, :, :1] = z0
+            acts = torch.from_numpy(actions).to(device)
+            lat = sample_clip(
+                self.dit, self.text, self.cond, clip, acts, captions, self.steps, self.guidance, self.shift, seed
+            )
+            video = self.vae.decode(lat.to(self.vae.dtype), chunked=False).float()
+        return to_uint8(video).numpy()
+
+    def generate(self, start_frames, captions, actions, starts=None, seeds=None) -> np.ndarray:
+        frames, acts = check_inputs(self, start_frames, captions, actions)
+        base = 0 if seeds is None else int(seeds[0])
+        n, k = acts.shape[1], self.clip_steps
+        pieces: list[np.ndarray] = []
+        first = frames
+        for c, lo in enumerate(range(0, n, k)):
+            part = acts[:, lo : lo + k]
+            m = part.shape[1]
+            if m < k:
+                part = np.concatenate([part, np.repeat(part[:, -1:], k - m, axis=1)], axis=1)
+            video = self._clip(first, list(captions), part, base + c)
+            if c == 0:
+                pieces.append(video[:, :1])
+            pieces.append(video[:, 1 : 1 + FRAMES_PER_STEP * m])
+            first = video[:, FRAMES_PER_STEP * m]
+        return np.concatenate(pieces, axis=1)
+
+    def close(self) -> None:
+        pass
+
+
+# -- references: the game itself and noise --------------------------------------------------------------------------
+class RealGameModel:
+    """The real game replayed from each clip's :class:`EpisodeStart` in a fresh process (needs ``starts``).
+
+    Its frames equal the ground truth exactly when the harness aligns frames and actions correctly, so real vs
+    real must give PSNR == ``MAX_PSNR`` and SSIM == 1 at every horizon step.
+    """
+
+    causal = False
+
+    def __init__(self, config: DoomConfig, name: str = "real game") -> None:
+        self.config = config
+        self.name = name
+        self.frame_size = config.output_size
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": "real", "frame_size": list(self.frame_size)}
+
+    def generate(self, start_frames, captions, actions, starts=None, seeds=None) -> np.ndarray:
+        _, acts = check_inputs(self, start_frames, captions, actions)
+        if starts is None or len(starts) != len(acts):
+            raise ValueError("RealGameModel replays episodes: pass starts (one EpisodeStart per row)")
+        return np.stack([replay_clip(self.config, s, a) for s, a in zip(starts, acts)])
+
+    def close(self) -> None:
+        pass
+
+
+class NoiseModel:
+    """Uniform random frames after the start frame: every metric's floor (and a check of its direction)."""
+
+    causal = False
+
+    def __init__(self, frame_size: tuple[int, int], seed: int = 0, name: str = "noise") -> None:
+        self.frame_size = tuple(frame_size)
+        self.seed = seed
+        self.name = name
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": "noise", "frame_size": list(self.frame_size)}
+
+    def generate(self, start_frames, captions, actions, starts=None, seeds=None) -> np.ndarray:
+        frames, acts = check_inputs(self, start_frames, captions, actions)
+        seeds = [self.seed + i for i in range(len(frames))] if seeds is None else seeds
+        w, h = self.frame_size
+        out = [
+            np.concatenate(
+                [f[None], np.random.default_rng(int(s)).integers(0, 256, (FRAMES_PER_STEP * acts.shape[1], h, w, 3))]
+            ).astype(np.uint8)
+            for f, s in zip(frames, seeds)
+        ]
+        return np.stack(out)
+
+    def close(self) -> None:
+        pass
+
+
+# -- building a model from a spec -----------------------------------------------------------------------------------
+def tiny_random_world(batch_size: int = 1, height: int = 32, width: int = 48, seed: int = 0) -> InteractiveWorld:
+    """A complete world of tiny random parts (DiT, VAE, light decoder, text encoder) for harness checks.
+
+    Every parameter is random (Wan's init zeroes the output head, which would make the frames constant).
+    """
+    from world_model.checkpoints.text_encoders import SmallTextEncoder, SmallTextEncoderConfig
+    from world_model.config import WanDiTConfig
+    from world_model.control import ActionControlConfig
+    from world_model.dit import WanDiT
+    from world_model.kv_cache import CacheConfig
+    from world_model.sampling import FewStepSchedule
+    from world_model.streaming import StreamConfig
+    from world_model.vae import LightDecoder, LightDecoderConfig, VAEConfig, WanVAE
+    from world_model.world import WorldSpec
+
+    def randomize(model: torch.nn.Module, std: float, s: int) -> torch.nn.Module:
+        g = torch.Generator().manual_seed(s)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+        return model.eval()
+
+    torch.manual_seed(seed)
+    text = SmallTextEncoder(
+        SmallTextEncoderConfig(out_dim=32, dim=32, num_layers=1, num_heads=2, ffn_dim=64, max_length=16)
+    ).eval()
+    dit_cfg = WanDiTConfig(
+        dim=64, ffn_dim=128, num_heads=4, num_layers=2, in_dim=36, out_dim=16, text_dim=32, text_len=16, control_dim=7
+    )
+    dit = randomize(WanDiT(dit_cfg), 0.2, seed)
+    vae = randomize(WanVAE(VAEConfig(dim=8)), 0.1, seed)
+    light = randomize(LightDecoder(LightDecoderConfig(widths=(16, 8, 8, 8), blocks_per_stage=1)), 0.1, seed)
+    spec = WorldSpec(
+        height,
+        width,
+        fps=17.5,
+        control=ActionControlConfig("act", height, width),
+        stream=StreamConfig(1, 1, FewStepSchedule.self_forcing(), CacheConfig("rolling", 3, 1)),
+    )
+    return InteractiveWorld(dit, vae, light, text, spec, batch_size=batch_size, seed=seed)
+
+
+MODEL_SPECS = (
+    "<world bundle folder>",
+    "default",
+    "teacher:<teacher export folder>:<vae export folder>",
+    "real",
+    "noise",
+    "tiny-random",
+)
+
+
+def model_from_spec(
+    spec: str,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 4,
+    seed: int = 0,
+    size: tuple[int, int] = (128, 96),
+    wad: str = "freedoom2",
+    teacher_steps: int = 50,
+    guidance: float | None = None,
+) -> WorldModelUnderTest:
+    """Build the model named by ``spec`` (one of :data:`MODEL_SPECS`).
+
+    ``size`` (W, H) is the frame size of the models without their own (``real``, ``noise``); ``tiny-random`` is
+    48x32. ``guidance`` defaults to the Doom teacher's scale.
+    """
+    from world_model.bundle import load_world
+
+    spec = str(spec).strip()
+    if spec == "real":
+        return RealGameModel(game_config(size, wad))
+    if spec == "noise":
+        return NoiseModel(size, seed)
+    if spec == "tiny-random":
+        return CausalWorldModel(
+            tiny_random_world(batch_size, seed=seed),
+            "tiny-random",
+            factory=lambda b: tiny_random_world(b, seed=seed),
+        )
+    if spec.startswith("teacher:"):
+        parts = spec.split(":")
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            raise ValueError(f"a teacher spec is 'teacher:<teacher export folder>:<vae export folder>', got {spec!r}")
+        return load_teacher(parts[1], parts[2], device, teacher_steps, guidance)
+    if spec == "default":
+        world = load_world(None, device=device, batch_size=batch_size, seed=seed)
+        return CausalWorldModel(
+            world, "default", factory=lambda b: load_world(None, device=device, batch_size=b, seed=seed)
+        )
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        world = load_world(path, device=device, batch_size=batch_size, seed=seed)
+        return CausalWorldModel(
+            world, path.name, factory=lambda b: load_world(path, device=device, batch_size=b, seed=seed)
+        )
+    raise ValueError(f"unknown model spec {spec!r} (no such folder either); use one of: {', '.join(MODEL_SPECS)}")
+
+
+def load_teacher(
+    export: str | Path, vae_export: str | Path, device: str | torch.device, steps: int, guidance: float | None
+) -> TeacherModel:
+    """The teacher from its export folder and the VAE export it was trained with."""
+    from distillation.train_teacher import ClipConditioner, build_models, load_export
+    from distillation.train_vae import load_exported_vae
+    from world_model import doom
+
+    for folder, what in ((export, "teacher export"), (vae_export, "VAE export")):
+        if not Path(folder).is_dir():
+            raise ValueError(f"{what} folder {str(folder)!r} does not exist")
+    device = torch.device(device)
+    dit, text = build_models(device)
+    step = load_export(export, dit, text)
+    vae = load_exported_vae(vae_export, device)
+    t = doom.DoomTeacherConfig()
+    return TeacherModel(
+        vae,
+        dit.eval(),
+        text.eval(),
+        ClipConditioner(device),
+        steps=steps,
+        guidance=t.guidance_scale if guidance is None else guidance,
+        shift=t.shift,
+        clip_steps=t.clip_steps,
+        name=f"teacher@{step}",
+    )

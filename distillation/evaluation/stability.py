@@ -1,0 +1,181 @@
+"""Stability over long rollouts of causal models: does the generated world drift over 1,000 steps?
+
+A rollout starts the model and the real game (fresh process, held-out map) from the same real frame and drives
+both with the same actions for ``steps`` steps: the exploration policy acting on the *real* game (so it walks
+through the level as a player would), or a scripted pattern. The model never sees a real frame after the first:
+this is an open-loop rollout, as in play. Per step (its 4 frames averaged):
+
+- ``brightness``: mean pixel value (0-255) of the generated and of the real frames;
+- ``contrast``: standard deviation of the pixel values (0-255) of each frame, generated and real;
+- ``psnr`` / ``ssim`` of the generated frames against the real ones.
+
+A stable model keeps brightness and contrast near the game's over the whole rollout (no fade to grey, no
+saturation); PSNR falls as the rollout diverges from the game's trajectory and then flattens at the level of
+"a plausible but different view" -- a continuing decline after that is drift. If the real episode ends (the
+explorer found the level exit), the rollout stops there (``steps_run``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from distillation.data.splits import MapSplit
+from distillation.evaluation.game import EpisodeEnded, explorer, fresh_game, start_episode
+from distillation.evaluation.models import CausalWorldModel
+from distillation.evaluation.patterns import PATTERNS, scripted_actions
+from distillation.evaluation.replay import frame_metrics
+from lingbot_env.doom.game import DoomConfig
+
+METRICS = ("gen_brightness", "real_brightness", "gen_contrast", "real_contrast", "psnr", "ssim")
+FrameSink = Callable[[np.ndarray, np.ndarray, int], None]
+
+
+@dataclass(frozen=True)
+class StabilityConfig:
+    """Args: steps per rollout; rollouts (each on the next held-out map); policy: ``"explorer"`` or a pattern
+    name (repeated in 16-step blocks); prefix_steps: explorer steps before the start frame; seed; window: steps
+    averaged at the start and at the end of a rollout to report drift."""
+
+    steps: int = 1000
+    rollouts: int = 1
+    policy: str = "explorer"
+    split: str = "val"
+    prefix_steps: int = 8
+    seed: int = 0
+    window: int = 50
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.rollouts < 1:
+            raise ValueError(f"steps and rollouts must be >= 1, got {self.steps}, {self.rollouts}")
+        if self.policy != "explorer" and self.policy not in PATTERNS:
+            raise ValueError(f"policy must be 'explorer' or a pattern {sorted(PATTERNS)}, got {self.policy!r}")
+        if self.prefix_steps < 0 or self.window < 1:
+            raise ValueError("prefix_steps must be >= 0 and window >= 1")
+
+
+def frame_stats(frames: np.ndarray) -> tuple[float, float]:
+    """uint8 [k, H, W, 3] -> (mean brightness, mean per-frame pixel std), both on the 0-255 scale."""
+    x = frames.reshape(len(frames), -1).astype(np.float64)
+    return float(x.mean()), float(x.std(axis=1).mean())
+
+
+@dataclass
+class StabilityResult:
+    """``per_step[name]`` float [rollouts, steps] (NaN after a rollout's end) for each of :data:`METRICS`."""
+
+    config: StabilityConfig
+    per_step: dict[str, np.ndarray]
+    steps_run: list[int]
+    maps: list[str]
+    seeds: list[int]
+    captions: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        w = self.config.window
+        out: dict[str, Any] = {
+            "steps": self.config.steps,
+            "steps_run": self.steps_run,
+            "policy": self.config.policy,
+            "maps": self.maps,
+            "seeds": self.seeds,
+            "window": w,
+            "seconds": self.seconds,
+        }
+        with np.errstate(all="ignore"):
+            for name, arr in self.per_step.items():
+                curve = np.nanmean(arr, axis=0)
+                # Short rollouts: windows of at most half the steps run, so first and last never overlap.
+                first = [np.nanmean(a[: min(w, max(1, n // 2))]) for a, n in zip(arr, self.steps_run) if n]
+                last = [np.nanmean(a[n - min(w, max(1, n // 2)) : n]) for a, n in zip(arr, self.steps_run) if n]
+                f, la = float(np.mean(first)) if first else None, float(np.mean(last)) if last else None
+                out[name] = {
+                    "first_window": f,
+                    "last_window": la,
+                    "drift": None if f is None or la is None else la - f,
+                    "per_step": [None if np.isnan(v) else round(float(v), 4) for v in curve],
+                }
+        return out
+
+
+def _scripted(cfg: StabilityConfig, seed: int) -> Callable[[int], np.ndarray]:
+    """Pattern actions for a rollout: ``act(step) -> float32 [6]``, fresh 16-step blocks of ``cfg.policy``."""
+    rng = np.random.default_rng([cfg.seed, seed, 3])
+    block: list[np.ndarray] = []
+
+    def act(t: int) -> np.ndarray:
+        if t % 16 == 0:
+            block[:] = list(scripted_actions(cfg.policy, 16, rng))
+        return block[t % 16]
+
+    return act
+
+
+def run_stability(
+    model: CausalWorldModel,
+    cfg: StabilityConfig,
+    game: DoomConfig,
+    maps: MapSplit | None = None,
+    sink: FrameSink | None = None,
+    progress: bool = True,
+) -> StabilityResult:
+    """Roll ``model`` out against the real game ``cfg.rollouts`` times; ``sink(real, generated, rollout)`` gets each
+    step's frames (uint8 [4, H, W, 3] each) as they come, for a video, without keeping them in memory."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    if not getattr(model, "causal", False):
+        raise ValueError(f"stability rollouts need a causal (streaming) model; {model.name} is not")
+    if tuple(game.output_size) != tuple(model.frame_size):
+        raise ValueError(f"the game's frames ({game.output_size}) differ from the model's ({model.frame_size})")
+    t0 = time.perf_counter()
+    split_maps = (maps or MapSplit(game.wad)).maps(cfg.split)
+    per_step = {m: np.full((cfg.rollouts, cfg.steps), np.nan) for m in METRICS}
+    result = StabilityResult(cfg, per_step, [], [], [])
+    for r in range(cfg.rollouts):
+        map_name = split_maps[r % len(split_maps)]
+        bar = tqdm(total=cfg.steps, desc=f"stability {r + 1}/{cfg.rollouts}", unit="step", disable=not progress)
+        with fresh_game(game) as env:
+            for attempt in range(20):  # an episode that ends within the prefix: draw another seed
+                seed = int(np.random.default_rng([cfg.seed, r, attempt, 7]).integers(0, 2**31 - 1))
+                policy = explorer(seed, game)
+                try:
+                    obs, info, _ = start_episode(env, map_name, seed, policy, cfg.prefix_steps)
+                    break
+                except EpisodeEnded:
+                    continue
+            else:
+                raise RuntimeError(f"20 episodes on {map_name} ended within {cfg.prefix_steps} steps")
+            caption = str(info.get("caption", ""))
+            model.start(obs[None], [caption], [seed])
+            scripted = _scripted(cfg, seed) if cfg.policy != "explorer" else None
+            steps_run = 0
+            for t in range(cfg.steps):
+                action = np.asarray(policy(obs, info) if scripted is None else scripted(t), np.float32)
+                obs, _, term, trunc, info = env.step(action)
+                if term or trunc:
+                    break
+                real = info["frames"]
+                gen = model.step(action[None])[0]
+                p, s = frame_metrics(real[None], gen[None])
+                (gb, gc), (rb, rc) = frame_stats(gen), frame_stats(real)
+                for name, v in zip(METRICS, (gb, rb, gc, rc, float(p.mean()), float(s.mean()))):
+                    per_step[name][r, t] = v
+                if sink is not None:
+                    sink(real, gen, r)
+                steps_run = t + 1
+                bar.update(1)
+                if t % 25 == 0:
+                    bar.set_postfix(psnr=f"{np.nanmean(per_step['psnr'][r, max(0, t - 24) : t + 1]):.2f}")
+        bar.close()
+        result.steps_run.append(steps_run)
+        result.maps.append(map_name)
+        result.seeds.append(seed)
+        result.captions.append(caption)
+    result.seconds = time.perf_counter() - t0
+    return result

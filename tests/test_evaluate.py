@@ -1,0 +1,221 @@
+"""The evaluation harness: end to end on a tiny random world and the real game, metric direction, probe, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from distillation.evaluation.game import game_config
+from distillation.evaluation.models import (
+    CausalWorldModel,
+    NoiseModel,
+    RealGameModel,
+    TeacherModel,
+    model_from_spec,
+    tiny_random_world,
+)
+from distillation.evaluation.probe import (
+    InverseDynamicsProbe,
+    ProbeConfig,
+    ProbeTrainer,
+    action_labels,
+    collect_probe_data,
+    mirror,
+    scorable,
+    step_windows,
+)
+from distillation.evaluation.replay import ReplayConfig, per_step, run_replay
+from distillation.evaluation.stability import StabilityConfig, run_stability
+from distillation.training.metrics import MAX_PSNR
+
+SIZE = (48, 32)  # (W, H) of the tiny worlds; the game renders 160x120 and resizes
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: thread start-up costs more than it saves, and 2 threads fight other processes on 2 cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_harness_end_to_end_on_a_tiny_random_world(tmp_path, capsys):
+    from distillation.evaluate import main
+    from distillation.evaluation.probe import Probe
+
+    out = tmp_path / "eval"
+    report = main(
+        [
+            "--model", "tiny-random", "--clips", "3", "--horizon", "2", "--batch-size", "2", "--out", str(out),
+            "--train-probe", "--probe-steps", "4", "--probe-data-steps", "16", "--probe-val-steps", "8",
+            "--stability-steps", "6", "--videos", "2", "--no-progress", "--threads", "1",
+        ]
+    )  # fmt: skip
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["headline"] == report["headline"]
+    for key in ("headline", "model", "game", "alignment", "replay", "controllability", "stability", "files"):
+        assert key in on_disk, key
+    rep = on_disk["replay"]
+    assert rep["clips"] == 3 and rep["horizon"] == 2
+    assert len(rep["psnr"]["per_step"]["mean"]) == 3 and len(rep["psnr"]["per_frame_mean"]) == 9
+    assert set(rep["maps"]) <= {"MAP05", "MAP13", "MAP21", "MAP29"}  # held-out maps only
+    assert {"recorded"} < set(rep["by_source"])  # recorded and scripted clips
+    # A random world is nothing like Doom: far below the cap, but a real number.
+    assert 3.0 < rep["psnr"]["mean"] < 25.0 and -0.5 < rep["ssim"]["mean"] < 0.8
+    ctrl = on_disk["controllability"]
+    assert set(ctrl) >= {"real", "generated", "ratio", "headline_ratio", "probe"}
+    real = ctrl["real"]
+    assert real["steps_scored"] + real["steps_excluded_blocked"] == 3 * 2  # blocked steps are left out, not lost
+    assert real["steps_scored"] == ctrl["generated"]["steps_scored"] >= 1  # both scored on the same steps
+    stab = on_disk["stability"]
+    assert stab["steps_run"] == [6] and len(stab["psnr"]["per_step"]) == 6
+    assert stab["gen_brightness"]["drift"] is not None
+    files = on_disk["files"]
+    names = [files[k] for k in ("psnr_plot", "ssim_plot", "probe_plot", "stability_plot", "contact_sheet")]
+    for name in [*names, *files["videos"], "stability.mp4", "metrics.npz", "probe.pt"]:
+        assert (out / name).stat().st_size > 0, name
+    assert len(files["videos"]) == 2
+    arrays = np.load(out / "metrics.npz")
+    assert arrays["psnr"].shape == (3, 9) and arrays["stability_psnr"].shape == (1, 6)
+    probe = Probe.load(out / "probe.pt")
+    assert probe.frame_size == SIZE and probe.metrics["train_steps"] == 4
+    assert '"psnr_mean"' in capsys.readouterr().out
+
+
+def test_real_game_against_itself_is_capped():
+    model = model_from_spec("real", size=SIZE)
+    assert isinstance(model, RealGameModel)
+    cfg = ReplayConfig(clips=3, horizon=3, batch_size=3, patterns=("mix", "forward_turn"), seed=1)
+    result = run_replay(model, cfg, game_config(SIZE), progress=False)
+    assert sorted(set(result.sources)) == ["recorded", "scripted:forward_turn", "scripted:mix"]
+    assert result.psnr.shape == (3, 13)
+    assert np.all(result.psnr == MAX_PSNR)
+    np.testing.assert_allclose(result.ssim, 1.0, atol=1e-5)
+    assert result.summary()["psnr"]["mean"] == MAX_PSNR
+
+
+def test_a_one_step_misalignment_is_not_capped():
+    """The same game lagging one action behind: the capped real-vs-real score above is not a tautology."""
+
+    class LaggingGame(RealGameModel):
+        def generate(self, start_frames, captions, actions, starts=None, seeds=None):
+            lagged = np.concatenate([np.zeros_like(actions[:, :1]), actions[:, :-1]], axis=1)
+            return super().generate(start_frames, captions, lagged, starts, seeds)
+
+    game = game_config(SIZE)
+    cfg = ReplayConfig(clips=2, horizon=2, batch_size=2, recorded_fraction=0.0, patterns=("turn_left", "turn_right"))
+    result = run_replay(LaggingGame(game), cfg, game, progress=False)
+    steps = per_step(result.psnr)
+    assert np.all(steps[:, 0] == MAX_PSNR)  # same start frame
+    assert np.all(steps[:, 1] < 40.0)  # a turn missed: the view is elsewhere
+
+
+def test_noise_against_the_game_is_low():
+    model = model_from_spec("noise", size=SIZE)
+    assert isinstance(model, NoiseModel)
+    result = run_replay(model, ReplayConfig(clips=2, horizon=2, batch_size=2), game_config(SIZE), progress=False)
+    assert np.all(result.psnr[:, 0] == MAX_PSNR)  # the start frame is given
+    assert result.psnr[:, 1:].max() < 12.0 and result.ssim[:, 1:].max() < 0.2
+
+
+def test_causal_adapter_streams_and_pads():
+    frames = np.random.default_rng(0).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
+    actions = np.array([[[1, 0, 0, 0, 0.5, 0], [0, 1, 0, 0, -0.5, 0.2]]], np.float32)
+    single = CausalWorldModel(tiny_random_world(1), "one")
+    video = single.generate(frames, ["a room"], actions, seeds=[3])
+    assert video.shape == (1, 9, 32, 48, 3) and video.dtype == np.uint8
+    first = single.start(frames, ["a room"], [3])
+    steps = [single.step(actions[:, i]) for i in range(2)]
+    np.testing.assert_array_equal(np.concatenate([first, *steps], axis=1), video)
+    padded = CausalWorldModel(tiny_random_world(2), "two").generate(frames, ["a room"], actions, seeds=[3])
+    assert np.abs(padded.astype(int) - video.astype(int)).max() <= 1  # a padded batch row changes nothing
+    with pytest.raises(ValueError, match="start_frames"):
+        single.generate(frames[:, :16], ["a room"], actions)
+
+
+def test_teacher_adapter_chains_clips():
+    from distillation.train_teacher import ClipConditioner
+    from world_model.checkpoints.text_encoders import SmallTextEncoder, SmallTextEncoderConfig
+    from world_model.config import WanDiTConfig
+    from world_model.dit import WanDiT
+    from world_model.vae import VAEConfig, WanVAE
+
+    def randomized(model, std):
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+        return model.eval()
+
+    torch.manual_seed(0)
+    text_cfg = SmallTextEncoderConfig(out_dim=32, dim=32, num_layers=1, num_heads=2, ffn_dim=64, max_length=16)
+    text = SmallTextEncoder(text_cfg)
+    dit_cfg = WanDiTConfig(dim=64, ffn_dim=128, num_heads=4, num_layers=2, text_dim=32, text_len=16, control_dim=7)
+    dit = randomized(WanDiT(dit_cfg), 0.2)
+    vae = randomized(WanVAE(VAEConfig(dim=8)), 0.1)
+    teacher = TeacherModel(vae, dit, text.eval(), ClipConditioner(torch.device("cpu")), steps=1, guidance=2.0)
+    teacher.clip_steps = 2
+    frames = np.random.default_rng(0).integers(0, 256, (1, 96, 128, 3), dtype=np.uint8)
+    actions = np.tile(np.array([1, 0, 0, 0, 0.5, 0], np.float32), (1, 3, 1))
+    chained = teacher.generate(frames, ["a room"], actions, seeds=[4])
+    assert chained.shape == (1, 13, 96, 128, 3)  # a 2-step clip, then a padded one from its last frame
+    one_clip = teacher.generate(frames, ["a room"], actions[:, :2], seeds=[4])
+    np.testing.assert_array_equal(chained[:, :9], one_clip)
+
+
+def test_probe_labels_and_mirror():
+    actions = np.array([[1, 0, 0, 1, 0.5, 0], [0, 1, 0, 0, -0.1, 0], [0, 0, 1, 0, -0.9, 0.3]], np.float32)
+    keys, turn = action_labels(actions, dead_zone=0.2)
+    np.testing.assert_array_equal(keys, [[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 0]])
+    np.testing.assert_array_equal(turn, [2, 1, 0])
+    windows = np.arange(3 * 5 * 2 * 4 * 3, dtype=np.uint8).reshape(3, 5, 2, 4, 3)
+    flipped, mkeys, mturn = mirror(windows, keys, turn)
+    np.testing.assert_array_equal(mkeys, [[1, 1, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]])  # A <-> D
+    np.testing.assert_array_equal(mturn, [0, 1, 2])
+    np.testing.assert_array_equal(flipped[..., 0, :], windows[..., -1, :])
+    moved = np.array([0.0, 0.0, 20.0, 3.0])  # map units walked in each step
+    acts = np.array([[0, 0, 0, 0, 1, 0], [1, 0, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0]], np.float32)
+    np.testing.assert_array_equal(scorable(acts, moved), [True, True, True, False])  # W+S cancel; D blocked
+    clip = np.arange(9, dtype=np.uint8)[None, :, None, None, None] * np.ones((1, 9, 2, 2, 3), np.uint8)
+    win = step_windows(clip)
+    assert win.shape == (1, 2, 5, 2, 2, 3)
+    np.testing.assert_array_equal(win[0, 1, :, 0, 0, 0], [4, 5, 6, 7, 8])  # action 1: frames 4..8
+
+
+def test_probe_loss_falls_on_a_fixed_batch_of_real_frames():
+    cfg = ProbeConfig(episode_steps=12, width=16, lr=3e-3)
+    data = collect_probe_data(game_config(SIZE), ("MAP01",), 24, cfg, seed=0)
+    assert data.frames[0].shape == (49, 48, 64, 3)  # resized to the probe's input size
+    assert 12 <= len(data) <= 24  # steps blocked by a wall are left out
+    windows, keys, turn = data.batch(np.arange(len(data)), cfg.dead_zone)
+    torch.manual_seed(0)
+    trainer = ProbeTrainer(InverseDynamicsProbe(cfg), cfg.lr)
+    losses = [trainer.step(windows, keys, turn) for _ in range(30)]
+    assert np.mean(losses[-3:]) < 0.6 * losses[0], losses
+
+
+def test_bad_input_gives_clear_errors(capsys):
+    from distillation.evaluate import main
+
+    with pytest.raises(ValueError, match="unknown model spec"):
+        model_from_spec("no-such-model")
+    with pytest.raises(ValueError, match="teacher:<teacher export folder>"):
+        model_from_spec("teacher:only-one-folder")
+    with pytest.raises(ValueError, match="horizon must be >= 1"):
+        ReplayConfig(horizon=0)
+    with pytest.raises(ValueError, match="unknown action patterns"):
+        ReplayConfig(patterns=("moonwalk",))
+    with pytest.raises(SystemExit):
+        main(["--model", "tiny-random", "--horizon", "0"])
+    assert "--horizon must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--model", "no-such-model", "--out", "unused"])
+    assert "unknown model spec" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="causal"):
+        run_stability(NoiseModel(SIZE), StabilityConfig(steps=2), game_config(SIZE), progress=False)
+    with pytest.raises(ValueError, match="differ from the model"):
+        run_replay(NoiseModel((64, 48)), ReplayConfig(clips=1, horizon=1), game_config(SIZE), progress=False)
