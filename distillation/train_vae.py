@@ -9,13 +9,14 @@ At the end the per-channel mean / std of the latents are measured and stored in 
 DiT sees unit-scale latents exactly as with Wan2.1's 16 constants.
 
 Resumable: ``checkpoint.pt`` in ``--out`` is written atomically every ``--checkpoint-every`` steps and when the
-time budget runs out; rerunning the same command continues from it. ``vae.safetensors`` + ``vae.json`` is the
-export (EMA weights).
+time budget runs out; rerunning the same command continues from it. ``export/`` (``vae*.safetensors`` + ``vae.json``
++ ``result.json``) holds whichever of the raw and EMA weights scores better on held-out maps.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 
@@ -53,6 +54,7 @@ class VAETrainConfig:
     seed: int = 0
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     compile: bool = False
+    channels_last: bool = True  # CUDA only: cuDNN's fast conv3d kernels are NDHWC (the batches already are)
     init_from: str = ""  # an exported VAE folder to start from when there is no checkpoint (next session)
 
 
@@ -126,7 +128,11 @@ def load_exported_vae(folder: str | Path, device="cpu", dtype=torch.float32) -> 
     cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
     vae = WanVAE(VAEConfig(**cfg))
     vae.load_state_dict({k: v.float() for k, v in read_safetensors_folder(folder, VAE_LAYOUT_PREFIX).items()})
-    return vae.to(device, dtype).eval()
+    vae = vae.to(device, dtype).eval()
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed clip shapes: autotuning pays after the first call
+        vae.to_channels_last()  # batches arrive NDHWC; so are cuDNN's fast conv3d kernels
+    return vae
 
 
 def default_batches(cfg: VAETrainConfig, split: str, start_step: int):
@@ -143,11 +149,16 @@ def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
     device = torch.device(cfg.device)
     out = Path(cfg.out)
     vae = WanVAE(doom.vae_config() if cfg.dim == 32 else VAEConfig(dim=cfg.dim)).to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed clip shapes: autotuning pays after the first step
+        if cfg.channels_last:
+            vae.to_channels_last()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     ckpt_path = out / "checkpoint.pt"
     step = 0
     if not ckpt_path.exists() and cfg.init_from:
-        vae.load_state_dict(load_exported_vae(cfg.init_from).state_dict())
+        init = load_exported_vae(cfg.init_from).state_dict()
+        vae.load_state_dict(init)  # strict: names the missing / unexpected keys of a mismatched export
         step = json.loads((Path(cfg.init_from) / "result.json").read_text()).get("step", 0)
         print(f"initialised from {cfg.init_from} (step {step}); optimizer state starts fresh")
     ema = EMA(vae, cfg.ema, start_step=step)
@@ -164,6 +175,7 @@ def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
         save_state(ckpt_path, step, dataclasses.asdict(cfg), parts)
 
     bar = tqdm(total=cfg.max_steps, initial=step, desc="vae", dynamic_ncols=True)
+    t_log, step_log = budget.elapsed, step
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     while step < cfg.max_steps and not budget.expired():
         video = next(batches)["video"]
@@ -183,21 +195,29 @@ def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
         if step % cfg.log_every == 0:
             with torch.no_grad():
                 p = psnr(recon.float().clamp(-1, 1), video).mean().item()
+            rate = (step - step_log) / max(budget.elapsed - t_log, 1e-9)
+            t_log, step_log = budget.elapsed, step
             rec = {"step": step, "loss": loss.item(), "psnr": p, "grad_norm": float(gnorm), "lr": lr, **terms}
+            rec["steps_per_s"] = rate
             log.write(**rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", psnr=f"{p:.2f}")
         if step % cfg.checkpoint_every == 0:
             save()
     save()
     bar.close()
-    # Export the EMA weights with measured latent statistics, then score them on held-out maps.
-    final = ema.model
+    # Score the raw and the EMA weights on the same held-out clips; export the better one with measured latent
+    # statistics (early in training the average can still trail the raw weights).
+    val_batches = list(itertools.islice(batch_source("val", 0), 8))
+    scores = {name: evaluate(m, iter(val_batches)) for name, m in (("model", vae), ("ema", ema.model))}
+    chosen = max(scores, key=lambda name: scores[name]["val_psnr"])
+    final = vae if chosen == "model" else ema.model
     stats = latent_stats(final, batches)
     export_vae(final, stats, out / "export")
-    val = evaluate(final, batch_source("val", 0))
     result = {
         "step": step,
-        **val,
+        **scores[chosen],
+        "exported": chosen,
+        "scores": scores,
         "latent_mean_abs": float(torch.tensor(stats[0]).abs().mean()),
         "latent_std_mean": float(torch.tensor(stats[1]).mean()),
     }

@@ -278,6 +278,34 @@ class RealGameModel:
         pass
 
 
+class ReconstructionModel(RealGameModel):
+    """The real game passed through a VAE: encode each clip, decode it with the VAE decoder or a light decoder.
+
+    Not a world model: it sees the real frames, so its scores are the ceiling that the VAE (or the light decoder)
+    puts on every world model decoding through it, measured on the same held-out clips and steps.
+    """
+
+    def __init__(self, config: DoomConfig, vae, light=None, name: str = "vae") -> None:
+        super().__init__(config, name)
+        self.vae, self.light = vae, light
+
+    def describe(self) -> dict[str, Any]:
+        decoder = "light decoder" if self.light is not None else "VAE decoder"
+        return {"name": self.name, "kind": "reconstruction", "decoder": decoder, "frame_size": list(self.frame_size)}
+
+    @torch.no_grad()
+    def generate(self, start_frames, captions, actions, starts=None, seeds=None) -> np.ndarray:
+        real = super().generate(start_frames, captions, actions, starts, seeds)
+        device = next(self.vae.parameters()).device
+        b, f = real.shape[:2]
+        video = _to_images(real.reshape(b * f, *real.shape[2:]), device)
+        video = video.reshape(b, f, *video.shape[1:]).transpose(1, 2).to(self.vae.dtype)
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            z = self.vae.encode(video, chunked=False)
+            out = self.vae.decode(z, chunked=False) if self.light is None else self.light.decode(z)
+        return to_uint8(out.float()).numpy()
+
+
 class NoiseModel:
     """Uniform random frames after the start frame: every metric's floor (and a check of its direction)."""
 
@@ -354,6 +382,7 @@ MODEL_SPECS = (
     "<world bundle folder>",
     "default",
     "teacher:<teacher export folder>:<vae export folder>",
+    "vae:<vae export folder>[:<light decoder .pt>]",
     "real",
     "noise",
     "tiny-random",
@@ -394,6 +423,11 @@ def model_from_spec(
         if len(parts) != 3 or not parts[1] or not parts[2]:
             raise ValueError(f"a teacher spec is 'teacher:<teacher export folder>:<vae export folder>', got {spec!r}")
         return load_teacher(parts[1], parts[2], device, teacher_steps, guidance)
+    if spec.startswith("vae:"):
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not parts[1]:
+            raise ValueError(f"a VAE spec is 'vae:<vae export folder>[:<light decoder .pt>]', got {spec!r}")
+        return load_reconstruction(parts[1], parts[2] if len(parts) == 3 else None, device, size, wad)
     if spec == "default":
         world = load_world(None, device=device, batch_size=batch_size, seed=seed)
         return CausalWorldModel(
@@ -435,3 +469,20 @@ def load_teacher(
         clip_steps=t.clip_steps,
         name=f"teacher@{step}",
     )
+
+
+def load_reconstruction(
+    vae_export: str | Path, light: str | Path | None, device: str | torch.device, size: tuple[int, int], wad: str
+) -> ReconstructionModel:
+    """The real game through a VAE export (``distillation.train_vae``), optionally decoded by a light decoder."""
+    from distillation.train_vae import load_exported_vae
+    from world_model.vae import load_light_decoder
+
+    if not Path(vae_export).is_dir():
+        raise ValueError(f"VAE export folder {str(vae_export)!r} does not exist")
+    if light is not None and not Path(light).is_file():
+        raise ValueError(f"light decoder file {str(light)!r} does not exist")
+    vae = load_exported_vae(vae_export, device)
+    decoder = None if light is None else load_light_decoder(light, device).to(device).eval()
+    name = "vae" if light is None else "vae+light"
+    return ReconstructionModel(game_config(size, wad), vae, decoder, name)
