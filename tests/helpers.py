@@ -69,3 +69,12 @@ def tiny_world(batch_size: int = 1, height: int = 32, width: int = 48, block_fra
         stream=StreamConfig(block_frames, 1, FewStepSchedule.self_forcing(), CacheConfig("rolling", 3, 1)),
     )
     return InteractiveWorld(dit, vae, light, text, spec, batch_size=batch_size, seed=seed)
+
+
+def tiny_vae_export(folder):
+    """A tiny random VAE (dim 8) exported as ``distillation.train_vae`` does, with unit latent statistics."""
+    from distillation.train_vae import export_vae
+    from world_model.vae import VAEConfig, WanVAE
+
+    torch.manual_seed(0)
+    return export_vae(WanVAE(VAEConfig(dim=8)), (tuple([0.0] * 16), tuple([1.0] * 16)), folder)

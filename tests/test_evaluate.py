@@ -7,12 +7,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_vae_export
 
 from distillation.evaluation.game import game_config
 from distillation.evaluation.models import (
     CausalWorldModel,
     NoiseModel,
     RealGameModel,
+    ReconstructionModel,
     TeacherModel,
     model_from_spec,
     tiny_random_world,
@@ -30,6 +32,7 @@ from distillation.evaluation.probe import (
 from distillation.evaluation.replay import ReplayConfig, per_step, run_replay
 from distillation.evaluation.stability import StabilityConfig, run_stability
 from distillation.training.metrics import MAX_PSNR
+from world_model.vae import LightDecoder, LightDecoderConfig, save_light_decoder
 
 SIZE = (48, 32)  # (W, H) of the tiny worlds; the game renders 160x120 and resizes
 
@@ -120,6 +123,46 @@ def test_noise_against_the_game_is_low():
     result = run_replay(model, ReplayConfig(clips=2, horizon=2, batch_size=2), game_config(SIZE), progress=False)
     assert np.all(result.psnr[:, 0] == MAX_PSNR)  # the start frame is given
     assert result.psnr[:, 1:].max() < 12.0 and result.ssim[:, 1:].max() < 0.2
+
+
+class IdentityVAE(torch.nn.Module):
+    """Encode and decode as the identity: the real clip must come back exactly (scores capped)."""
+
+    dtype = torch.float32
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # a device to run on
+
+    def encode(self, video, chunked=True):
+        return video
+
+    def decode(self, z, chunked=True):
+        return z
+
+
+def test_reconstruction_model_sees_the_real_clip(tmp_path):
+    """The VAE ceiling: the real clip itself goes through encode -> decode (not the start frame, not noise)."""
+    game = game_config(SIZE)
+    cfg = ReplayConfig(clips=2, horizon=2, batch_size=2, patterns=("turn_left",), seed=2)
+    result = run_replay(ReconstructionModel(game, IdentityVAE()), cfg, game, progress=False)
+    assert np.all(result.psnr == MAX_PSNR)
+
+    class Darker(IdentityVAE):
+        def decode(self, z, chunked=True):
+            return z - 0.1
+
+    assert run_replay(ReconstructionModel(game, Darker()), cfg, game, progress=False).psnr.max() < 30.0
+    export = tiny_vae_export(tmp_path / "vae")
+    light = tmp_path / "light.pt"
+    save_light_decoder(LightDecoder(LightDecoderConfig(widths=(16, 8, 8, 8), blocks_per_stage=1)), light)
+    model = model_from_spec(f"vae:{export}:{light}", size=(128, 96))
+    assert isinstance(model, ReconstructionModel) and model.light is not None and model.name == "vae+light"
+    assert model_from_spec(f"vae:{export}", size=(128, 96)).light is None
+    with pytest.raises(ValueError, match="light decoder file"):
+        model_from_spec(f"vae:{export}:{tmp_path / 'missing.pt'}")
+    with pytest.raises(ValueError, match="VAE export folder"):
+        model_from_spec(f"vae:{tmp_path / 'missing'}")
 
 
 def test_causal_adapter_streams_and_pads():

@@ -3,6 +3,7 @@
 import itertools
 
 import torch
+from helpers import tiny_vae_export
 
 from distillation import train_teacher, train_vae
 from distillation.training.checkpoint import load_checkpoint
@@ -62,13 +63,6 @@ def test_vae_resume_continues_exactly(tmp_path):
     assert vae.config.dim == 8 and len(vae.config.latent_std) == 16
 
 
-def make_vae_export(tmp_path):
-    torch.manual_seed(0)
-    vae = WanVAE(VAEConfig(dim=8))
-    stats = (tuple([0.0] * 16), tuple([1.0] * 16))
-    return train_vae.export_vae(vae, stats, tmp_path / "vae")
-
-
 def teacher_cfg(tmp_path, vae, **kw):
     base = dict(
         vae=str(vae),
@@ -109,7 +103,7 @@ def test_teacher_step_reduces_loss_on_a_fixed_batch(tmp_path):
 
 
 def test_teacher_resumes_from_its_checkpoint(tmp_path):
-    vae = make_vae_export(tmp_path)
+    vae = tiny_vae_export(tmp_path / "vae")
     train_teacher.train(teacher_cfg(tmp_path / "run", vae, max_steps=2), source)
     first = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert first["step"] == 2 and (tmp_path / "run" / "export" / "text_encoder.safetensors").exists()
