@@ -49,6 +49,7 @@ from world_model.streaming import MASK_CHANNELS
 @dataclasses.dataclass
 class TeacherTrainConfig:
     vae: str = "runs/doom_vae/export"
+    light_decoder: str = ""  # a light decoder .pt: validation decodes with it and only the VAE encoder is loaded
     out: str = "runs/doom_teacher"
     data: str = "onthefly"
     workers: int = 4
@@ -210,8 +211,11 @@ def sample_clip(
 
 
 @torch.no_grad()
-def validate(dit, text, cond, vae, batches, cfg) -> dict[str, float]:
-    """PSNR / SSIM of teacher clips vs the real game on held-out maps, over the first 4 latent frames."""
+def validate(dit, text, cond, vae, decode, batches, cfg) -> dict[str, float]:
+    """PSNR / SSIM of teacher clips vs the real game on held-out maps, over the first 4 latent frames.
+
+    ``decode`` (normalised latents -> video) is the VAE decoder or the light decoder; ``val_decoder_psnr`` is its
+    reconstruction of the real clips, the ceiling of the teacher's scores."""
     batch = next(batches)
     video = batch["video"][: cfg.val_clips]
     with torch.autocast(video.device.type, torch.bfloat16, enabled=video.device.type == "cuda"):
@@ -227,16 +231,27 @@ def validate(dit, text, cond, vae, batches, cfg) -> dict[str, float]:
             cfg.guidance,
             cfg.shift,
         )
-        gen = vae.decode(lat.to(vae.dtype), chunked=False).float()
-        rec = vae.decode(x0.to(vae.dtype), chunked=False).float()
+        gen = decode(lat).float()
+        rec = decode(x0).float()
     n = min(17, video.shape[2])  # latent frames 0..4 = video frames 0..16
     p = psnr(gen[:, :, 1:n], video[:, :, 1:n].float())
     return {
         "val_psnr_16": p.mean().item(),
         "val_ssim_16": ssim(gen[:, :, 1:n], video[:, :, 1:n].float()).mean().item(),
         "val_psnr_all": psnr(gen[:, :, 1:], video[:, :, 1:].float()).mean().item(),
-        "val_vae_psnr": psnr(rec, video.float()).mean().item(),
+        "val_decoder_psnr": psnr(rec, video.float()).mean().item(),
     }
+
+
+def latent_decoder(vae, light_decoder: str | Path = "", device: torch.device | str = "cpu"):
+    """Normalised latents ``[B, 16, T, h, w]`` -> video ``[B, 3, 1 + 4(T-1), H, W]``: the light decoder in
+    ``light_decoder`` if given, else the VAE's own decoder."""
+    if light_decoder:
+        from world_model.vae import load_light_decoder
+
+        light = load_light_decoder(light_decoder, device).to(device).eval()
+        return light.decode
+    return lambda z: vae.decode(z.to(vae.dtype), chunked=False)
 
 
 def export(dit: WanDiT, text: SmallTextEncoder, out: Path, step: int, metrics: dict) -> None:
@@ -268,7 +283,8 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     out = Path(cfg.out)
-    vae = load_exported_vae(cfg.vae, device)
+    vae = load_exported_vae(cfg.vae, device, decoder=not cfg.light_decoder)
+    decode = latent_decoder(vae, cfg.light_decoder, device)
     dit, text = build_models(device)
     params = list(dit.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
@@ -326,14 +342,14 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
             log.write(**rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", clips=replay.seen)
         if step % cfg.val_every == 0:
-            metrics = validate(ema_dit.model, ema_text.model, cond, vae, val_batches, cfg)
+            metrics = validate(ema_dit.model, ema_text.model, cond, vae, decode, val_batches, cfg)
             log.write(step=step, **metrics)
             print(json.dumps({"step": step, **metrics}))
         if step % cfg.checkpoint_every == 0:
             save()
     save()
     bar.close()
-    metrics = validate(ema_dit.model, ema_text.model, cond, vae, val_batches, cfg)
+    metrics = validate(ema_dit.model, ema_text.model, cond, vae, decode, val_batches, cfg)
     log.write(step=step, **metrics)
     export(ema_dit.model, ema_text.model, out / "export", step, metrics)
     print(json.dumps({"step": step, **metrics}))

@@ -88,17 +88,28 @@ def latent_stats(vae: WanVAE, batches, num_batches: int = 8) -> tuple[tuple[floa
     return tuple(m.mean(1).tolist()), tuple(m.std(1).clamp_min(1e-3).tolist())
 
 
-VAE_LAYOUT_PREFIX = "vae"
+# The export's two halves, official key names in each. They travel separately: the trainers downstream of the VAE
+# (teacher, DMD) need only the encoder on the GPU box, where the tree sent is size-limited, and the shipped world
+# holds only the encoder (its light decoder decodes).
+ENCODER_FILE, DECODER_FILE = "vae_encoder.safetensors", "vae_decoder.safetensors"
+ENCODER_KEYS = ("encoder.", "conv1.")
 
 
 def export_vae(vae: WanVAE, stats, out: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
-    """Write the VAE for use and for carrying between machines: bf16 safetensors shards of at most 15 MiB
-    (``vae*.safetensors`` + index, official key names) and ``vae.json`` (config with the latent statistics)."""
-    from world_model.checkpoints.saving import ShardLayout, save_checkpoint
+    """Write the VAE for use and for carrying between machines: ``vae_encoder.safetensors`` (encoder + ``conv1``)
+    and ``vae_decoder.safetensors`` (``conv2`` + decoder), bf16, each under 16 MiB for the Doom VAE, and
+    ``vae.json`` (config with the measured latent statistics)."""
+    from safetensors.torch import save_file
 
+    from distillation.training.checkpoint import atomic_write
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in vae.state_dict().items()}
+    for name, keep in ((ENCODER_FILE, True), (DECODER_FILE, False)):
+        half = {k: v for k, v in state.items() if k.startswith(ENCODER_KEYS) == keep}
+        atomic_write(out / name, lambda tmp, half=half: save_file(half, str(tmp)))
     cfg = dataclasses.replace(vae.config, latent_mean=stats[0], latent_std=stats[1])
-    layout = ShardLayout(VAE_LAYOUT_PREFIX, f"{VAE_LAYOUT_PREFIX}.safetensors.index.json")
-    save_checkpoint(vae.state_dict(), out, max_shard_size="15MiB", dtype=dtype, layout=layout, overwrite=True)
     (out / "vae.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     return out
 
@@ -122,12 +133,25 @@ def read_safetensors_folder(folder: Path, prefix: str) -> dict[str, torch.Tensor
     return state
 
 
-def load_exported_vae(folder: str | Path, device="cpu", dtype=torch.float32) -> WanVAE:
+def load_exported_vae(folder: str | Path, device="cpu", dtype=torch.float32, decoder: bool = True) -> WanVAE:
+    """The VAE of an :func:`export_vae` folder; ``decoder=False`` loads the encoder half only (no ``.decoder``)."""
+    from safetensors.torch import load_file
+
     folder = Path(folder)
     cfg = json.loads((folder / "vae.json").read_text())
-    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
-    vae = WanVAE(VAEConfig(**cfg))
-    vae.load_state_dict({k: v.float() for k, v in read_safetensors_folder(folder, VAE_LAYOUT_PREFIX).items()})
+    vae = WanVAE(VAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}))
+    files = (ENCODER_FILE, DECODER_FILE) if decoder else (ENCODER_FILE,)
+    for name in files:
+        if not (folder / name).is_file():
+            hint = "" if name == ENCODER_FILE else " (pass decoder=False to load the encoder alone)"
+            raise FileNotFoundError(f"{folder / name} is missing: not a complete VAE export{hint}")
+    state = {k: v.float() for name in files for k, v in load_file(folder / name).items()}
+    missing, unexpected = vae.load_state_dict(state, strict=False)
+    missing = [k for k in missing if decoder or k.startswith(ENCODER_KEYS)]
+    if missing or unexpected:
+        raise ValueError(f"{folder}: VAE tensors missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if not decoder:
+        del vae.decoder, vae.conv2
     vae = vae.to(device, dtype).eval()
     if torch.device(device).type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed clip shapes: autotuning pays after the first call

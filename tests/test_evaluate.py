@@ -157,8 +157,10 @@ def test_reconstruction_model_sees_the_real_clip(tmp_path):
     light = tmp_path / "light.pt"
     save_light_decoder(LightDecoder(LightDecoderConfig(widths=(16, 8, 8, 8), blocks_per_stage=1)), light)
     model = model_from_spec(f"vae:{export}:{light}", size=(128, 96))
-    assert isinstance(model, ReconstructionModel) and model.light is not None and model.name == "vae+light"
-    assert model_from_spec(f"vae:{export}", size=(128, 96)).light is None
+    assert isinstance(model, ReconstructionModel) and model.name == "vae+light"
+    assert not hasattr(model.vae, "decoder")  # the light decoder decodes: only the VAE's encoder is loaded
+    full = model_from_spec(f"vae:{export}", size=(128, 96))
+    assert full.name == "vae" and hasattr(full.vae, "decoder")
     with pytest.raises(ValueError, match="light decoder file"):
         model_from_spec(f"vae:{export}:{tmp_path / 'missing.pt'}")
     with pytest.raises(ValueError, match="VAE export folder"):

@@ -1,7 +1,9 @@
 """Training stages on tiny configs: the loss goes down on a fixed batch, and a stopped run resumes exactly."""
 
 import itertools
+import json
 
+import pytest
 import torch
 from helpers import tiny_vae_export
 
@@ -59,8 +61,21 @@ def test_vae_resume_continues_exactly(tmp_path):
     sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
     assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
     # The export carries what the next session needs.
-    vae = train_vae.load_exported_vae(tmp_path / "resumed" / "export")
+    export = tmp_path / "resumed" / "export"
+    vae = train_vae.load_exported_vae(export)
     assert vae.config.dim == 8 and len(vae.config.latent_std) == 16
+    assert json.loads((export / "result.json").read_text())["exported"] in ("model", "ema")
+    ema = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["ema"]
+    raw = {k: v.to(torch.bfloat16).float() for k, v in b["model"].items()}
+    chosen = raw if json.loads((export / "result.json").read_text())["exported"] == "model" else ema
+    got = vae.state_dict()
+    assert all(torch.equal(got[k], chosen[k].to(torch.bfloat16).float()) for k in chosen)
+    # The encoder half loads alone (what the teacher's GPU box needs); a missing half is named.
+    encoder = train_vae.load_exported_vae(export, decoder=False)
+    assert not hasattr(encoder, "decoder") and torch.equal(encoder.encoder.conv1.weight, vae.encoder.conv1.weight)
+    (export / train_vae.DECODER_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match="vae_decoder.safetensors is missing"):
+        train_vae.load_exported_vae(export)
 
 
 def teacher_cfg(tmp_path, vae, **kw):

@@ -192,10 +192,14 @@ class TeacherModel:
         shift: float = 3.0,
         clip_steps: int = 8,
         name: str = "teacher",
+        decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
+        from distillation.train_teacher import latent_decoder
+
         if steps < 1 or clip_steps < 1:
             raise ValueError(f"steps and clip_steps must be >= 1, got {steps}, {clip_steps}")
         self.vae, self.dit, self.text, self.cond = vae, dit, text, cond
+        self.decode = decode or latent_decoder(vae)  # latents -> video: the VAE decoder or a light decoder
         self.steps, self.guidance, self.shift, self.clip_steps = steps, guidance, shift, clip_steps
         self.name = name
         self.frame_size = (cond.cfg.width, cond.cfg.height)
@@ -225,7 +229,7 @@ class TeacherModel:
             lat = sample_clip(
                 self.dit, self.text, self.cond, clip, acts, captions, self.steps, self.guidance, self.shift, seed
             )
-            video = self.vae.decode(lat.to(self.vae.dtype), chunked=False).float()
+            video = self.decode(lat).float()
         return to_uint8(video).numpy()
 
     def generate(self, start_frames, captions, actions, starts=None, seeds=None) -> np.ndarray:
@@ -282,16 +286,19 @@ class ReconstructionModel(RealGameModel):
     """The real game passed through a VAE: encode each clip, decode it with the VAE decoder or a light decoder.
 
     Not a world model: it sees the real frames, so its scores are the ceiling that the VAE (or the light decoder)
-    puts on every world model decoding through it, measured on the same held-out clips and steps.
+    puts on every world model decoding through it, measured on the same held-out clips and steps. ``decode`` maps
+    normalised latents to video (default: the VAE's own decoder).
     """
 
-    def __init__(self, config: DoomConfig, vae, light=None, name: str = "vae") -> None:
+    def __init__(self, config: DoomConfig, vae, decode=None, name: str = "vae") -> None:
+        from distillation.train_teacher import latent_decoder
+
         super().__init__(config, name)
-        self.vae, self.light = vae, light
+        self.vae = vae
+        self.decode = decode or latent_decoder(vae)
 
     def describe(self) -> dict[str, Any]:
-        decoder = "light decoder" if self.light is not None else "VAE decoder"
-        return {"name": self.name, "kind": "reconstruction", "decoder": decoder, "frame_size": list(self.frame_size)}
+        return {"name": self.name, "kind": "reconstruction", "frame_size": list(self.frame_size)}
 
     @torch.no_grad()
     def generate(self, start_frames, captions, actions, starts=None, seeds=None) -> np.ndarray:
@@ -301,8 +308,7 @@ class ReconstructionModel(RealGameModel):
         video = _to_images(real.reshape(b * f, *real.shape[2:]), device)
         video = video.reshape(b, f, *video.shape[1:]).transpose(1, 2).to(self.vae.dtype)
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            z = self.vae.encode(video, chunked=False)
-            out = self.vae.decode(z, chunked=False) if self.light is None else self.light.decode(z)
+            out = self.decode(self.vae.encode(video, chunked=False))
         return to_uint8(out.float()).numpy()
 
 
@@ -381,7 +387,7 @@ def tiny_random_world(batch_size: int = 1, height: int = 32, width: int = 48, se
 MODEL_SPECS = (
     "<world bundle folder>",
     "default",
-    "teacher:<teacher export folder>:<vae export folder>",
+    "teacher:<teacher export folder>:<vae export folder>[:<light decoder .pt>]",
     "vae:<vae export folder>[:<light decoder .pt>]",
     "real",
     "noise",
@@ -420,9 +426,13 @@ def model_from_spec(
         )
     if spec.startswith("teacher:"):
         parts = spec.split(":")
-        if len(parts) != 3 or not parts[1] or not parts[2]:
-            raise ValueError(f"a teacher spec is 'teacher:<teacher export folder>:<vae export folder>', got {spec!r}")
-        return load_teacher(parts[1], parts[2], device, teacher_steps, guidance)
+        if len(parts) not in (3, 4) or not parts[1] or not parts[2]:
+            raise ValueError(
+                "a teacher spec is 'teacher:<teacher export folder>:<vae export folder>[:<light decoder .pt>]', "
+                f"got {spec!r}"
+            )
+        light = parts[3] if len(parts) == 4 else None
+        return load_teacher(parts[1], parts[2], device, teacher_steps, guidance, light)
     if spec.startswith("vae:"):
         parts = spec.split(":")
         if len(parts) not in (2, 3) or not parts[1]:
@@ -442,21 +452,39 @@ def model_from_spec(
     raise ValueError(f"unknown model spec {spec!r} (no such folder either); use one of: {', '.join(MODEL_SPECS)}")
 
 
-def load_teacher(
-    export: str | Path, vae_export: str | Path, device: str | torch.device, steps: int, guidance: float | None
-) -> TeacherModel:
-    """The teacher from its export folder and the VAE export it was trained with."""
-    from distillation.train_teacher import ClipConditioner, build_models, load_export
+def load_vae_and_decoder(vae_export: str | Path, light: str | Path | None, device: torch.device | str):
+    """``(vae, decode)``: a VAE export and the decoder to use (``light``, a light decoder file, or the VAE's own;
+    with a light decoder only the VAE's encoder is loaded)."""
+    from distillation.train_teacher import latent_decoder
     from distillation.train_vae import load_exported_vae
+
+    if not Path(vae_export).is_dir():
+        raise ValueError(f"VAE export folder {str(vae_export)!r} does not exist")
+    if light is not None and not Path(light).is_file():
+        raise ValueError(f"light decoder file {str(light)!r} does not exist")
+    vae = load_exported_vae(vae_export, device, decoder=light is None)
+    return vae, latent_decoder(vae, light or "", device)
+
+
+def load_teacher(
+    export: str | Path,
+    vae_export: str | Path,
+    device: str | torch.device,
+    steps: int,
+    guidance: float | None,
+    light: str | Path | None = None,
+) -> TeacherModel:
+    """The teacher from its export folder and the VAE export it was trained with; with ``light`` (a light
+    decoder file) it decodes through that, and only the VAE's encoder is loaded."""
+    from distillation.train_teacher import ClipConditioner, build_models, load_export
     from world_model import doom
 
-    for folder, what in ((export, "teacher export"), (vae_export, "VAE export")):
-        if not Path(folder).is_dir():
-            raise ValueError(f"{what} folder {str(folder)!r} does not exist")
+    if not Path(export).is_dir():
+        raise ValueError(f"teacher export folder {str(export)!r} does not exist")
     device = torch.device(device)
+    vae, decode = load_vae_and_decoder(vae_export, light, device)
     dit, text = build_models(device)
     step = load_export(export, dit, text)
-    vae = load_exported_vae(vae_export, device)
     t = doom.DoomTeacherConfig()
     return TeacherModel(
         vae,
@@ -468,6 +496,7 @@ def load_teacher(
         shift=t.shift,
         clip_steps=t.clip_steps,
         name=f"teacher@{step}",
+        decode=decode,
     )
 
 
@@ -475,14 +504,5 @@ def load_reconstruction(
     vae_export: str | Path, light: str | Path | None, device: str | torch.device, size: tuple[int, int], wad: str
 ) -> ReconstructionModel:
     """The real game through a VAE export (``distillation.train_vae``), optionally decoded by a light decoder."""
-    from distillation.train_vae import load_exported_vae
-    from world_model.vae import load_light_decoder
-
-    if not Path(vae_export).is_dir():
-        raise ValueError(f"VAE export folder {str(vae_export)!r} does not exist")
-    if light is not None and not Path(light).is_file():
-        raise ValueError(f"light decoder file {str(light)!r} does not exist")
-    vae = load_exported_vae(vae_export, device)
-    decoder = None if light is None else load_light_decoder(light, device).to(device).eval()
-    name = "vae" if light is None else "vae+light"
-    return ReconstructionModel(game_config(size, wad), vae, decoder, name)
+    vae, decode = load_vae_and_decoder(vae_export, light, device)
+    return ReconstructionModel(game_config(size, wad), vae, decode, "vae" if light is None else "vae+light")

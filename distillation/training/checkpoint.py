@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,24 @@ import numpy as np
 import torch
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """``write(tmp)`` fills a temporary file beside ``path``, which then replaces ``path`` in one rename: a kill
+    leaves the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
+    write(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # some writers create 0600 files; a checkpoint is as readable as any file here
     with open(tmp, "rb") as f:  # make the bytes durable before the rename makes them visible
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def rng_state() -> dict[str, Any]:
