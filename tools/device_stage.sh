@@ -32,8 +32,8 @@ vae)
     python3 -m distillation.train_vae --device cuda --out runs/doom_vae --workers "$WORKERS" \
         --max-minutes "$MINUTES" --checkpoint-every 100000 "${init[@]}"
     evaluate vae:runs/doom_vae/export runs/eval_vae --clips 100 --horizon 4 --batch-size 16 --videos 2
-    cp runs/doom_vae/export/vae* "$OUT"/
-    tar -cf "$OUT/logs.tar" runs/doom_vae/log.jsonl runs/doom_vae/export/result.json runs/eval_vae
+    cp runs/doom_vae/export/vae* runs/doom_vae/export/result.json "$OUT"/
+    tar -cf "$OUT/logs.tar" runs/doom_vae/log.jsonl runs/eval_vae
     ;;
 teacher)
     init=()
