@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from distillation.data.clips import ClipGenerator, stream_rng
 from distillation.data.collector import CollectConfig, collect
 from distillation.data.dataset import ShardClipDataset
 from distillation.data.report import make_report
-from distillation.data.shards import ShardReader, load_index
+from distillation.data.shards import ShardReader, load_index, write_index
 
 pytest.importorskip("vizdoom")
 
@@ -46,6 +47,20 @@ def _contents(root: str) -> dict:
                 "meta": r.meta,
             }
     return out
+
+
+def _assert_same_contents(root: str, reference: str) -> dict:
+    """The shards of ``root`` hold exactly what the reference collection holds; returns ``root``'s contents."""
+    got, want = _contents(root), _contents(reference)
+    assert got.keys() == want.keys()
+    for key in want:
+        for name in ("actions", "poses", "rewards"):
+            np.testing.assert_array_equal(got[key][name], want[key][name])
+        assert len(got[key]["frames"]) == len(want[key]["frames"]) == 3
+        for a, b in zip(got[key]["frames"], want[key]["frames"]):
+            np.testing.assert_array_equal(a, b)
+        assert got[key]["meta"] == want[key]["meta"]
+    return got
 
 
 @pytest.fixture(scope="module")
@@ -104,17 +119,56 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(reference, tmp_path):
     shards = sorted((e["split"], e["shard"]) for e in index["shards"])
     assert shards == [("train", 0), ("train", 1), ("train", 2), ("val", 0)]
     assert not [f for f in os.listdir(root) if ".tmp-" in f]
-    got, want = _contents(root), _contents(reference)
-    assert got.keys() == want.keys()
-    for key in want:
-        for name in ("actions", "poses", "rewards"):
-            np.testing.assert_array_equal(got[key][name], want[key][name])
-        assert len(got[key]["frames"]) == len(want[key]["frames"]) == 3
-        for a, b in zip(got[key]["frames"], want[key]["frames"]):
-            np.testing.assert_array_equal(a, b)
-        assert got[key]["meta"] == want[key]["meta"]
+    got = _assert_same_contents(root, reference)
     seeds = [(m["map"], m["seed"]) for v in got.values() for m in v["meta"]["clips"]]
     assert len(seeds) == len(set(seeds)) == 12  # every episode once
+
+
+def test_resume_removes_temporaries_and_remakes_unlisted_and_vanished_shards(reference, tmp_path):
+    root = tmp_path / "partial"
+    shutil.copytree(reference, root)
+    index = load_index(str(root))
+    # train-00001: its file was being written when the collector died, so the index does not list it.
+    index["shards"] = [e for e in index["shards"] if (e["split"], e["shard"]) != ("train", 1)]
+    write_index(str(root), index)
+    (root / "train-00001.npz").write_bytes(b"PK\x03\x04 half a zip")
+    # val-00000: listed, but its file is gone (deleted by hand, lost in a copy).
+    os.remove(root / "val-00000.npz")
+    stale = [root / "train-00002.npz.tmp-999", root / "index.json.tmp-999"]
+    for p in stale:
+        p.write_bytes(b"junk of a killed collector")
+    kept = {name: os.stat(root / name).st_mtime_ns for name in ("train-00000.npz", "train-00002.npz")}
+    index = collect(_config(str(root)))
+    assert not any(p.exists() for p in stale)
+    assert not [f for f in os.listdir(root) if ".tmp-" in f]
+    assert sorted((e["split"], e["shard"]) for e in index["shards"]) == [
+        ("train", 0), ("train", 1), ("train", 2), ("val", 0),
+    ]  # fmt: skip
+    on_disk = load_index(str(root))["shards"]
+    assert on_disk == sorted(index["shards"], key=lambda e: (e["split"], e["shard"]))
+    # Listed shards whose files exist are kept as they are, not made again.
+    assert {name: os.stat(root / name).st_mtime_ns for name in kept} == kept
+    _assert_same_contents(str(root), reference)
+
+
+def test_plugin_policy_factory(reference, tmp_path):
+    """``--policy package.module:factory`` plays with ``factory(seed)``: here the built-in RandomPolicy class."""
+    small = ["--train-shards", "1", "--val-shards", "0", "--clips-per-shard", "1"]
+    spec = "distillation.data.policy:RandomPolicy"
+    plugged = _config(str(tmp_path / "plugged"), [*small, "--policy", spec])
+    assert plugged.generation.policy == spec
+    index = collect(plugged)
+    assert index["content"]["generation"]["policy"] == spec and len(index["shards"]) == 1
+    collect(_config(str(tmp_path / "builtin"), [*small, "--policy", "random"]))
+    got = _contents(str(tmp_path / "plugged"))[("train", 0)]
+    want = _contents(str(tmp_path / "builtin"))[("train", 0)]
+    np.testing.assert_array_equal(got["actions"], want["actions"])
+    np.testing.assert_array_equal(got["frames"][0], want["frames"][0])
+    # Uniform random key values, where the default explorer only ever presses keys fully (0 or 1).
+    keys = got["actions"][..., :4]
+    assert ((keys > 0.01) & (keys < 0.99)).any()
+    explorer = np.concatenate([v["actions"][..., :4].ravel() for v in _contents(reference).values()])
+    assert set(np.unique(explorer)) <= {0.0, 1.0}
 
 
 def test_dataset_reads_back_what_was_generated(reference):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import gymnasium as gym
@@ -12,7 +13,8 @@ import lingbot_env  # noqa: F401  (registers the env ids)
 from lingbot_env.actions import make_action
 from lingbot_env.doom.env import ViZDoomWASDEnv
 from lingbot_env.doom.game import DoomConfig
-from lingbot_env.doom.wad import map_lines, resolve_wad
+from lingbot_env.doom.labels import noun
+from lingbot_env.doom.wad import check_map, map_lines, map_walls, read_things, resolve_wad, vizdoom_dir
 
 pytest.importorskip("vizdoom")
 
@@ -214,3 +216,150 @@ def test_map_switch_and_320x240():
         np.testing.assert_allclose(info["pose"][:2], [-192, -192])
     finally:
         env.close()
+
+
+# ----------------------------------------------------------------------------------------- labels and captions
+def test_visible_objects_and_caption_at_a_known_spot():
+    """MAP01, random start of seed 1, walking W: a shotgun, zombiemen and a medikit come into view."""
+    env = ViZDoomWASDEnv(map="MAP01", random_start=True, god_mode=True)
+    try:
+        infos = [env.reset(seed=1)[1]]
+        infos += [env.step(make_action(w=True))[4] for _ in range(5)]
+    finally:
+        env.close()
+    assert infos[0]["visible_objects"], "nothing visible at the known spot"
+    seen = {o["name"] for info in infos for o in info["visible_objects"]}
+    assert {"Zombieman", "Medikit", "Shotgun"} <= seen
+    for info in infos:
+        for o in info["visible_objects"]:
+            x, y, w, h = o["box"]
+            assert x >= 0 and y >= 0 and x + w <= 160 and y + h <= 120 and w > 0 and h > 0
+            centre = (x + w / 2) / 160
+            assert o["side"] == ("left" if centre < 1 / 3 else "right" if centre > 2 / 3 else "ahead")
+            # The screen side agrees with the world geometry: right of the view direction = positive bearing.
+            if o["side"] == "right":
+                assert o["bearing_deg"] > 0
+            elif o["side"] == "left":
+                assert o["bearing_deg"] < 0
+            else:
+                assert abs(o["bearing_deg"]) < 30
+            dx, dy = o["position"][0] - info["pose"][0], o["position"][1] - info["pose"][1]
+            assert o["distance"] >= np.hypot(dx, dy) - 1e-3
+        distances = [o["distance"] for o in info["visible_objects"]]
+        assert distances == sorted(distances)
+    # The caption names the zombiemen with their sides once they are in view (monsters come first).
+    zombie_steps = [i for i, info in enumerate(infos) if any(o["name"] == "Zombieman" for o in info["visible_objects"])]
+    assert zombie_steps
+    for i in zombie_steps:
+        objs = infos[i]["visible_objects"]
+        for side in {o["side"] for o in objs if o["name"] == "Zombieman"}:
+            count = sum(o["name"] == "Zombieman" and o["side"] == side for o in objs)
+            where = "ahead" if side == "ahead" else f"on the {side}"
+            assert f"{noun('Zombieman', count)} {where}" in infos[i]["caption"], infos[i]["caption"]
+        assert "zombiem" in infos[i]["caption"].split(", ")[1]  # the first object phrase: monsters rank first
+    # ... and the medikit, when no more than three groups of higher rank are on screen.
+    medikit = [info for info in infos if any(o["name"] == "Medikit" for o in info["visible_objects"])]
+    assert any("a medikit ahead" in info["caption"] or "a medikit on the" in info["caption"] for info in medikit)
+    # Decorations and light sources are reported as visible but never named in the caption.
+    assert any(o["category"] == "LightSource" for info in infos for o in info["visible_objects"])
+    assert not any("column" in info["caption"] for info in infos)
+
+
+# ----------------------------------------------------------------------------------------- option toggles
+HAS_FREEDOOM1 = os.path.isfile(os.path.join(vizdoom_dir(), "freedoom1.wad"))
+
+
+def _start(**kw) -> tuple[np.ndarray, dict]:
+    env = ViZDoomWASDEnv(**kw)
+    try:
+        return env.reset(seed=0)
+    finally:
+        env.close()
+
+
+def _monsters_seen_over_a_turn(**kw) -> list[str]:
+    """At the known spot of seed 1 (zombiemen in view), look around a full turn; names of the monsters seen."""
+    env = ViZDoomWASDEnv(map="MAP01", random_start=True, god_mode=True, **kw)
+    try:
+        infos = [env.reset(seed=1)[1]]
+        infos += [env.step(make_action(w=True))[4] for _ in range(3)]
+        infos += [env.step(make_action(yaw=1.0))[4] for _ in range(45)]  # 45 x 4 frames x 2 degrees = 360
+    finally:
+        env.close()
+    assert abs((infos[-1]["pose"][3] - infos[3]["pose"][3] + 180) % 360 - 180) < 1.0  # a whole turn
+    return [o["name"] for info in infos for o in info["visible_objects"] if o["category"] == "Monster"]
+
+
+def _red(frame: np.ndarray) -> np.ndarray:
+    f = frame.astype(int)
+    return (f[..., 0] > 120) & (f[..., 1] < 60) & (f[..., 2] < 60)
+
+
+@pytest.mark.parametrize(
+    "toggle",
+    [
+        "hud",
+        "no_weapon",
+        "no_monsters",
+        pytest.param(
+            "freedoom1",
+            marks=pytest.mark.skipif(not HAS_FREEDOOM1, reason="freedoom1.wad is not in this vizdoom package"),
+        ),
+    ],
+)
+def test_option_toggles(toggle):
+    if toggle == "no_monsters":
+        assert "Zombieman" in _monsters_seen_over_a_turn()  # the check below is not vacuous
+        assert _monsters_seen_over_a_turn(monsters=False) == []
+        return
+    base, base_info = _start()
+    assert not _red(base[-19:]).any()
+    if toggle == "hud":
+        obs, info = _start(hud=True)
+        # The status bar fills the bottom 32/200 of the screen, with its red numbers (ammo 50, health 100%).
+        assert _red(obs[-19:]).sum() > 50 and not _red(obs[:-19]).any()
+        assert (obs[-19:] != base[-19:]).any(-1).mean() > 0.8
+        np.testing.assert_array_equal(info["pose"], base_info["pose"])
+    elif toggle == "no_weapon":
+        obs, info = _start(weapon=False)
+        diff = (obs != base).any(-1)
+        # Only the pistol's place (bottom centre) changes; the rest of the view is the same.
+        assert diff.sum() > 200
+        rows, cols = np.nonzero(diff)
+        assert rows.min() >= 60 and cols.min() >= 40 and cols.max() < 120
+        np.testing.assert_array_equal(info["pose"], base_info["pose"])
+    else:
+        obs, info = _start(wad="freedoom1", map="E1M1")
+        assert info["wad"] == "freedoom1" and info["map"] == "E1M1"
+        start = read_things(resolve_wad("freedoom1"), "E1M1")
+        start = start[start["type"] == 1][0]  # player 1 start
+        np.testing.assert_allclose(info["pose"][:2], [start["x"], start["y"]])
+        assert (obs != base).any(-1).mean() > 0.5
+        assert check_map(resolve_wad("freedoom1"), "e1m1") == "E1M1"
+        with pytest.raises(ValueError, match="unknown map 'MAP01' for WAD freedoom1"):
+            DoomConfig(wad="freedoom1", map="MAP01")
+
+
+# ----------------------------------------------------------------------------------------- doors
+@pytest.mark.parametrize("auto_use", [True, False])
+def test_walking_into_a_door_opens_it_only_with_auto_use(auto_use):
+    """MAP01: walking east from the player start (-192, -192) meets a door whose near face is x = 704."""
+    wad = resolve_wad("freedoom2")
+    near = [(704, -96, 704, -224), (720, -224, 720, -96)]  # its two faces, both on the walking line y = -192
+    lines = {tuple(int(v) for v in line) for line in map_lines(wad, "MAP01")}
+    assert set(near) <= lines
+    walls = {tuple(int(v) for v in line) for line in map_walls(wad, "MAP01")}
+    assert not set(near) & walls  # an unlocked door: passable once opened
+    env = ViZDoomWASDEnv(map="MAP01", monsters=False, labels=False, auto_use=auto_use)
+    try:
+        obs, info = env.reset(seed=0)
+        np.testing.assert_allclose(info["pose"][[0, 1, 3]], [-192, -192, 0])  # facing east
+        xs = np.concatenate([env.step(make_action(w=True))[4]["poses"][:, 0] for _ in range(20)])
+    finally:
+        env.close()
+    assert xs[50] > 600  # it walked up to the door
+    if auto_use:
+        assert xs[-1] > 720 + 16 + 32  # through the door and well past its far face
+    else:
+        assert xs.max() == pytest.approx(704 - 16, abs=0.5)  # stopped one player radius short of the door
+        np.testing.assert_allclose(xs[-20:], 704 - 16, atol=0.5)

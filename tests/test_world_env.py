@@ -469,3 +469,36 @@ def test_loads_a_world_bundle_folder_with_its_start_image(tmp_path):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
     env.close()
     venv.close()
+
+
+# ----------------------------------------------------------------------------------------- same interface as the game
+def test_same_interface_as_the_real_game():
+    """LingBotWorld-v0 (the Doom world's architecture, random weights) and ViZDoomWASD-v0 take the same actions and
+    return observations of the same dtype and [H, W, 3] layout; at the world's size, the same observation space."""
+    pytest.importorskip("vizdoom")
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        world = gym.make("LingBotWorld-v0", model="doom-untrained")
+    game = gym.make("ViZDoomWASD-v0")
+    try:
+        assert world.action_space == game.action_space
+        assert world.action_space.dtype == np.float32 and world.action_space.shape == (6,)
+        for space in (world.observation_space, game.observation_space):
+            assert space.dtype == np.uint8 and len(space.shape) == 3 and space.shape[-1] == 3
+            assert (space.low == 0).all() and (space.high == 255).all()
+        # The same meaning of an action: turn rate, frames per step, key threshold; and the same video rate.
+        w_spec, g_spec = world.unwrapped.action_spec, game.unwrapped.config.action_spec
+        for name in ("max_yaw_deg_per_frame", "max_pitch_deg_per_frame", "frames_per_step", "key_threshold"):
+            assert getattr(w_spec, name) == getattr(g_spec, name), name
+        assert world.metadata["render_fps"] == game.metadata["render_fps"] == 17.5
+        h, w, _ = world.observation_space.shape
+        sized = gym.make("ViZDoomWASD-v0", frame_size=(w, h), labels=False)
+        try:
+            assert sized.observation_space == world.observation_space
+            obs, _ = sized.reset(seed=0)
+            assert world.observation_space.contains(obs)
+            assert world.action_space.contains(np.array([1, 0, 0, 1, -0.5, 0.25], np.float32))
+        finally:
+            sized.close()
+    finally:
+        world.close()
+        game.close()
