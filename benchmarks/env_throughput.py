@@ -5,7 +5,8 @@ DiT chunk, the streaming decoder, uint8 frames back on the host, camera pose, in
 env, ``N > 1`` the batched vector env (one model call for all N worlds). Weights are random (throughput does not
 depend on them): the default shape is sized like the project's small Doom model (issue 8: 4:3, >= 128x96, a few
 million DiT parameters, light decoder); every size is a flag. ``--model`` benchmarks a real model through
-``world_model.bundle.load_world`` instead. Usage::
+``world_model.bundle.load_world`` instead (the JSON config then records that model's shape and parameter counts,
+``config.model_shape``, and leaves out the shape flags, which it ignores). Usage::
 
     python -m benchmarks.env_throughput --device cpu --threads 1,2                 # the single env on this CPU
     python -m benchmarks.env_throughput --device cuda --dtype bf16 --num-envs 1,16,64 \\
@@ -96,7 +97,74 @@ def params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def bench(args: argparse.Namespace, num_envs: int, threads: int | None) -> dict[str, Any]:
+# Flags that only shape the random world: with --model they are ignored, so the JSON config leaves them out.
+SHAPE_FLAGS = (
+    "height",
+    "width",
+    "dit_dim",
+    "ffn_dim",
+    "heads",
+    "layers",
+    "text_dim",
+    "text_len",
+    "control",
+    "vae_dim",
+    "decoder_widths",
+    "decoder_blocks",
+    "block_frames",
+    "denoise_steps",
+    "window",
+    "sink",
+)
+
+
+def _as_module(part: Any) -> torch.nn.Module | None:
+    """The ``nn.Module`` behind a world part (umT5's wrapper keeps it in ``.model``), or None."""
+    if isinstance(part, torch.nn.Module):
+        return part
+    inner = getattr(part, "model", None)
+    return inner if isinstance(inner, torch.nn.Module) else None
+
+
+def describe_world(world) -> dict[str, Any]:
+    """The shape of the world actually benchmarked: resolution, stream layout, control, the DiT's config and the
+    parameter count of every part (a part shared by two roles, e.g. the full Wan VAE as encoder and decoder, is
+    counted once in ``total_params``)."""
+    import dataclasses
+
+    spec, stream = world.spec, world.spec.stream
+    dit_cfg = {k: v for k, v in dataclasses.asdict(world.dit.cfg).items() if k != "extra"}
+    parts = {"dit": world.dit, "encoder": world.encoder, "decoder": world.decoder, "text_encoder": world.text_encoder}
+    counts: dict[str, Any] = {}
+    unique: dict[int, int] = {}
+    for name, part in parts.items():
+        module = _as_module(part)
+        counts[f"{name}_params"] = None if module is None else params(module)
+        if module is not None:
+            unique.update({id(p): p.numel() for p in module.parameters()})
+    return {
+        "resolution": f"{spec.height}x{spec.width}",
+        "fps": spec.fps,
+        "frames_per_step": spec.frames_per_step,
+        "control": None if spec.control is None else dataclasses.asdict(spec.control),
+        "stream": {
+            "block_frames": stream.block_frames,
+            "first_block_frames": stream.first_block_frames,
+            "denoise_steps": len(stream.schedule.timesteps),
+            "timesteps": [float(t) for t in stream.schedule.timesteps],
+            "cache": dataclasses.asdict(stream.cache),
+        },
+        "dit_config": dit_cfg,
+        "dit_dtype": str(world.dit.dtype).removeprefix("torch."),
+        **counts,
+        "decoder_is_encoder": world.decoder is world.encoder,
+        "total_params": sum(unique.values()),
+        "notes": dict(getattr(world, "notes", {}) or {}),
+    }
+
+
+def bench(args: argparse.Namespace, num_envs: int, threads: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One configuration -> (timings, :func:`describe_world` of the world that ran)."""
     from lingbot_env.vector_env import LingBotWorldVectorEnv
     from lingbot_env.world_env import LingBotWorldEnv
 
@@ -114,12 +182,15 @@ def bench(args: argparse.Namespace, num_envs: int, threads: int | None) -> dict[
     else:
         env = LingBotWorldVectorEnv(num_envs, model=model, image=image, action_clip="clip", **kw)
     world = env.world
+    if args.model and args.compile:
+        world.dit.compile()
     spec = world.spec
+    shape = describe_world(world)
     rng = np.random.default_rng(0)
-    shape = (6,) if num_envs == 1 else (num_envs, 6)
+    action_shape = (6,) if num_envs == 1 else (num_envs, 6)
 
     def actions() -> np.ndarray:
-        return rng.uniform([0, 0, 0, 0, -1, -1], 1, (args.steps + args.warmup, *shape)).astype(np.float32)
+        return rng.uniform([0, 0, 0, 0, -1, -1], 1, (args.steps + args.warmup, *action_shape)).astype(np.float32)
 
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -159,7 +230,7 @@ def bench(args: argparse.Namespace, num_envs: int, threads: int | None) -> dict[
         "raw_step_ms": step_ms,
     }
     env.close()
-    return result
+    return result, shape
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -200,10 +271,12 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [int(n) for n in args.num_envs.split(",")]
     thread_counts = [int(t) for t in args.threads.split(",")] if args.threads else [None]
     runs = []
+    model_shape: dict[str, Any] | None = None
     t0 = time.time()
     for threads in thread_counts:
         for n in sizes:
-            r = bench(args, n, threads)
+            r, shape = bench(args, n, threads)
+            model_shape = model_shape or shape
             runs.append(r)
             print(
                 f"N={n:>3} threads={r['torch_threads']} {r['resolution']}: {r['step_ms_median']:.1f} ms/step "
@@ -214,7 +287,10 @@ def main(argv: list[str] | None = None) -> None:
             )
             if args.device.startswith("cuda"):
                 torch.cuda.empty_cache()
-    cfg = {k: v for k, v in vars(args).items() if k != "out"}
+    # With --model the shape flags were not used: record the loaded model's real shape instead of them.
+    skip = {"out", *SHAPE_FLAGS} if args.model else {"out"}
+    cfg = {k: v for k, v in vars(args).items() if k not in skip}
+    cfg["model_shape"] = model_shape
     write_result(args.out, "env_throughput", args.device, cfg, {"runs": runs, "wall_s": time.time() - t0})
     print("wrote", args.out)
 

@@ -4,6 +4,7 @@ Usage::
 
     python examples/train_ppo_in_world.py --tiny                      # tiny random world, CPU, about a minute
     python examples/train_ppo_in_world.py --tiny --num-envs 8         # 8 worlds stepped by one model call (~30 s)
+    python examples/train_ppo_in_world.py --tiny --num-envs 2 --n-steps 8 --timesteps 16   # smoke test, seconds
     python examples/train_ppo_in_world.py --model <preset|folder> --image start.png --device cuda --dtype bf16 \\
         --num-envs 16 --timesteps 200000 --out ppo_world.zip
 
@@ -127,6 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--timesteps", type=int, default=None, help="env steps in total (default: tiny 1024 x min(N, 4), else 1e5)"
     )
+    p.add_argument(
+        "--n-steps", type=int, default=None, help="PPO rollout length per env (default: tiny 256 / N (>= 16), else 128)"
+    )
     p.add_argument("--episode-steps", type=int, default=64, help="truncate episodes after this many steps")
     p.add_argument("--reward", choices=sorted(REWARDS), default="forward")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 with --tiny)")
@@ -141,12 +145,12 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(threads)  # tiny models are per-op overhead: extra threads only synchronise
     timesteps = args.timesteps or (1024 * min(args.num_envs, 4) if args.tiny else 100_000)
     env = make_env(args)
-    n_steps = max(16, 256 // args.num_envs) if args.tiny else 128
+    n_steps = args.n_steps or (max(16, 256 // args.num_envs) if args.tiny else 128)
     model = PPO(
         "CnnPolicy",
         env,
         n_steps=n_steps,
-        batch_size=64,
+        batch_size=min(64, n_steps * args.num_envs),  # a short smoke-test rollout is one minibatch
         n_epochs=4,
         learning_rate=3e-4,
         seed=args.seed,

@@ -32,7 +32,9 @@ controls (interactive): W/A/S/D move, mouse or arrow keys / I J K L look, click 
 
 examples:
   python -m lingbot_env --image start.png --prompt "a stone corridor" --record play.mp4
-  python -m lingbot_env --model lingbot-world-fast --device cuda --dtype bf16 --image start.png
+  python -m lingbot_env --model /path/to/lingbot-world-release --device cuda --dtype bf16 --image start.png
+      (a LingBot-World release root: lingbot_world_fast/, Wan2.1_VAE.pth, the umT5 .pth, google/umt5-xxl/;
+      --size 720x1280 for the larger resolution, default 480x832)
   python -m lingbot_env --headless --actions-preset tour --steps 64 --record tour.mp4
   python -m lingbot_env --env real --record doom.mp4            # the real ViZDoom game, same controls
 """
@@ -214,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default=None,
-        help="preset name, model folder, or package.module:factory (default: the project's small Doom model)",
+        help="a model folder (a world bundle, or a LingBot-World release root holding lingbot_world_fast/), "
+        "'doom-untrained', a preset name with shipped weights, or package.module:factory "
+        "(default: the project's small Doom model)",
     )
     p.add_argument(
         "--image",

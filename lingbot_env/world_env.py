@@ -455,7 +455,9 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
     * ``window_scale``: integer upscaling of the human window (default: fit about 1280 x 800).
     * ``timing_info``: add the wall-clock ``*_ms`` entries to ``info`` (default True). They differ between two
       otherwise identical runs, which Gymnasium's ``check_env`` reports as non-determinism: pass False there.
-    * ``model_kwargs``: extra keyword arguments for ``load_world`` (e.g. ``{"size": (720, 1280)}``).
+    * ``model_kwargs``: extra keyword arguments for ``load_world``; for a LingBot release root ``size`` (e.g.
+      ``{"size": (720, 1280)}``), ``release_preset`` (a Fast-layout preset of another shape) and
+      ``text_encoder_kwargs``.
 
     ## Reset
     ``reset(seed=None, options={"image": ..., "prompt": ...})`` as in Gymnasium. The class also takes the image and

@@ -25,10 +25,23 @@ from world_model.checkpoints.text_encoders import umt5_config  # noqa: E402
 T5 = {**TINY, "d_model": 4096}  # the DiT's text_dim is umT5's width
 
 
-@pytest.fixture
-def release_root(tmp_path):
+def write_vae_and_text_encoder(root):
+    """The non-DiT files of a release root: a tiny ``Wan2.1_VAE.pth``, a tiny umT5 (width 4096, as the DiT's
+    text_dim expects) as Wan's ``.pth`` and a word-level tokenizer under ``google/umt5-xxl``. Returns (vae, t5);
+    load the umT5 with ``config=umt5_config(**T5)``."""
     from world_model.vae import VAEConfig, WanVAE
 
+    torch.manual_seed(0)
+    vae = WanVAE(VAEConfig(dim=8))
+    torch.save(vae.state_dict(), root / "Wan2.1_VAE.pth")
+    t5 = transformers.UMT5EncoderModel(umt5_config(**T5)).eval()
+    torch.save(to_wan(t5.state_dict()), root / "models_t5_umt5-xxl-enc-bf16.pth")
+    build_tokenizer(root / "google" / "umt5-xxl")
+    return vae, t5
+
+
+@pytest.fixture
+def release_root(tmp_path):
     cfg = tiny_config(6, text_dim=4096)
     preset = Preset(
         "test-release",
@@ -41,12 +54,7 @@ def release_root(tmp_path):
     register_preset(preset)
     pair = ExpertPair(tiny_dit(6, seed=1, text_dim=4096), tiny_dit(6, seed=2, text_dim=4096), 947.0)
     save_model(pair, tmp_path, preset, num_shards=2, dtype=torch.float32)
-    torch.manual_seed(0)
-    vae = WanVAE(VAEConfig(dim=8))
-    torch.save(vae.state_dict(), tmp_path / "Wan2.1_VAE.pth")
-    t5 = transformers.UMT5EncoderModel(umt5_config(**T5)).eval()
-    torch.save(to_wan(t5.state_dict()), tmp_path / "models_t5_umt5-xxl-enc-bf16.pth")
-    build_tokenizer(tmp_path / "google" / "umt5-xxl")
+    vae, t5 = write_vae_and_text_encoder(tmp_path)
     yield tmp_path, preset, pair, vae, t5
     unregister_preset(preset.name)
 

@@ -90,6 +90,47 @@ def test_vector_env_equals_n_single_envs_through_staggered_autoresets():
             assert diff <= 1, f"env {i}, observation {k}: differs by {diff}"
 
 
+def test_one_model_call_per_vector_step():
+    """All N worlds step in one ``InteractiveWorld.step`` call on the whole batch; rows that restart share one
+    ``reset`` call; a step in which every env restarts (next-step autoreset) runs no model step at all."""
+    n = 3
+    venv = LingBotWorldVectorEnv(n, model=tiny_world, image=[IMG, IMG2, IMG], max_episode_steps=2)
+    world = venv.world
+    calls = {"step": [], "reset": []}
+    step, reset = world.step, world.reset
+
+    def counted_step(actions):
+        calls["step"].append(tuple(actions.shape))
+        return step(actions)
+
+    def counted_reset(images, prompts, seeds=None, rows=None):
+        calls["reset"].append(len(prompts))
+        return reset(images, prompts, seeds=seeds, rows=rows)
+
+    world.step, world.reset = counted_step, counted_reset
+    venv.reset(seed=0)
+    assert calls == {"step": [], "reset": [n]}
+    actions = random_actions(n, 11)
+    for t in range(11):
+        if t == 1:  # stagger env 2 by one step, so later steps mix stepping and restarting rows
+            venv.reset(options={"reset_mask": np.array([False, False, True])})
+        if t == 8:  # back in step: two steps later all envs truncate together, and then all restart
+            venv.reset()
+        before = {k: len(v) for k, v in calls.items()}
+        info = venv.step(actions[t])[4]
+        stepped, restarted = info["step"] > 0, info["step"] == 0
+        assert len(calls["step"]) - before["step"] == int(stepped.any()), f"step {t}"
+        assert len(calls["reset"]) - before["reset"] == int(restarted.any()), f"step {t}"
+        if stepped.any():
+            assert calls["step"][-1] == (n, 6)  # every row in the one call, restarting rows with a zero action
+        if restarted.any():
+            assert calls["reset"][-1] == restarted.sum()
+    # 10 of the 11 steps had rows going (the last one only restarted rows); resets: 1 + mask + 4 mixed
+    # autoresets (steps 2, 3, 5, 6) + the reset at step 8 + the all-rows autoreset of step 10.
+    assert len(calls["step"]) == 10 and calls["reset"] == [3, 1, 2, 1, 2, 1, 3, 3]
+    venv.close()
+
+
 def test_next_step_autoreset_semantics():
     venv = LingBotWorldVectorEnv(2, model=tiny_world, image=[IMG, IMG2], max_episode_steps=2)
     venv.reset(seed=0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from world_model.world import InteractiveWorld, WorldSpec
 
 FORMAT = "lingbot-realtime-world"
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "assets" / "doom"  # the "doom" preset
+RELEASE_PRESET = "lingbot-world-fast"  # what a release root passed to load_world is read as by default
 
 
 class WorldNotAvailableError(FileNotFoundError):
@@ -148,19 +150,34 @@ def _start_image(path: Path) -> np.ndarray | None:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def _load_release(root: Path, device, dtype, batch_size: int, seed: int, size: tuple[int, int] | None):
-    """A full-size LingBot-World causal release (``lingbot-world-fast``) as an interactive world."""
+def _load_release(
+    root: Path,
+    device,
+    dtype,
+    batch_size: int,
+    seed: int,
+    size: tuple[int, int] | None,
+    preset: Any = None,
+    text_encoder_kwargs: dict[str, Any] | None = None,
+):
+    """A LingBot-World causal release (``lingbot-world-fast``, or ``preset``: a name or a
+    :class:`~world_model.checkpoints.Preset` of the same layout) as an interactive world."""
     from world_model.checkpoints import get_preset
     from world_model.checkpoints.release import load_release
 
-    preset = get_preset("lingbot-world-fast")
+    preset = get_preset(preset or RELEASE_PRESET)
+    if preset.is_pair or not preset.causal or preset.sampling.stream is None:
+        raise ValueError(
+            f"preset {preset.name!r} is not a causal streaming student (one block-causal model with a stream "
+            "layout, like lingbot-world-fast): it cannot run as an interactive world"
+        )
     if not (root / preset.experts[0].subfolder).exists():
         raise ValueError(
             f"{root} is a LingBot-World release without {preset.experts[0].subfolder}/: only the causal Fast model "
             "streams; the Base experts are bidirectional (use them through the teacher sampler)"
         )
     dtype = dtype or torch.bfloat16
-    rel = load_release(root, preset, device=device, dtype=dtype)
+    rel = load_release(root, preset, device=device, dtype=dtype, text_encoder_kwargs=text_encoder_kwargs)
     h, w = size or preset.sizes[0]
     control = ActionControlConfig("cam", h, w, turn_deg_per_frame=2.0, frames_per_latent=4)
     spec = WorldSpec(h, w, float(preset.fps), control, preset.sampling.stream)
@@ -168,6 +185,15 @@ def _load_release(root: Path, device, dtype, batch_size: int, seed: int, size: t
     world.start_image = None
     world.notes = {"preset": preset.name}
     return world
+
+
+def _is_release_folder(model: Any) -> bool:
+    if not isinstance(model, (str, os.PathLike)):
+        return False
+    from world_model.checkpoints.loading import is_release_root
+
+    path = Path(model).expanduser()
+    return not (path / "world.json").exists() and is_release_root(path)
 
 
 def load_world(
@@ -178,6 +204,8 @@ def load_world(
     batch_size: int = 1,
     seed: int = 0,
     size: tuple[int, int] | None = None,
+    release_preset: Any = None,
+    text_encoder_kwargs: dict[str, Any] | None = None,
 ) -> InteractiveWorld:
     """An :class:`InteractiveWorld` from ``model``:
 
@@ -186,7 +214,16 @@ def load_world(
     * a bundle folder (``world.json``), or a LingBot-World release root (its ``lingbot_world_fast/`` student);
     * a registered preset name whose weights ship with the package;
     * ``"doom-untrained"``: the Doom architecture with random weights (pipeline and speed only; warns).
+
+    For a release root only: ``size`` ``(height, width)`` (default the preset's first size), ``release_preset``
+    (a preset name or :class:`~world_model.checkpoints.Preset` of the Fast layout, default ``"lingbot-world-fast"``;
+    lets tests and re-trained students of another shape use the same path) and ``text_encoder_kwargs`` (for the
+    umT5 loader, e.g. ``{"config": ...}``). Giving them for anything else raises ``ValueError``.
     """
+    release_only = {"release_preset": release_preset, "text_encoder_kwargs": text_encoder_kwargs}
+    release_only = [k for k, v in release_only.items() if v is not None]
+    if release_only and not _is_release_folder(model):
+        raise ValueError(f"{release_only} apply to a LingBot-World release root only; model={model!r:.80} is not one")
     if isinstance(model, InteractiveWorld):
         return model
     if callable(model):
@@ -218,7 +255,7 @@ def load_world(
         from world_model.checkpoints.loading import is_release_root
 
         if is_release_root(path):
-            return _load_release(path, device, dtype, batch_size, seed, size)
+            return _load_release(path, device, dtype, batch_size, seed, size, release_preset, text_encoder_kwargs)
         raise ValueError(f"{path} is neither a world bundle (world.json) nor a LingBot-World release root")
     if path.exists():
         raise ValueError(f"{path} is a file; pass a bundle folder or a release root folder")
