@@ -329,7 +329,7 @@ class LingBotWorldVectorEnv(VectorEnv):
         poses = np.repeat(self._poses.pose()[:, None], f, axis=1)
         if going:
             frames[going] = generated[going]
-            poses[going] = self._poses.advance(act[going], going)[:, -f:]
+            poses[going] = self._poses.advance(act[going], going, frames=f)
             self._steps[going] += 1
             self._last_obs[going] = frames[going, -1]
         seeds: list[int] = []

@@ -366,13 +366,15 @@ class PoseTracker:
         idx = slice(None) if rows is None else list(rows)
         return self.matrices(self.yaw[idx], self.pitch[idx], self.position[idx]).astype(np.float32)
 
-    def advance(self, actions: np.ndarray, rows: Sequence[int] | None = None) -> np.ndarray:
-        """Hold ``actions`` ``[n, 6]`` for one step; returns the poses of its video frames ``float32 [n, F, 4, 4]``."""
+    def advance(self, actions: np.ndarray, rows: Sequence[int] | None = None, frames: int | None = None) -> np.ndarray:
+        """Hold ``actions`` ``[n, 6]`` for one step of ``frames`` video frames (default ``frames_per_step``; LingBot
+        Fast's first chunk has fewer); returns their poses ``float32 [n, frames, 4, 4]``."""
         idx = np.arange(self.batch_size) if rows is None else np.asarray(list(rows), dtype=np.int64)
+        frames = self.frames_per_step if frames is None else frames
         keys = (actions[:, :4] > self.key_threshold).astype(np.float64)
         forward, right = keys[:, 0] - keys[:, 2], keys[:, 3] - keys[:, 1]
-        out = np.empty((len(idx), self.frames_per_step, 4, 4), dtype=np.float32)
-        for f in range(self.frames_per_step):
+        out = np.empty((len(idx), frames, 4, 4), dtype=np.float32)
+        for f in range(frames):
             self.yaw[idx] += actions[:, 4] * self.turn_deg
             self.pitch[idx] = np.clip(
                 self.pitch[idx] + actions[:, 5] * self.turn_deg, -self.max_pitch_deg, self.max_pitch_deg
@@ -625,7 +627,7 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
         act, clipped = check_actions(action, None, self.action_clip)
         frames, timings = world.step(torch.from_numpy(act[None]))
         frames = frames[0].numpy()
-        poses = self._poses.advance(act[None])[0, -len(frames) :]  # LingBot Fast's first chunk has fewer frames
+        poses = self._poses.advance(act[None], frames=len(frames))[0]  # LingBot Fast's first chunk has fewer frames
         self._step += 1
         obs = frames[-1]
         info: dict[str, Any] = {

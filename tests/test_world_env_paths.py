@@ -135,6 +135,8 @@ def test_release_root_runs_through_the_env(fast_release):
     # Fast's first chunk: 3 latent frames, frame 0 is the start image (shown at reset) -> 8 new video frames.
     assert info["frames"].shape == (8, 32, 48, 3) and np.array_equal(info["frames"][-1], obs)
     assert info["yaw_pitch"][0] > 0 and info["pose"][2, 3] > 0  # turned right, walked forward
+    # The camera moved over those 8 frames only: the regenerated image frame keeps the start pose.
+    assert np.isclose(info["yaw_pitch"][0], 8 * 0.5 * world.spec.control.turn_deg_per_frame)
     assert np.allclose(info["pose"], world.control.cameras[0].pose().numpy(), atol=1e-5)
     obs, _, _, _, info = env.step(np.array([1, 0, 0, 0, 0, 0], np.float32))
     assert info["frames"].shape == (12, 32, 48, 3) and info["step"] == 2

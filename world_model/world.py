@@ -158,8 +158,15 @@ class InteractiveWorld:
             actions = torch.as_tensor(actions, dtype=torch.float32)
             if actions.shape != (self.batch_size, 6):
                 raise ValueError(f"actions must be [{self.batch_size}, 6], got {tuple(actions.shape)}")
-            control = self.control(actions[:, None].expand(-1, k, -1)).to(self.device)
         regenerates_first = self.spec.stream.first_block_frames != 1 and self.generator.frames_generated[0] == 0
+        if self.control is not None:
+            # LingBot Fast's first chunk regenerates the image's latent frame: it keeps the image's (identity)
+            # pose, and the action moves the camera over the chunk's other k - 1 latent frames only.
+            moving = k - 1 if regenerates_first else k
+            control = self.control(actions[:, None].expand(-1, moving, -1))
+            if regenerates_first:
+                control = torch.cat([self.control.identity(), control], dim=2)
+            control = control.to(self.device)
         latents = self.generator.step(control)
         if regenerates_first:  # LingBot Fast layout: the decoder already holds the image as latent frame 0
             latents = latents[:, :, 1:]
