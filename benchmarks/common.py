@@ -14,6 +14,10 @@ import torch
 
 
 def git_commit() -> str:
+    """``GIT_COMMIT`` from the environment when set (the GPU box runs a copy of the tree without git), else git's."""
+    env = os.environ.get("GIT_COMMIT", "").strip()
+    if env and env != "unknown":
+        return env
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],

@@ -15,11 +15,13 @@ from world_model.checkpoints import (
     diffusers_to_official,
     get_preset,
     infer_config,
+    init_weights_,
     list_presets,
     register_preset,
     unregister_preset,
 )
 from world_model.checkpoints.keys import NamingError, config_from_json, infer_control_dim
+from world_model.checkpoints.presets import FULL_SIZE_PRESETS
 from world_model.config import WanDiTConfig
 from world_model.dit import WanDiT, count_parameters
 from world_model.sampling import FewStepSchedule
@@ -89,7 +91,19 @@ def test_full_size_preset_on_meta_matches_official_table(name):
 
 
 def test_every_registered_full_size_preset_is_covered():
-    assert set(FULL_SIZE) <= set(list_presets())
+    # Equality both ways: a new full-size preset must get a row in FULL_SIZE (and so its table test).
+    assert set(FULL_SIZE) == set(FULL_SIZE_PRESETS)
+    assert set(FULL_SIZE_PRESETS) <= set(list_presets())
+
+
+def test_top_level_build_model_on_meta():
+    import world_model
+
+    model = world_model.build_model("wan2.1-t2v-1.3b", device="meta")
+    assert world_model.build_model is build_model
+    assert isinstance(model, WanDiT) and model.cfg == get_preset("wan2.1-t2v-1.3b").config
+    assert all(p.is_meta and p.dtype == torch.bfloat16 for p in model.parameters())
+    assert count_parameters(model) == FULL_SIZE["wan2.1-t2v-1.3b"][3]
 
 
 def test_preset_contents():
@@ -165,6 +179,12 @@ def test_build_materialises_every_parameter():
         assert torch.equal(blk.cam_scale_layer.weight, torch.zeros(cfg.dim, cfg.dim))
     assert torch.equal(model.patch_embedding.bias, torch.zeros(cfg.dim))
     assert torch.equal(model.head.head.weight, torch.zeros_like(model.head.head.weight))
+    assert all(torch.isfinite(t).all() for t in model.state_dict().values())
+    # init_weights_ (WanDiT.reset_parameters) alone sets every parameter: none keeps a NaN planted before it.
+    with torch.no_grad():
+        for t in model.parameters():
+            t.fill_(float("nan"))
+    init_weights_(model, seed=0)
     assert all(torch.isfinite(t).all() for t in model.state_dict().values())
 
 

@@ -302,6 +302,16 @@ def test_missing_shard_names_the_file(sharded, tiny_presets):
         load_model(root, "test-tiny-cam")
 
 
+def test_missing_shard_of_a_series_without_index(tmp_path):
+    files = write_layout(tmp_path, tiny_dit(6, seed=2), 3, EXPERT_FMT, EXPERT_INDEX)
+    (tmp_path / EXPERT_INDEX).unlink()
+    assert inspect_checkpoint(tmp_path).files.layout == "sharded"  # the complete series loads without its index
+    files[1].unlink()
+    msg = r"shards missing from the 00003-shard series: \['diffusion_pytorch_model-00002-of-00003\.safetensors'\]"
+    with pytest.raises(CheckpointError, match=msg):
+        load_dit(tmp_path)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "header"])
 def test_corrupt_shard_names_the_file(sharded, tiny_presets, damage):
     root, files, _ = sharded
@@ -348,7 +358,7 @@ def test_unknown_and_missing_keys(sharded, tiny_presets):
     msg = str(e.value)
     assert "high_noise_model does not match preset 'test-tiny-cam', expert 'high'" in msg
     assert "2 missing, 1 unexpected, 0 shape-mismatched" in msg
-    assert "unexpected (checkpoint has, model lacks) (1): blocks.0.lora_A.weight" in msg
+    assert "unexpected (checkpoint has, model lacks) (1): blocks.0.lora_A.weight in model.safetensors" in msg
     assert "missing (model has, checkpoint lacks) (2): blocks.1.cross_attn.k.bias, head.modulation" in msg
     pair = load_model(root, "test-tiny-cam", strict=False)  # reported, not silent
     assert torch.equal(pair.high.blocks[0].ffn[0].weight, src.blocks[0].ffn[0].weight.to(torch.bfloat16))
@@ -356,13 +366,17 @@ def test_unknown_and_missing_keys(sharded, tiny_presets):
 
 
 def test_many_errors_are_listed_with_counts(tmp_path):
-    write_layout(tmp_path, tiny_dit(6, seed=1, num_layers=4))  # 2 blocks too many: 70 unexpected tensors
+    # 2 blocks too many: 70 unexpected tensors, in the last two of 3 shards; each is listed with its shard file.
+    write_layout(tmp_path, tiny_dit(6, seed=1, num_layers=4), 3, EXPERT_FMT, EXPERT_INDEX)
     with pytest.raises(CheckpointMismatchError) as e:
         load_weights_(build_model_tiny(6), tmp_path)
     msg = str(e.value)
     assert "0 missing, 70 unexpected, 0 shape-mismatched" in msg
+    item = r"blocks\.[23]\.\S+ in diffusion_pytorch_model-0000[23]-of-00003\.safetensors"
     assert re.search(
-        r"unexpected \(checkpoint has, model lacks\) \(70\): blocks\.2\.\S+, (\S+, ){3}\S+ \.\.\. \(\+65 more\)", msg
+        rf"unexpected \(checkpoint has, model lacks\) \(70\): blocks\.2\.\S+ in \S+, ({item}, ){{3}}{item} "
+        r"\.\.\. \(\+65 more\)",
+        msg,
     )
     assert "read as dim=64, ffn_dim=128, num_layers=4" in msg
 

@@ -1,8 +1,11 @@
 """Text encoders: Wan's umT5 file through transformers' UMT5EncoderModel (rename + tokenisation), and the small
 trainable encoder. Nothing is downloaded: tiny random models and a locally built tokenizer."""
 
+import inspect
 import math
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -177,6 +180,22 @@ def test_umt5_tokenises_with_eos_trims_and_caches(tiny_umt5, tokenizer_dir):
 
     short = UMT5TextEncoder(enc.model, enc.tokenizer, max_length=4)
     assert short.encode(["the red green door key room"])[0].shape[0] == 4  # truncated, EOS kept
+
+
+def test_umt5_default_max_length_is_512(tiny_umt5):
+    assert UMT5TextEncoder(tiny_umt5).max_length == 512
+    assert inspect.signature(UMT5TextEncoder.from_wan).parameters["max_length"].default == 512
+
+
+def test_building_a_model_does_not_import_transformers():
+    code = (
+        "import sys, world_model.checkpoints as c\n"
+        "m = c.build_model('lingbot-world-base-cam', device='meta')\n"
+        "assert 'transformers' not in sys.modules, sorted(k for k in sys.modules if k.startswith('transformers'))\n"
+        "print('ok', type(m).__name__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok ExpertPair", proc.stderr[-2000:]
 
 
 def test_clean_prompt():

@@ -1,8 +1,9 @@
 """Build the DiT (or the expert pair) of a preset, on any device, without allocating on ``meta``.
 
 Modules are always constructed on ``meta`` first and then materialised straight on the target device in the target
-dtype, so a full-size expert never exists in fp32 anywhere. :func:`init_weights_` gives every parameter a value after
-``to_empty`` (``WanDiT.reset_parameters`` covers only the Linear layers and the patch-embedding weight).
+dtype, so a full-size expert never exists in fp32 anywhere. After ``to_empty`` the memory is garbage:
+:func:`init_weights_` gives every parameter Wan's initial value through ``WanDiT.reset_parameters``, which sets every
+parameter (Linears, patch embedding, norms, modulations, the zeroed head and camera scale/shift).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from torch import nn
 
 from world_model.checkpoints.presets import Preset, get_preset
 from world_model.config import WanDiTConfig
-from world_model.dit import LayerNorm, RMSNorm, WanDiT
+from world_model.dit import WanDiT
 
 
 class ExpertPair(nn.Module):
@@ -66,23 +67,12 @@ def build_dit(
 
 @torch.no_grad()
 def init_weights_(model: WanDiT, seed: int | None = None) -> WanDiT:
-    """Give every parameter of a materialised model Wan's initial value (in place).
+    """Give every parameter of a materialised model (e.g. after ``to_empty``) Wan's initial value, in place.
 
-    After ``to_empty`` the memory is garbage; ``WanDiT.reset_parameters`` re-initialises the Linears and the
-    patch-embedding weight only, so norms, modulations and the patch-embedding bias are set here as ``WanDiT``'s
-    constructor sets them."""
+    ``WanDiT.reset_parameters`` sets every parameter, exactly as ``WanDiT``'s constructor does; ``seed`` makes the
+    random parts (Xavier Linears, embeddings, modulations) reproducible."""
     if seed is not None:
         torch.manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, RMSNorm):
-            m.weight.fill_(1.0)
-        elif isinstance(m, LayerNorm) and m.elementwise_affine:
-            m.weight.fill_(1.0)
-            m.bias.fill_(0.0)
-    d = model.cfg.dim
-    for p in [blk.modulation for blk in model.blocks] + [model.head.modulation]:
-        p.copy_(torch.randn(p.shape, device=p.device) / d**0.5)
-    model.patch_embedding.bias.zero_()
     model.reset_parameters()
     return model
 

@@ -328,7 +328,7 @@ def _mismatch_message(
     if missing:
         msg += _listing("missing (model has, checkpoint lacks)", missing)
     if unexpected:
-        msg += _listing("unexpected (checkpoint has, model lacks)", unexpected)
+        msg += _listing("unexpected (checkpoint has, model lacks)", [_where(info, k) for k in unexpected])
     if wrong:
         msg += _listing("shape mismatch", wrong)
     msg += (
@@ -338,6 +338,13 @@ def _mismatch_message(
         "\n  Fix: load with the preset/config the checkpoint was saved with"
     )
     return msg + (" (or strict=False to skip unexpected/missing tensors)." if wrong == [] else ".")
+
+
+def _where(info: CheckpointInfo, name: str) -> str:
+    """``name in <shard file>`` (plus the name as stored when the file uses other names)."""
+    entry = info.tensors[name]
+    stored = f" as {entry.name_in_file!r}" if entry.name_in_file != name else ""
+    return f"{name} in {entry.file.name}{stored}"
 
 
 def _short_config(c: WanDiTConfig) -> str:
