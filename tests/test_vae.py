@@ -222,6 +222,32 @@ def test_diffusers_state_dict_loads_to_the_same_module(tmp_path):
         assert torch.equal(vae.encode(x), fresh.encode(x))
 
 
+def test_official_named_pth_file_loads_with_inferred_config(tmp_path):
+    """A ``Wan2.1_VAE.pth``-style file (official names, plain dict from ``torch.save``) through ``load_wan_vae``."""
+    vae = random_vae()
+    sd = vae.state_dict()
+    assert "encoder.conv1.weight" in sd and "decoder.upsamples.3.time_conv.weight" in sd  # official naming
+    path = tmp_path / "Wan2.1_VAE.pth"
+    torch.save(sd, path)
+    loaded = load_wan_vae(path)
+    assert loaded.config == vae.config  # dim 8 and z 16 read from the tensors (default config is dim 96)
+    assert not loaded.training and not any(p.is_meta for p in loaded.parameters())
+    assert list(loaded.state_dict()) == list(sd)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in sd.items())
+    with torch.no_grad():
+        x = random_video(1, 5, 16, 16)
+        assert torch.equal(loaded.encode(x), vae.encode(x))
+        z = random_latents(1, 2)
+        assert torch.equal(loaded.decode(z), vae.decode(z))
+
+    # A different width and z (no Wan2.1 constants: latents normalised by 0 / 1), nested under "model".
+    small = random_vae(dim=4, z_dim=8)
+    torch.save({"model": small.state_dict()}, tmp_path / "small.pth")
+    loaded = load_wan_vae(tmp_path / "small.pth")
+    assert (loaded.config.dim, loaded.config.z_dim) == (4, 8) and loaded.config == small.config
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), small.state_dict().values()))
+
+
 # --------------------------------------------------------------------------------- frame and shape rules
 
 
