@@ -73,6 +73,8 @@ def test_vae_resume_continues_exactly(tmp_path):
     # The encoder half loads alone (what the teacher's GPU box needs); a missing half is named.
     encoder = train_vae.load_exported_vae(export, decoder=False)
     assert not hasattr(encoder, "decoder") and torch.equal(encoder.encoder.conv1.weight, vae.encoder.conv1.weight)
+    clip = video_batch(0, hw=(32, 48))["video"]
+    assert encoder.dtype == torch.float32 and torch.equal(encoder.encode(clip), vae.encode(clip))
     (export / train_vae.DECODER_FILE).unlink()
     with pytest.raises(FileNotFoundError, match="vae_decoder.safetensors is missing"):
         train_vae.load_exported_vae(export)

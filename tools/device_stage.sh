@@ -7,13 +7,23 @@
 # from the weights committed under checkpoints/ (a new session resumes there), scores the result with the
 # evaluation harness on held-out maps, and leaves in $OUT what to commit back: the exported weights as they are
 # (<= 15 MiB shards) plus one logs.tar of logs, reports and plots (the device tool returns at most 8 files).
+# Commit them back as: vae -> checkpoints/doom_vae/, light -> checkpoints/doom_light/, teacher -> checkpoints/doom_teacher/.
+# Order in a session: vae, light, teacher (the teacher validates through the light decoder when there is one).
+# Dry run here (CPU, tiny): DEVICE=cpu WORKERS=1 EVAL_CLIPS=2 SKIP_WHEELS=1 TRAIN_ARGS=... OUT=/tmp/o bash ... vae 0.2
 set -euo pipefail
 STAGE="${1:?usage: tools/device_stage.sh vae|teacher|light [MINUTES]}"
 MINUTES="${2:-8}"
 OUT="${OUT:?set OUT to the folder whose files come back}"
 WORKERS="${WORKERS:-14}"
+DEVICE="${DEVICE:-cuda}"      # DEVICE=cpu EVAL_CLIPS=4 SKIP_WHEELS=1 ... : a dry run of the whole stage here
+EVAL_CLIPS="${EVAL_CLIPS:-100}"
+read -r -a TRAIN_ARGS <<<"${TRAIN_ARGS:-}"  # extra trainer flags, e.g. TRAIN_ARGS="--batch-size 2" for a dry run
+read -r -a EVAL_ARGS <<<"${EVAL_ARGS:-}"    # extra harness flags, e.g. a short probe for a dry run
+LIGHT=checkpoints/doom_light/light_decoder.pt
 
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+if [ -z "${SKIP_WHEELS:-}" ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+fi
 export PYTHONPATH="/tmp/site:$PWD"
 export GIT_COMMIT="${GIT_COMMIT:-unknown}"
 mkdir -p runs
@@ -22,38 +32,47 @@ nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || tr
 evaluate() {  # evaluate <model spec> <out folder> [more args]
     local spec="$1" dir="$2"
     shift 2
-    python3 -m distillation.evaluate --model "$spec" --out "$dir" --device cuda --no-progress --stability-steps 0 "$@"
+    python3 -m distillation.evaluate --model "$spec" --out "$dir" --device "$DEVICE" --no-progress --stability-steps 0 \
+        --clips "$EVAL_CLIPS" --horizon 4 "$@" "${EVAL_ARGS[@]}"
+}
+
+pack() {  # pack <paths...>: logs, reports and plots into one file (the tool returns at most 8); missing ones skipped
+    local have=()
+    for p in "$@"; do [ -e "$p" ] && have+=("$p"); done
+    tar -cf "$OUT/logs.tar" "${have[@]}"
 }
 
 case "$STAGE" in
 vae)
     init=()
     [ -f checkpoints/doom_vae/result.json ] && init=(--init-from checkpoints/doom_vae)
-    python3 -m distillation.train_vae --device cuda --out runs/doom_vae --workers "$WORKERS" \
-        --max-minutes "$MINUTES" --checkpoint-every 100000 "${init[@]}"
-    evaluate vae:runs/doom_vae/export runs/eval_vae --clips 100 --horizon 4 --batch-size 16 --videos 2
+    python3 -m distillation.train_vae --device "$DEVICE" --out runs/doom_vae --workers "$WORKERS" \
+        --max-minutes "$MINUTES" --checkpoint-every 100000 "${init[@]}" "${TRAIN_ARGS[@]}"
+    evaluate vae:runs/doom_vae/export runs/eval_vae --batch-size 16 --videos 2
     cp runs/doom_vae/export/vae* runs/doom_vae/export/result.json "$OUT"/
-    tar -cf "$OUT/logs.tar" runs/doom_vae/log.jsonl runs/eval_vae
+    pack runs/doom_vae/log.jsonl runs/eval_vae
     ;;
 teacher)
-    init=()
+    init=() decode=() spec_light=""
     [ -f checkpoints/doom_teacher/result.json ] && init=(--init-from checkpoints/doom_teacher)
-    python3 -m distillation.train_teacher --device cuda --vae checkpoints/doom_vae --out runs/doom_teacher \
-        --workers "$WORKERS" --max-minutes "$MINUTES" --checkpoint-every 100000 --compile "${init[@]}"
-    evaluate teacher:runs/doom_teacher/export:checkpoints/doom_vae runs/eval_teacher \
-        --clips 100 --horizon 4 --batch-size 50 --videos 4 --train-probe --probe runs/eval_teacher/probe.pt
+    # With a light decoder only the VAE's encoder is needed here (the tree sent to the box is size-limited).
+    [ -f "$LIGHT" ] && decode=(--light-decoder "$LIGHT") spec_light=":$LIGHT"
+    python3 -m distillation.train_teacher --device "$DEVICE" --vae checkpoints/doom_vae --out runs/doom_teacher \
+        --workers "$WORKERS" --max-minutes "$MINUTES" --checkpoint-every 100000 --compile "${init[@]}" "${decode[@]}" \
+        "${TRAIN_ARGS[@]}"
+    evaluate "teacher:runs/doom_teacher/export:checkpoints/doom_vae$spec_light" runs/eval_teacher \
+        --batch-size 50 --videos 4 --train-probe --probe runs/eval_teacher/probe.pt
     cp runs/doom_teacher/export/*.safetensors runs/doom_teacher/export/*.json "$OUT"/
-    tar -cf "$OUT/logs.tar" runs/doom_teacher/log.jsonl runs/eval_teacher
+    pack runs/doom_teacher/log.jsonl runs/eval_teacher
     ;;
 light)
-    python3 -m distillation.train_light_decoder --device cuda --data onthefly --workers "$WORKERS" \
+    python3 -m distillation.train_light_decoder --device "$DEVICE" --data onthefly --workers "$WORKERS" \
         --vae-export checkpoints/doom_vae --out runs/light --widths 96,48,32,16 --blocks-per-stage 2 --frames 17 \
-        --max-minutes "$MINUTES" --no-progress
-    evaluate vae:checkpoints/doom_vae runs/eval_vae --clips 100 --horizon 4 --batch-size 25 --videos 1
-    evaluate vae:checkpoints/doom_vae:runs/light/light_decoder.pt runs/eval_light \
-        --clips 100 --horizon 4 --batch-size 25 --videos 1
+        --max-minutes "$MINUTES" --no-progress "${TRAIN_ARGS[@]}"
+    evaluate vae:checkpoints/doom_vae runs/eval_vae --batch-size 25 --videos 1
+    evaluate vae:checkpoints/doom_vae:runs/light/light_decoder.pt runs/eval_light --batch-size 25 --videos 1
     cp runs/light/light_decoder.pt "$OUT"/
-    tar -cf "$OUT/logs.tar" runs/eval_vae runs/eval_light
+    pack runs/eval_vae runs/eval_light
     ;;
 *)
     echo "unknown stage $STAGE (vae | teacher | light)" >&2

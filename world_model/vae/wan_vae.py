@@ -417,7 +417,7 @@ class WanVAE(nn.Module):
 
     def _reset_latent_stats(self) -> None:
         """Rebuild the stat buffers where the weights live (after a meta build, ``to_empty`` or ``assign``)."""
-        device = self.conv2.weight.device
+        device = self.conv1.weight.device
         self.latent_mean = torch.tensor(self.config.latent_mean, device=device)
         self.latent_std = torch.tensor(self.config.latent_std, device=device)
 
@@ -437,7 +437,7 @@ class WanVAE(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.conv2.weight.dtype
+        return self.conv1.weight.dtype  # the encoder half: present also where the decoder is left out
 
     # -- latent normalisation
 
