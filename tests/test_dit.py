@@ -151,6 +151,7 @@ def test_bad_inputs_raise_clear_errors():
         (dict(t=torch.tensor([10.0, 1001.0])), r"timesteps must be in \[0, 1000\]"),
         (dict(t=torch.tensor([-1.0, 3.0])), "timesteps must be"),
         (dict(t=torch.tensor([10.0])), "t must be a tensor"),
+        (dict(t=torch.full((2, 3), 10.0)), r"t must be a tensor \[B\]=\[2\] or \[B, F\]=\[2, 2\]"),  # F' != F
         (dict(y=y[:1]), "y must be"),
         (dict(y=None), "needs y"),
         (dict(context=ctx[:1]), "context batch"),
@@ -169,6 +170,14 @@ def test_bad_inputs_raise_clear_errors():
         model(x, t, ctx, y, ctrl, attention="streaming")
     with pytest.raises(ValueError, match="attention must be"):
         model(x, t, ctx, y, ctrl, attention="sideways")
+    cache_cfg = CacheConfig("rolling", window_frames=4, sink_frames=1)
+    hw = tuple(x.shape[3:])
+    for cache, what in (
+        (model.new_kv_cache(cache_cfg, batch_size=3, latent_hw=hw), "rows 3"),  # batch mismatch
+        (model.new_kv_cache(cache_cfg, batch_size=2, latent_hw=(hw[0] * 2, hw[1])), "grid"),  # size mismatch
+    ):
+        with pytest.raises(ValueError, match=f"kv_cache {what}|kv_cache rows .* with {what}"):
+            model(x, t, ctx, y, ctrl, attention="streaming", kv_cache=cache)
 
 
 @pytest.mark.parametrize(
