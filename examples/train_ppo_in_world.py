@@ -34,46 +34,9 @@ import lingbot_env  # noqa: F401  (registers LingBotWorld-v0)
 def tiny_random_world(batch_size: int = 1, height: int = 48, width: int = 64, seed: int = 0):
     """A complete InteractiveWorld of tiny random parts (DiT, VAE encoder, light decoder, text encoder), with a
     gradient start image shipped as ``world.start_image`` like a real model bundle does."""
-    from world_model.checkpoints.text_encoders import SmallTextEncoder, SmallTextEncoderConfig
-    from world_model.config import WanDiTConfig
-    from world_model.control import ActionControlConfig
-    from world_model.dit import WanDiT
-    from world_model.kv_cache import CacheConfig
-    from world_model.sampling import FewStepSchedule
-    from world_model.streaming import StreamConfig
-    from world_model.vae import LightDecoder, LightDecoderConfig, VAEConfig, WanVAE
-    from world_model.world import InteractiveWorld, WorldSpec
+    from world_model.tiny import tiny_world
 
-    torch.manual_seed(seed)
-
-    def randomize(model: torch.nn.Module, std: float) -> torch.nn.Module:
-        # Wan's init zeroes output layers; random values make the frames move with the actions.
-        with torch.no_grad():
-            for p in model.parameters():
-                p.normal_(0, std)
-        return model.eval()
-
-    text = SmallTextEncoder(
-        SmallTextEncoderConfig(out_dim=32, dim=32, num_layers=1, num_heads=2, ffn_dim=64, max_length=16)
-    ).eval()
-    cfg = WanDiTConfig(
-        dim=64, ffn_dim=128, num_heads=4, num_layers=2, in_dim=36, out_dim=16, text_dim=32, text_len=16, control_dim=7
-    )
-    dit = randomize(WanDiT(cfg), 0.2)
-    vae = randomize(WanVAE(VAEConfig(dim=8)), 0.1)
-    light = randomize(LightDecoder(LightDecoderConfig(widths=(16, 8, 8, 8), blocks_per_stage=1)), 0.1)
-    spec = WorldSpec(
-        height,
-        width,
-        fps=17.5,
-        control=ActionControlConfig("act", height, width),
-        stream=StreamConfig(1, 1, FewStepSchedule.self_forcing(), CacheConfig("rolling", 3, 1)),
-        default_prompt="a random world",
-    )
-    world = InteractiveWorld(dit, vae, light, text, spec, batch_size=batch_size, seed=seed)
-    y, x = np.mgrid[0:height, 0:width]
-    world.start_image = np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 96)], -1).astype(np.uint8)
-    return world
+    return tiny_world(batch_size, height, width, seed=seed, start_image=True, default_prompt="a random world")
 
 
 def forward_reward(obs: np.ndarray, action: np.ndarray, info: dict[str, Any]) -> float:

@@ -37,15 +37,6 @@ from world_model.vae import LightDecoder, LightDecoderConfig, save_light_decoder
 SIZE = (48, 32)  # (W, H) of the tiny worlds; the game renders 160x120 and resizes
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: thread start-up costs more than it saves, and 2 threads fight other processes on 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_harness_end_to_end_on_a_tiny_random_world(tmp_path, capsys):
     from distillation.evaluate import main
     from distillation.evaluation.probe import Probe

@@ -11,22 +11,12 @@ import gymnasium as gym
 import numpy as np
 import pygame
 import pytest
-import torch
 from helpers import tiny_world
 
 from lingbot_env.human import ControlSettings, HumanRenderer, InputState, default_scale, play
 from lingbot_env.world_env import LingBotWorldEnv
 
 IMG = np.random.default_rng(0).integers(0, 256, (60, 100, 3), dtype=np.uint8)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Tiny models are all per-op overhead; a second intra-op thread only adds synchronisation. Restored afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

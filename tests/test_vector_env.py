@@ -5,7 +5,6 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from gymnasium.vector import AutoresetMode
 from helpers import tiny_world
 
@@ -17,16 +16,6 @@ from lingbot_env.wrappers import DISCRETE_ACTION_NAMES, DiscreteActions, KeysAnd
 IMG = np.random.default_rng(0).integers(0, 256, (60, 100, 3), dtype=np.uint8)
 IMG2 = np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)
 START, START2 = fit_image(IMG, 32, 48), fit_image(IMG2, 32, 48)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Tiny models are all per-op overhead: a second intra-op thread only adds synchronisation (10x slower on a
-    # busy 2-core machine). Restored afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def random_actions(n: int, steps: int, seed: int = 1) -> np.ndarray:

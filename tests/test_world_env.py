@@ -30,16 +30,6 @@ from world_model.control import KeyboardCamera
 IMG = np.random.default_rng(0).integers(0, 256, (60, 100, 3), dtype=np.uint8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Tiny models are all per-op overhead: a second intra-op thread only adds synchronisation, which costs 10x
-    # on a busy 2-core machine. Restored afterwards so other modules keep their setting.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 FORWARD_RIGHT = np.array([1, 0, 0, 0, 0.5, 0], np.float32)
 
 

@@ -22,15 +22,6 @@ from world_model.world import InteractiveWorld
 IMG = np.random.default_rng(0).integers(0, 256, (60, 100, 3), dtype=np.uint8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Tiny models are all per-op overhead: a second intra-op thread only adds synchronisation. Restored afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_cam_world(batch_size: int = 1, seed: int = 0) -> InteractiveWorld:
     """:func:`tiny_world` with LingBot's cam control: a 6-channel camera-control DiT (ray origin + direction)."""
     base = tiny_world(batch_size, seed=seed)

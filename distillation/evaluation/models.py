@@ -343,45 +343,10 @@ class NoiseModel:
 
 # -- building a model from a spec -----------------------------------------------------------------------------------
 def tiny_random_world(batch_size: int = 1, height: int = 32, width: int = 48, seed: int = 0) -> InteractiveWorld:
-    """A complete world of tiny random parts (DiT, VAE, light decoder, text encoder) for harness checks.
+    """A complete world of tiny random parts (DiT, VAE, light decoder, text encoder) for harness checks."""
+    from world_model.tiny import tiny_world
 
-    Every parameter is random (Wan's init zeroes the output head, which would make the frames constant).
-    """
-    from world_model.checkpoints.text_encoders import SmallTextEncoder, SmallTextEncoderConfig
-    from world_model.config import WanDiTConfig
-    from world_model.control import ActionControlConfig
-    from world_model.dit import WanDiT
-    from world_model.kv_cache import CacheConfig
-    from world_model.sampling import FewStepSchedule
-    from world_model.streaming import StreamConfig
-    from world_model.vae import LightDecoder, LightDecoderConfig, VAEConfig, WanVAE
-    from world_model.world import WorldSpec
-
-    def randomize(model: torch.nn.Module, std: float, s: int) -> torch.nn.Module:
-        g = torch.Generator().manual_seed(s)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * std)
-        return model.eval()
-
-    torch.manual_seed(seed)
-    text = SmallTextEncoder(
-        SmallTextEncoderConfig(out_dim=32, dim=32, num_layers=1, num_heads=2, ffn_dim=64, max_length=16)
-    ).eval()
-    dit_cfg = WanDiTConfig(
-        dim=64, ffn_dim=128, num_heads=4, num_layers=2, in_dim=36, out_dim=16, text_dim=32, text_len=16, control_dim=7
-    )
-    dit = randomize(WanDiT(dit_cfg), 0.2, seed)
-    vae = randomize(WanVAE(VAEConfig(dim=8)), 0.1, seed)
-    light = randomize(LightDecoder(LightDecoderConfig(widths=(16, 8, 8, 8), blocks_per_stage=1)), 0.1, seed)
-    spec = WorldSpec(
-        height,
-        width,
-        fps=17.5,
-        control=ActionControlConfig("act", height, width),
-        stream=StreamConfig(1, 1, FewStepSchedule.self_forcing(), CacheConfig("rolling", 3, 1)),
-    )
-    return InteractiveWorld(dit, vae, light, text, spec, batch_size=batch_size, seed=seed)
+    return tiny_world(batch_size, height, width, seed=seed)
 
 
 MODEL_SPECS = (
