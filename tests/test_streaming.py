@@ -6,7 +6,7 @@ from helpers import tiny_dit
 
 from world_model.kv_cache import CacheConfig
 from world_model.sampling import FewStepSchedule
-from world_model.streaming import StreamConfig, StreamingGenerator
+from world_model.streaming import MASK_CHANNELS, StreamConfig, StreamingGenerator
 
 
 def make(control_dim=7, block=1, first=1, seed=0, cache=None):
@@ -101,3 +101,23 @@ def test_rows_are_independent_streams(first):
     assert torch.allclose(after[0:2], batched[2][0:2], atol=1e-4)
     single.prime(first_lat[0:1], ctx[0:1], seeds=[11])
     assert torch.allclose(after[2:3], single.step(ctrl[2:3]), atol=1e-4)
+
+
+@pytest.mark.parametrize("first", [1, 3])
+def test_image_condition_marks_frame_zero_only(first):
+    """y = mask + latent: ones and the image latent on a stream's latent frame 0, the tail latent elsewhere.
+
+    With the image written alone as context (first=1) no generated frame is frame 0; in the LingBot Fast layout
+    (first=3) the first block regenerates frame 0 under the mask."""
+    model, gen = make(block=3, first=first)
+    first_lat, ctx, _ = inputs(model, b=2, f=3)
+    gen.prime(first_lat, ctx, seeds=[1, 2])
+    y = gen._y(3, [0, 1])
+    mask, lat = y[:, :MASK_CHANNELS], y[:, MASK_CHANNELS:]
+    tail = gen.tail_latent.expand(2, -1, 3, -1, -1)
+    if first == 1:
+        assert gen.frames_generated == [1, 1] and (mask == 0).all() and torch.equal(lat, tail)
+        return
+    assert gen.frames_generated == [0, 0]
+    assert (mask[:, :, 0] == 1).all() and (mask[:, :, 1:] == 0).all()
+    assert torch.equal(lat[:, :, :1], first_lat) and torch.equal(lat[:, :, 1:], tail[:, :, 1:])

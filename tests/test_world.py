@@ -90,3 +90,12 @@ def test_untrained_doom_world_runs_and_says_so():
     world.reset(img, ["a dark corridor"])
     frames, _ = world.step(torch.tensor([[1, 0, 0, 0, 0.5, 0.0]]))
     assert frames.shape == (1, 4, doom.HEIGHT, doom.WIDTH, 3)
+
+
+def test_world_size_must_be_a_multiple_of_16():
+    from world_model.world import WorldSpec
+
+    for h, w in ((40, 48), (32, 56)):
+        with pytest.raises(ValueError, match=f"world size {h}x{w} must be a multiple of 16"):
+            WorldSpec(h, w)
+    assert WorldSpec(32, 48).frames_per_step == 4
