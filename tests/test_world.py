@@ -98,4 +98,4 @@ def test_world_size_must_be_a_multiple_of_16():
     for h, w in ((40, 48), (32, 56)):
         with pytest.raises(ValueError, match=f"world size {h}x{w} must be a multiple of 16"):
             WorldSpec(h, w)
-    assert WorldSpec(32, 48).frames_per_step == 4
+    assert WorldSpec(32, 48).frames_per_step == 4 * WorldSpec(32, 48).stream.block_frames  # sizes that fit pass
