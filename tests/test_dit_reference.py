@@ -8,6 +8,7 @@ head modulation from the pre-projection ``e``, unpatchify channel order ``((pt*2
 
 import math
 
+import pytest
 import torch
 from helpers import randomize_
 
@@ -204,27 +205,16 @@ def _repo_block(model, blk, x, e0, text, c, grid):
     return blk(x, e0, kv, attn, 0, None if c is None else blk.control(c))
 
 
+@pytest.mark.parametrize("control_dim, layer, grid", [(7, 0, (3, 2, 3)), (None, 1, (2, 3, 2))])
 @torch.no_grad()
-def test_block_matches_reference_with_control():
-    model = _model(7)
-    grid = (3, 2, 3)
+def test_block_matches_reference(control_dim, layer, grid):
+    model = _model(control_dim)
     x, e0, text, c = _block_inputs(model, grid)
-    blk = model.blocks[0]
+    c = c if control_dim else None
+    blk = model.blocks[layer]
     got = _repo_block(model, blk, x, e0, text, c, grid)
     e0_tok = e0.repeat_interleave(grid[1] * grid[2], dim=1)
     want = ref_block(blk, x.flatten(1, 2), e0_tok, text, c, grid, model.cfg.num_heads)
-    _close(got.flatten(1, 2), want)
-
-
-@torch.no_grad()
-def test_block_matches_reference_without_control():
-    model = _model(None)
-    grid = (2, 3, 2)
-    x, e0, text, _ = _block_inputs(model, grid)
-    blk = model.blocks[1]
-    got = _repo_block(model, blk, x, e0, text, None, grid)
-    e0_tok = e0.repeat_interleave(grid[1] * grid[2], dim=1)
-    want = ref_block(blk, x.flatten(1, 2), e0_tok, text, None, grid, model.cfg.num_heads)
     _close(got.flatten(1, 2), want)
 
 
