@@ -3,8 +3,12 @@
 Per preset: one streaming chunk = ``steps`` denoising passes + 1 cache pass over ``block`` latent frames
 (4 video frames each), KV cache rolling over ``window`` latent frames. Usage::
 
-    python benchmarks/dit_stream.py --device cuda --out out/dit.json            # 1.3B- and LingBot-shaped, 480x832
-    python benchmarks/dit_stream.py --quick                                     # tiny CPU smoke run
+    python -m benchmarks.dit_stream --device cuda --out out/dit.json            # 1.3B- and LingBot-shaped, 480x832
+    python -m benchmarks.dit_stream --quick                                     # tiny CPU smoke run
+    python -m benchmarks.dit_stream --long 200 --long-shapes wan-1.3b         # + 200 chunks: is ms/chunk flat?
+
+Every shape also records which SDPA backend its attention ran on (``sdpa_backend``: the ``aten`` SDPA ops and
+top attention kernels of one profiled pass, and which ``sdpa_kernel`` backends accept the pass's shapes).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections import Counter
 
 import torch
 
@@ -41,6 +46,7 @@ def random_model(cfg: WanDiTConfig, device: str, dtype: torch.dtype) -> WanDiT:
 
 def bench_shape(name: str, height: int, width: int, args) -> dict:
     device, dtype = args.device, torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+    t_start = time.time()
     cfg = SHAPES[name]
     model = random_model(cfg, device, dtype)
     if args.compile:
@@ -65,10 +71,15 @@ def bench_shape(name: str, height: int, width: int, args) -> dict:
     for _ in range(-(-args.window // args.block) + 1):
         gen.step(control)
     chunk_ms = cuda_time_ms(lambda: gen.step(control), warmup=1, repeat=args.repeat)
+    long = (
+        long_run(gen, control, args.long, device, args.long_max_s)
+        if args.long and name in (args.long_shapes or SHAPES)
+        else None
+    )
 
     # One denoising pass on its own, against the full cache (what the DiT costs per call).
     x = torch.randn(1, 16, args.block, h, w, device=device, generator=g)
-    y = gen._y(args.block, gen.frames_generated)
+    y = gen._y(args.block, tuple(range(gen.batch_size)))  # rows, not frame counts (per-row streams)
     t = torch.full((1,), 900.0, device=device)
     ctrl = None if control is None else model.prepare_control(control)
     with torch.no_grad():
@@ -76,6 +87,13 @@ def bench_shape(name: str, height: int, width: int, args) -> dict:
             lambda: model(x, t, gen.context, y, ctrl, attention="streaming", kv_cache=gen.cache), 1, args.repeat
         )
         ctrl_ms = cuda_time_ms(lambda: model.prepare_control(control), 1, 3) if control is not None else [0.0]
+        backend = sdpa_backend(
+            lambda: model(x, t, gen.context, y, ctrl, attention="streaming", kv_cache=gen.cache),
+            device,
+            q_shape=(1, cfg.num_heads, args.block * (h // 2) * (w // 2), cfg.dim // cfg.num_heads),
+            kv_len=(args.block + args.window) * (h // 2) * (w // 2),
+            dtype=dtype,
+        )
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
@@ -105,8 +123,110 @@ def bench_shape(name: str, height: int, width: int, args) -> dict:
         "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None,
         "raw_chunk_ms": chunk_ms,
         "raw_pass_ms": pass_ms,
+        "sdpa_backend": backend,
+        "long": long,
+        "wall_s": time.time() - t_start,
     }
     return res
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def long_run(gen: StreamingGenerator, control, chunks: int, device: str, max_s: float = 0.0) -> dict:
+    """``chunks`` more chunks through the rolling cache, each timed on its own (host clock, CUDA-synchronised);
+    stops early after ``max_s`` seconds when that is > 0.
+
+    With a rolling cache the work per chunk is constant, so the last decile should take as long as the first."""
+    _sync(device)
+    ms: list[float] = []
+    t_end = time.perf_counter() + max_s if max_s > 0 else float("inf")
+    while len(ms) < chunks and time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        gen.step(control)
+        _sync(device)
+        ms.append((time.perf_counter() - t0) * 1e3)
+    requested, chunks = chunks, len(ms)
+    n = max(1, chunks // 10)
+    first, last = statistics.median(ms[:n]), statistics.median(ms[-n:])
+    return {
+        "chunks": chunks,
+        "requested_chunks": requested,
+        "stopped_by_time_limit": chunks < requested,
+        "decile_chunks": n,
+        "first_decile_median_ms": first,
+        "last_decile_median_ms": last,
+        "last_over_first": last / first,
+        "median_ms": statistics.median(ms),
+        "max_ms": max(ms),
+        "frames_generated": gen.frames_generated[0],
+        "kv_cache_gib_end": gen.cache.nbytes / 2**30,
+        "per_chunk_ms": [round(v, 3) for v in ms],
+    }
+
+
+# aten SDPA op -> backend (these names are the same on CPU and CUDA, eager and Inductor).
+_SDPA_OPS = {
+    "aten::_scaled_dot_product_cudnn_attention": "cudnn",
+    "aten::_scaled_dot_product_flash_attention": "flash",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "flash_cpu",
+    "aten::_scaled_dot_product_efficient_attention": "efficient",
+    "aten::_scaled_dot_product_attention_math": "math",
+    "aten::_scaled_dot_product_fused_attention_overrideable": "overrideable",
+}
+_KERNEL_WORDS = ("flash", "fmha", "cudnn", "attention", "attn", "sdpa", "softmax", "mha")
+
+
+def sdpa_backend(fn, device: str, q_shape: tuple[int, ...], kv_len: int, dtype: torch.dtype) -> dict:
+    """Which SDPA backend ``fn`` (one DiT pass) really runs on.
+
+    ``ops``: aten SDPA ops seen in a profiled call (what the dispatcher chose); ``kernels``: the top CUDA kernels
+    whose names look like attention (cuDNN / flash / fmha ...); ``accepts``: whether each backend alone, through
+    ``torch.nn.attention.sdpa_kernel``, runs an unmasked SDPA of the streaming pass's shapes."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    _sync(device)
+    with torch.no_grad(), profile(activities=activities) as prof:
+        fn()
+        _sync(device)
+    ops: Counter[str] = Counter()
+    kernels = []
+    for e in prof.key_averages():
+        if e.key in _SDPA_OPS:
+            ops[_SDPA_OPS[e.key]] += e.count
+        dev_us = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+        is_kernel = device.startswith("cuda") and dev_us and not e.key.startswith("aten::")
+        if is_kernel and any(w in e.key.lower() for w in _KERNEL_WORDS):
+            kernels.append({"name": e.key[:200], "count": e.count, "ms": dev_us / 1e3})
+    kernels.sort(key=lambda k: -k["ms"])
+
+    b, heads, length, head_dim = q_shape  # laid out [B, L, H, D] and transposed, as world_model.attention.sdpa does
+    q = torch.randn(b, length, heads, head_dim, device=device, dtype=dtype).transpose(1, 2)
+    kv = torch.randn(b, kv_len, heads, head_dim, device=device, dtype=dtype).transpose(1, 2)
+    accepts = {}
+    for name in ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH"):
+        if not hasattr(SDPBackend, name):
+            continue
+        if name == "MATH" and device.startswith("cuda"):  # always there; its score matrix could OOM the 18.5B run
+            accepts["math"] = "not probed on CUDA"
+            continue
+        try:
+            with torch.no_grad(), sdpa_kernel(getattr(SDPBackend, name)):
+                torch.nn.functional.scaled_dot_product_attention(q, kv, kv)
+            _sync(device)
+            accepts[name.lower()] = True
+        except RuntimeError as err:
+            accepts[name.lower()] = (str(err).splitlines() or [type(err).__name__])[0][:160]
+    return {
+        "used": sorted(ops, key=lambda k: -ops[k])[0] if ops else None,
+        "ops": dict(ops),
+        "kernels": kernels[:6],
+        "accepts": accepts,
+    }
 
 
 def check_flex(device: str) -> dict:
@@ -134,6 +254,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--compile", action="store_true", help="WanDiT.compile(): fuse the fp32 pointwise work")
     ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one pass")
+    ap.add_argument("--long", type=int, default=0, metavar="N", help="also stream N chunks timed one by one")
+    ap.add_argument("--long-max-s", type=float, default=0.0, help="stop each --long run after this many s (0: never)")
+    ap.add_argument(
+        "--long-shapes", nargs="+", choices=list(SHAPES), help="shapes that get the --long run (default: all)"
+    )
     ap.add_argument("--quick", action="store_true", help="tiny model at 64x64 on the CPU (smoke test)")
     ap.add_argument("--out", default="benchmarks/results/dit_stream.json")
     args = ap.parse_args()
@@ -150,9 +275,17 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats()
         print(
             f"{name:>14} {r['resolution']}: {r['ms_per_pass']:.1f} ms/pass, {r['ms_per_chunk']:.1f} ms/chunk, "
-            f"{r['fps_dit_only']:.2f} FPS (DiT only), {r['tflop_per_s']:.0f} TFLOP/s",
+            f"{r['fps_dit_only']:.2f} FPS (DiT only), {r['tflop_per_s']:.0f} TFLOP/s, "
+            f"SDPA {r['sdpa_backend']['used']}, {r['wall_s']:.0f} s",
             flush=True,
         )
+        if r["long"]:
+            lr = r["long"]
+            print(
+                f"{'':>14} long {lr['chunks']} chunks: first decile {lr['first_decile_median_ms']:.1f} ms, "
+                f"last {lr['last_decile_median_ms']:.1f} ms (x{lr['last_over_first']:.3f}), max {lr['max_ms']:.1f}",
+                flush=True,
+            )
     extra = {"flex_check": check_flex(args.device)} if args.device.startswith("cuda") else {}
     cfg = {k: v for k, v in vars(args).items() if k != "out"}
     write_result(args.out, "dit_stream", args.device, cfg, {"shapes": results, **extra, "wall_s": time.time() - t0})
