@@ -86,7 +86,7 @@ def test_untrained_doom_world_runs_and_says_so():
     with pytest.warns(UserWarning, match="RANDOM weights"):
         world = load_world(doom.UNTRAINED_NAME)
     assert world.start_image.shape == (doom.HEIGHT, doom.WIDTH, 3) and world.notes == {"trained": False}
-    img = torch.from_numpy(world.start_image).permute(2, 0, 1)[None].float() / 127.5 - 1
+    img = torch.from_numpy(world.start_image.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1  # it is read-only
     world.reset(img, ["a dark corridor"])
     frames, _ = world.step(torch.tensor([[1, 0, 0, 0, 0.5, 0.0]]))
     assert frames.shape == (1, 4, doom.HEIGHT, doom.WIDTH, 3)
