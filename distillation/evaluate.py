@@ -5,9 +5,11 @@
     python -m distillation.evaluate --model teacher:runs/doom_teacher/export:runs/doom_vae/export --out eval/teacher
     python -m distillation.evaluate --model real --clips 8 --horizon 4 --out eval/real    # harness self-check
 
---model: a world bundle folder (causal, streamed step by step), ``default`` (the embedded Doom world),
-``teacher:<teacher export>:<vae export>`` (bidirectional, whole clips; longer horizons chain clips from the last
-generated frame), ``real`` (the game replayed: must give capped PSNR and SSIM 1), ``noise`` (the floor),
+--model: a world bundle folder (causal, streamed step by step), ``default`` (the embedded Doom world), a preset
+name with weights (``doom-untrained``: random weights, the floor of the stability curves),
+``teacher:<teacher export>:<vae export>[:<light decoder>]`` (bidirectional, whole clips; longer horizons chain
+clips from the last generated frame), ``vae:<vae export>[:<light decoder>]`` (the real clip through the VAE: the
+reconstruction ceiling), ``real`` (the game replayed: must give capped PSNR and SSIM 1), ``noise`` (the floor),
 ``tiny-random`` (a tiny random causal world, 48x32, for checks).
 
 Outputs in --out: report.json (headline numbers, per-step PSNR / SSIM, probe accuracy, stability curves, and the

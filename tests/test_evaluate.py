@@ -255,3 +255,10 @@ def test_bad_input_gives_clear_errors(capsys):
         run_stability(NoiseModel(SIZE), StabilityConfig(steps=2), game_config(SIZE), progress=False)
     with pytest.raises(ValueError, match="differ from the model"):
         run_replay(NoiseModel((64, 48)), ReplayConfig(clips=1, horizon=1), game_config(SIZE), progress=False)
+
+
+def test_any_world_load_world_takes_is_a_model_under_test():
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        model = model_from_spec("doom-untrained")
+    assert isinstance(model, CausalWorldModel) and model.causal and model.frame_size == (128, 96)
+    assert model.name == "doom-untrained"

@@ -352,6 +352,7 @@ def tiny_random_world(batch_size: int = 1, height: int = 32, width: int = 48, se
 MODEL_SPECS = (
     "<world bundle folder>",
     "default",
+    "<preset with weights, e.g. doom-untrained>",
     "teacher:<teacher export folder>:<vae export folder>[:<light decoder .pt>]",
     "vae:<vae export folder>[:<light decoder .pt>]",
     "real",
@@ -376,7 +377,7 @@ def model_from_spec(
     ``size`` (W, H) is the frame size of the models without their own (``real``, ``noise``); ``tiny-random`` is
     48x32. ``guidance`` defaults to the Doom teacher's scale.
     """
-    from world_model.bundle import load_world
+    from world_model.bundle import WorldNotAvailableError, load_world
 
     spec = str(spec).strip()
     if spec == "real":
@@ -403,18 +404,18 @@ def model_from_spec(
         if len(parts) not in (2, 3) or not parts[1]:
             raise ValueError(f"a VAE spec is 'vae:<vae export folder>[:<light decoder .pt>]', got {spec!r}")
         return load_reconstruction(parts[1], parts[2] if len(parts) == 3 else None, device, size, wad)
-    if spec == "default":
-        world = load_world(None, device=device, batch_size=batch_size, seed=seed)
-        return CausalWorldModel(
-            world, "default", factory=lambda b: load_world(None, device=device, batch_size=b, seed=seed)
-        )
+    # Everything else is what load_world takes: the embedded default, a bundle folder or release root, a preset
+    # name with weights, or "doom-untrained" (random weights: the floor of a causal world's stability curves).
     path = Path(spec).expanduser()
-    if path.is_dir():
-        world = load_world(path, device=device, batch_size=batch_size, seed=seed)
-        return CausalWorldModel(
-            world, path.name, factory=lambda b: load_world(path, device=device, batch_size=b, seed=seed)
-        )
-    raise ValueError(f"unknown model spec {spec!r} (no such folder either); use one of: {', '.join(MODEL_SPECS)}")
+    target = None if spec == "default" else path if path.is_dir() else spec
+    try:
+        world = load_world(target, device=device, batch_size=batch_size, seed=seed)
+    except WorldNotAvailableError as e:
+        if spec != "default" and not path.is_dir():
+            raise ValueError(f"unknown model spec {spec!r} ({e}); use one of: {', '.join(MODEL_SPECS)}") from None
+        raise
+    name = path.name if path.is_dir() else spec
+    return CausalWorldModel(world, name, factory=lambda b: load_world(target, device=device, batch_size=b, seed=seed))
 
 
 def load_vae_and_decoder(vae_export: str | Path, light: str | Path | None, device: torch.device | str):
