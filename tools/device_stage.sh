@@ -3,6 +3,8 @@
 #
 #   bash tools/device_stage.sh vae|teacher|light [MINUTES]
 #
+# MINUTES is the training time; scoring adds about 2-3 minutes (the teacher's includes training the probe), so
+# keep MINUTES <= 6.5 inside a 10-minute device call.
 # Installs the game wheels from .whl (carry it: tools/device_wheels.sh makes them), trains for MINUTES starting
 # from the weights committed under checkpoints/ (a new session resumes there), scores the result with the
 # evaluation harness on held-out maps, and leaves in $OUT what to commit back: the exported weights as they are
