@@ -25,6 +25,11 @@ def source(split, start):
     return (video_batch(s if split == "train" else 10_000 + s) for s in itertools.count(start))
 
 
+def small_source(split, start):
+    """Like :func:`source` at 32x48: what the VAE resume tests need, fast."""
+    return (video_batch(s if split == "train" else 10_000 + s, hw=(32, 48)) for s in itertools.count(start))
+
+
 def vae_cfg(tmp_path, **kw):
     base = dict(out=str(tmp_path), dim=8, batch_size=2, warmup=1, lr=1e-3, log_every=1, device="cpu")
     return train_vae.VAETrainConfig(**{**base, **kw})
@@ -49,7 +54,7 @@ def test_vae_step_reduces_loss_on_a_fixed_batch():
 
 
 def test_vae_resume_continues_exactly(tmp_path):
-    src = lambda split, start: (video_batch(s, hw=(32, 48)) for s in itertools.count(start))  # noqa: E731
+    src = small_source
     train_vae.train(vae_cfg(tmp_path / "straight", max_steps=4), src)
     train_vae.train(vae_cfg(tmp_path / "resumed", max_steps=2), src)  # "killed" after 2 steps
     train_vae.train(vae_cfg(tmp_path / "resumed", max_steps=4), src)
@@ -78,6 +83,57 @@ def test_vae_resume_continues_exactly(tmp_path):
     (export / train_vae.DECODER_FILE).unlink()
     with pytest.raises(FileNotFoundError, match="vae_decoder.safetensors is missing"):
         train_vae.load_exported_vae(export)
+
+
+KILLED_RUN = """
+import sys
+sys.path.insert(0, sys.argv[3])
+import torch
+from distillation import train_vae
+from test_training import small_source, vae_cfg
+torch.set_num_threads(1)
+train_vae.train(vae_cfg(sys.argv[1], max_steps=int(sys.argv[2]), checkpoint_every=1), small_source)
+"""
+
+
+def test_vae_resumes_exactly_after_sigkill(tmp_path):
+    """A run killed with SIGKILL (at whatever point it was) resumes from its last atomic checkpoint and ends
+    bit-identical to a run that was never interrupted: model, Adam state and EMA."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")])}
+    tests = str(Path(__file__).parent)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(killed), "1000", tests], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            ckpt = killed / "checkpoint.pt"
+            if ckpt.exists() and load_checkpoint(ckpt)["step"] >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    step = load_checkpoint(killed / "checkpoint.pt")["step"]
+    assert step >= 2
+    train_vae.train(vae_cfg(killed, max_steps=step + 2, checkpoint_every=1), small_source)
+    train_vae.train(vae_cfg(tmp_path / "straight", max_steps=step + 2, checkpoint_every=1), small_source)
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    b = load_checkpoint(killed / "checkpoint.pt")
+    assert a["step"] == b["step"] == step + 2
+    for part in ("model", "ema"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
 
 
 def teacher_cfg(tmp_path, vae, **kw):
