@@ -7,24 +7,28 @@ teacher's decoder, not the raw pixels, so its errors are the distillation gap al
     python -m distillation.train_light_decoder --data clips/ --vae-weights Wan2.1_VAE.pth --out runs/light
 
 ``--data`` is a folder of ``.mp4`` or ``.npz`` files (uint8 frames [F, H, W, 3] under ``frames``/``video`` or as
-the only array). Clips of ``--frames`` (4n + 1) frames are cut at random and cropped to ``--size``. In code, pass
-any iterable of video tensors (or a ``start_step -> iterable`` callable, so a resumed run sees the same
-batches) to ``train_light_decoder``.
+the only array), or ``onthefly`` for ViZDoom clips played by game workers. Clips of ``--frames`` (4n + 1) frames
+are cut at random and cropped to ``--size``. In code, pass any iterable of video tensors (or a
+``start_step -> iterable`` callable, so a resumed run sees the same batches) to ``train_light_decoder``.
 
-Checkpoints (``checkpoint.pt``: student, optimiser, step, RNG) are written atomically every
-``--checkpoint-every`` steps, at the end, and when ``--max-minutes`` runs out; a rerun with the same ``--out``
-resumes from the last one. The final student is also written as ``light_decoder.pt`` (``load_light_decoder``).
+Shared training pieces (``distillation/training``): ``checkpoint.pt`` (student, optimiser, EMA, step, RNG) is
+written atomically every ``--checkpoint-every`` steps, at the end, and when ``--max-minutes`` runs out; a rerun
+with the same ``--out`` resumes from it exactly. ``log.jsonl`` gets the loss terms, lr and steps/s every
+``--log-every`` steps and the validation scores every ``--val-every`` steps and at the end. Validation runs on
+held-out clips (split ``val`` of the Doom data with ``--data onthefly``; a fixed batch drawn apart from the
+training stream for a folder): PSNR / SSIM of the student and of the VAE decoder against the real frames and the
+gap between them (the target: the light decoder within 1 dB of the VAE decoder). The better of the raw and the
+EMA student on that set is exported as ``light_decoder.pt`` (``load_light_decoder``) with ``result.json`` beside
+it.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import math
 import os
-import random
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,11 +39,18 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from distillation.training.budget import JsonlLog, TimeBudget
+from distillation.training.checkpoint import atomic_write, restore_state, save_state
+from distillation.training.ema import EMA
+from distillation.training.metrics import psnr, ssim
 from world_model.vae import LightDecoder, LightDecoderConfig, VAEConfig, WanVAE, load_wan_vae, save_light_decoder
 
 CHECKPOINT_NAME = "checkpoint.pt"
 EXPORT_NAME = "light_decoder.pt"
+RESULT_NAME = "result.json"
+LOG_NAME = "log.jsonl"
 VIDEO_SUFFIXES = (".mp4", ".npz")
+VAL_SEED = 12345  # the held-out Doom clips: the same for every run and every resume
 
 VideoSource = Iterable[Tensor] | Callable[[int], Iterable[Tensor]]
 
@@ -53,7 +64,10 @@ class TrainConfig:
     grad_clip: float = 1.0
     mse_weight: float = 1.0
     l1_weight: float = 1.0
+    ema: float = 0.999
     checkpoint_every: int = 500
+    log_every: int = 50
+    val_every: int = 1000
     max_minutes: float | None = None
     seed: int = 0
     progress: bool = True
@@ -66,6 +80,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     stopped_early: bool = False
     checkpoint: Path | None = None
+    metrics: dict | None = None  # what result.json holds (None when there was no validation set)
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -80,53 +95,40 @@ def teacher_targets(vae: WanVAE, video: Tensor) -> tuple[Tensor, Tensor]:
     return latents, target
 
 
-def distillation_loss(pred: Tensor, target: Tensor, cfg: TrainConfig) -> Tensor:
+def loss_terms(pred: Tensor, target: Tensor, cfg: TrainConfig) -> tuple[Tensor, dict[str, float]]:
     pred, target = pred.float(), target.float()
-    return cfg.mse_weight * F.mse_loss(pred, target) + cfg.l1_weight * F.l1_loss(pred, target)
+    mse, l1 = F.mse_loss(pred, target), F.l1_loss(pred, target)
+    return cfg.mse_weight * mse + cfg.l1_weight * l1, {"mse": mse.item(), "l1": l1.item()}
+
+
+def distillation_loss(pred: Tensor, target: Tensor, cfg: TrainConfig) -> Tensor:
+    return loss_terms(pred, target, cfg)[0]
 
 
 def make_optimizer(student: LightDecoder, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
+def _autocast(device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 def train_step(
     student: LightDecoder, vae: WanVAE, optimizer: torch.optim.Optimizer, video: Tensor, cfg: TrainConfig
-) -> float:
-    """One distillation step on a batch [B, 3, F, H, W]; returns the loss before the update."""
+) -> dict[str, float]:
+    """One distillation step on a batch [B, 3, F, H, W]; returns the loss (before the update), its terms and the
+    gradient norm."""
     device = next(student.parameters()).device
     video = video.to(device, non_blocking=True)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    with autocast:
+    with _autocast(device):
         latents, target = teacher_targets(vae, video)
         pred = student(latents)
-    loss = distillation_loss(pred, target, cfg)
+    loss, terms = loss_terms(pred, target, cfg)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
+    gnorm = torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
     optimizer.step()
-    return float(loss.detach())
-
-
-def _atomic_save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def save_checkpoint(path: Path, student: LightDecoder, optimizer: torch.optim.Optimizer, step: int, cfg) -> None:
-    _atomic_save(
-        {
-            "step": step,
-            "student": student.state_dict(),
-            "student_config": asdict(student.config),
-            "optimizer": optimizer.state_dict(),
-            "train_config": asdict(cfg),
-            "torch_rng": torch.get_rng_state(),
-            "python_rng": random.getstate(),
-        },
-        path,
-    )
+    return {"loss": float(loss.detach()), **terms, "grad_norm": float(gnorm)}
 
 
 def _batches(videos: VideoSource, start_step: int) -> Iterator[Tensor]:
@@ -145,6 +147,40 @@ def _batches(videos: VideoSource, start_step: int) -> Iterator[Tensor]:
             return
 
 
+class Validator:
+    """Held-out clips with their VAE latents and VAE-decoded frames, computed once; scores a student on them."""
+
+    def __init__(self, vae: WanVAE, videos: Sequence[Tensor], device: torch.device) -> None:
+        self.device = device
+        self.items: list[tuple[Tensor, Tensor]] = []  # (real frames, latents)
+        vae_p, vae_s = [], []
+        for video in videos:
+            video = video.to(device).float()
+            with _autocast(device):
+                latents, frames = teacher_targets(vae, video)
+            frames = frames.float().clamp(-1, 1)
+            vae_p.append(psnr(frames, video).flatten())
+            vae_s.append(ssim(frames, video).flatten())
+            self.items.append((video, latents))
+        self.vae = {"vae_psnr": torch.cat(vae_p).mean().item(), "vae_ssim": torch.cat(vae_s).mean().item()}
+        self.clips = sum(v.shape[0] for v, _ in self.items)
+
+    @torch.no_grad()
+    def score(self, student: LightDecoder) -> dict[str, float]:
+        was_training = student.training
+        student.eval()
+        ps, ss = [], []
+        for video, latents in self.items:
+            with _autocast(self.device):
+                pred = student(latents)
+            pred = pred.float().clamp(-1, 1)
+            ps.append(psnr(pred, video).flatten())
+            ss.append(ssim(pred, video).flatten())
+        student.train(was_training)
+        p = torch.cat(ps).mean().item()
+        return {"val_psnr": p, "val_ssim": torch.cat(ss).mean().item(), **self.vae, "gap_db": self.vae["vae_psnr"] - p}
+
+
 def train_light_decoder(
     vae: WanVAE,
     videos: VideoSource,
@@ -152,11 +188,14 @@ def train_light_decoder(
     student_config: LightDecoderConfig | None = None,
     cfg: TrainConfig | None = None,
     device: str | torch.device | None = None,
+    val_videos: Sequence[Tensor] | None = None,
 ) -> TrainResult:
     """Distil ``vae``'s decoder into a ``LightDecoder``; resumes from ``out_dir/checkpoint.pt`` if present.
 
     ``videos`` yields batches [B, 3, F, H, W] in [-1, 1] (F = 4n + 1, H, W multiples of 8), or is a callable
-    ``start_step -> iterable`` so a resumed run continues the same data stream.
+    ``start_step -> iterable`` so a resumed run continues the same data stream. ``val_videos`` (held-out batches)
+    drive the periodic validation and pick the export (raw or EMA student); without them the raw student is
+    exported and there is no ``result.json``.
     """
     cfg = cfg or TrainConfig()
     out = Path(out_dir)
@@ -164,60 +203,88 @@ def train_light_decoder(
     ckpt_path = out / CHECKPOINT_NAME
     device = torch.device(device) if device is not None else next(vae.parameters()).device
     torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
 
     vae = vae.to(device).eval().requires_grad_(False)
-    step = 0
-    if ckpt_path.exists():
-        blob = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        student_config = LightDecoderConfig(**blob["student_config"])
-        student = LightDecoder(student_config).to(device)
-        student.load_state_dict(blob["student"])
-        optimizer = make_optimizer(student, cfg)
-        optimizer.load_state_dict(blob["optimizer"])
-        step = int(blob["step"])
-        torch.set_rng_state(blob["torch_rng"])
-        random.setstate(blob["python_rng"])
-    else:
-        student_config = student_config or LightDecoderConfig(z_dim=vae.config.z_dim)
-        if student_config.z_dim != vae.config.z_dim:
-            raise ValueError(f"student z_dim {student_config.z_dim} != teacher z_dim {vae.config.z_dim}")
-        student = LightDecoder(student_config).to(device)
-        optimizer = make_optimizer(student, cfg)
-    student.train()
+    student_config = student_config or LightDecoderConfig(z_dim=vae.config.z_dim)
+    if student_config.z_dim != vae.config.z_dim:
+        raise ValueError(f"student z_dim {student_config.z_dim} != teacher z_dim {vae.config.z_dim}")
+    student = LightDecoder(student_config).to(device).train()
+    optimizer = make_optimizer(student, cfg)
+    ema = EMA(student, cfg.ema)
+    parts = {"student": student, "optimizer": optimizer, "ema": ema}
+    config = {**asdict(cfg), "student": asdict(student_config)}
+    resumed = restore_state(ckpt_path, parts, config, ("student",), device)
+    step = resumed or 0
 
-    result = TrainResult(start_step=step, step=step, checkpoint=ckpt_path if ckpt_path.exists() else None)
-    if step >= cfg.steps:
-        return result
-    saved_step = step if ckpt_path.exists() else -1
-    deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes is not None else math.inf
+    def save() -> None:
+        save_state(ckpt_path, step, config, parts)
+
+    validator = Validator(vae, val_videos, device) if val_videos else None
+    log = JsonlLog(out / LOG_NAME)
+
+    def validate() -> dict[str, dict[str, float]]:
+        scores = {"model": validator.score(student), "ema": validator.score(ema.model)}
+        log.write(step=step, **{f"{k}_{name}": v for name, s in scores.items() for k, v in s.items()})
+        return scores
+
+    result = TrainResult(start_step=step, step=step, checkpoint=ckpt_path if resumed is not None else None)
+    saved_step = step if resumed is not None else -1
+    budget = TimeBudget(cfg.max_minutes)
     bar = tqdm(total=cfg.steps, initial=step, desc="light decoder", disable=not cfg.progress, dynamic_ncols=True)
-    batches = _batches(videos, step)
+    batches = _batches(videos, step) if step < cfg.steps else iter(())
+    t_log, step_log = budget.elapsed, step
     try:
         while step < cfg.steps:
             try:
                 video = next(batches)
             except StopIteration:
                 break
-            loss = train_step(student, vae, optimizer, video, cfg)
+            terms = train_step(student, vae, optimizer, video, cfg)
             step += 1
-            result.losses.append(loss)
+            ema.update(student, step)
+            result.losses.append(terms["loss"])
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
-            out_of_time = time.monotonic() >= deadline
+            bar.set_postfix(loss=f"{terms['loss']:.4f}")
+            if step % cfg.log_every == 0:
+                rate = (step - step_log) / max(budget.elapsed - t_log, 1e-9)
+                t_log, step_log = budget.elapsed, step
+                log.write(step=step, **terms, lr=optimizer.param_groups[0]["lr"], steps_per_s=rate)
+            if validator is not None and step % cfg.val_every == 0 and step < cfg.steps:
+                validate()
+            out_of_time = budget.expired()
             if step % cfg.checkpoint_every == 0 or step >= cfg.steps or out_of_time:
-                save_checkpoint(ckpt_path, student, optimizer, step, cfg)
+                save()
                 saved_step = step
             if out_of_time:
                 result.stopped_early = step < cfg.steps
                 break
     finally:
         bar.close()
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()  # stop game workers feeding the stream
     if saved_step != step:
-        save_checkpoint(ckpt_path, student, optimizer, step, cfg)
-    result.checkpoint = ckpt_path
-    save_light_decoder(student, out / EXPORT_NAME)
-    result.step = step
+        save()
+    result.checkpoint, result.step = ckpt_path, step
+
+    # Export whichever of the raw and EMA students scores better on the held-out clips (early in training the
+    # average can still trail the raw weights), with its scores beside it.
+    chosen = "model"
+    if validator is not None:
+        scores = validate()
+        chosen = max(scores, key=lambda name: scores[name]["val_psnr"])
+        result.metrics = {
+            "step": step,
+            **scores[chosen],
+            "within_1db": scores[chosen]["gap_db"] <= 1.0,
+            "exported": chosen,
+            "scores": scores,
+            "val_clips": validator.clips,
+        }
+    save_light_decoder(student if chosen == "model" else ema.model, out / EXPORT_NAME)
+    if result.metrics is not None:
+        text = json.dumps(result.metrics, indent=1)
+        atomic_write(out / RESULT_NAME, lambda tmp: tmp.write_text(text))
     return result
 
 
@@ -290,6 +357,11 @@ class VideoFolder:
         rng = np.random.default_rng([self.seed, step])
         return torch.stack([self.clip(rng) for _ in range(self.batch_size)])
 
+    def held_out(self, index: int = 0) -> Tensor:
+        """A fixed validation batch, drawn from its own random stream (not one the training batches use)."""
+        rng = np.random.default_rng([self.seed, index, VAL_SEED])
+        return torch.stack([self.clip(rng) for _ in range(self.batch_size)])
+
     def from_step(self, start_step: int) -> Iterator[Tensor]:
         step = start_step
         while True:
@@ -334,7 +406,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=3e-4)
     train.add_argument("--weight-decay", type=float, default=0.0)
     train.add_argument("--grad-clip", type=float, default=1.0)
+    train.add_argument("--ema", type=float, default=0.999, help="EMA decay of the student weights (with warm-up)")
     train.add_argument("--checkpoint-every", type=int, default=500)
+    train.add_argument("--log-every", type=int, default=50, help="loss terms, lr, steps/s to log.jsonl")
+    train.add_argument(
+        "--val-every", type=int, default=1000, help="validate (raw and EMA) every N steps and at the end"
+    )
+    train.add_argument(
+        "--val-batches",
+        type=int,
+        default=4,
+        help="held-out batches: split 'val' of the Doom data with onthefly, else fixed clips of the folder",
+    )
     train.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
@@ -381,25 +464,43 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
                 seed=args.seed + start_step,
             )
             return (b["video"] for b in batches)
+
+        def held_out() -> list[Tensor]:
+            steps = (args.frames - 1) // 4
+            batches = clip_batches(
+                "onthefly", args.batch_size, steps, device, split="val", workers=args.workers, seed=VAL_SEED
+            )
+            try:
+                return [b["video"] for b in itertools.islice(batches, args.val_batches)]
+            finally:
+                batches.close()  # stop its game workers
     else:
         try:
             folder = VideoFolder(args.data, args.frames, (args.size[0], args.size[1]), args.batch_size, seed=args.seed)
         except ValueError as e:
             parser.error(str(e))
         source = folder.from_step
+
+        def held_out() -> list[Tensor]:
+            return [folder.held_out(i) for i in range(args.val_batches)]
+
     vae = build_teacher(args, device)
     cfg = TrainConfig(
         steps=args.steps,
         lr=args.lr,
         weight_decay=args.weight_decay,
         grad_clip=args.grad_clip,
+        ema=args.ema,
         checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
+        val_every=args.val_every,
         max_minutes=args.max_minutes,
         seed=args.seed,
         progress=not args.no_progress,
     )
     student_cfg = LightDecoderConfig(z_dim=vae.config.z_dim, widths=args.widths, blocks_per_stage=args.blocks_per_stage)
-    result = train_light_decoder(vae, source, args.out, student_cfg, cfg, device=device)
+    val_videos = held_out() if args.val_batches > 0 else None
+    result = train_light_decoder(vae, source, args.out, student_cfg, cfg, device=device, val_videos=val_videos)
     summary = {
         "start_step": result.start_step,
         "step": result.step,
@@ -407,6 +508,7 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
         "last_loss": result.losses[-1] if result.losses else None,
         "checkpoint": str(result.checkpoint),
         "export": str(Path(args.out) / EXPORT_NAME),
+        **({"validation": {k: v for k, v in result.metrics.items() if k != "scores"}} if result.metrics else {}),
     }
     print(json.dumps(summary), file=sys.stderr)
     return result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from distillation.train_light_decoder import (
     train_light_decoder,
     train_step,
 )
+from distillation.training.metrics import psnr, ssim
 from world_model.vae import (
     FeatureCache,
     LightDecoder,
@@ -110,10 +113,12 @@ def test_one_training_step_reduces_the_loss_on_a_fixed_batch():
     with torch.no_grad():
         before = distillation_loss(student(latents), target, cfg).item()
     reported = train_step(student, vae, opt, video, cfg)
+    assert set(reported) >= {"loss", "mse", "l1", "grad_norm"}
+    losses = [reported["loss"]] + [train_step(student, vae, opt, video, cfg)["loss"] for _ in range(3)]
     with torch.no_grad():
         after = distillation_loss(student(latents), target, cfg).item()
-    assert reported == pytest.approx(before, rel=1e-5)
-    assert after < before
+    assert reported["loss"] == pytest.approx(before, rel=1e-5)
+    assert after < losses[1] < before
 
 
 def _stream(start: int):
@@ -123,29 +128,81 @@ def _stream(start: int):
         step += 1
 
 
-def test_resume_continues_from_the_same_step(tmp_path):
+VAL = [random_video(2, 5, 16, 16, seed=7)]
+
+
+def _same_state(a, b, path=""):
+    """Recursively: equal tensors / values (state dicts of models, optimizers, EMA)."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _same_state(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same_state(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+def test_resume_continues_exactly(tmp_path):
     vae = random_vae()
-    cfg = TrainConfig(steps=4, lr=1e-3, checkpoint_every=2, progress=False)
-    straight = train_light_decoder(vae, _stream, tmp_path / "a", TINY, cfg)
+    cfg = TrainConfig(steps=4, lr=1e-3, checkpoint_every=2, log_every=1, val_every=1, ema=0.9, progress=False)
+    straight = train_light_decoder(vae, _stream, tmp_path / "a", TINY, cfg, val_videos=VAL)
     assert (straight.start_step, straight.step) == (0, 4)
 
-    first = train_light_decoder(vae, _stream, tmp_path / "b", TINY, TrainConfig(**{**cfg.__dict__, "steps": 2}))
+    first = train_light_decoder(
+        vae, _stream, tmp_path / "b", TINY, TrainConfig(**{**cfg.__dict__, "steps": 2}), val_videos=VAL
+    )
     assert first.step == 2
-    resumed = train_light_decoder(vae, _stream, tmp_path / "b", TINY, cfg)
+    resumed = train_light_decoder(vae, _stream, tmp_path / "b", TINY, cfg, val_videos=VAL)
     assert (resumed.start_step, resumed.step) == (2, 4)
     assert resumed.losses == straight.losses[2:]
-    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
-    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
     assert a["step"] == b["step"] == 4
-    for k in a["student"]:
-        assert torch.equal(a["student"][k], b["student"][k]), k
-    assert not list((tmp_path / "b").glob("*.tmp"))  # atomic writes leave no temp files
+    for part in ("student", "optimizer", "ema"):  # model, Adam moments and step counts, EMA weights
+        _same_state(a[part], b[part], part)
+    assert a["optimizer"]["state"], "optimizer state is saved"
+    assert any(not torch.equal(a["ema"][k], a["student"][k]) for k in a["student"]), "EMA differs from the raw"
+    assert straight.metrics == resumed.metrics
+    assert not [p for p in (tmp_path / "b").iterdir() if "tmp" in p.name]  # atomic writes leave no temp files
     assert (tmp_path / "b" / "light_decoder.pt").exists()
+    log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    train_steps = [r["step"] for r in log if "loss" in r]
+    assert train_steps == [1, 2, 3, 4] and {"mse", "l1", "lr", "steps_per_s"} <= set(log[0])
 
     # Out of time: stop after the running step with a checkpoint; a rerun picks it up.
     timed = train_light_decoder(vae, _stream, tmp_path / "c", TINY, TrainConfig(**{**cfg.__dict__, "max_minutes": 0}))
     assert timed.stopped_early and timed.step == 1
-    assert torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=True)["step"] == 1
+    assert torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=False)["step"] == 1
+
+
+def test_validation_lands_in_result_json(tmp_path):
+    vae = random_vae()
+    cfg = TrainConfig(steps=3, lr=1e-3, val_every=2, progress=False)
+    result = train_light_decoder(vae, _stream, tmp_path, TINY, cfg, val_videos=VAL)
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved == json.loads(json.dumps(result.metrics))
+    assert saved["step"] == 3 and saved["exported"] in ("model", "ema") and saved["val_clips"] == 2
+    # The numbers are the student's and the VAE decoder's against the real frames, recomputed independently.
+    video = VAL[0]
+    with torch.no_grad():
+        vae_frames = vae.decode(vae.encode(video, chunked=False), chunked=False).clamp(-1, 1)
+        student = load_light_decoder(tmp_path / "light_decoder.pt").eval()
+        light_frames = student(vae.encode(video, chunked=False)).clamp(-1, 1)
+    assert saved["vae_psnr"] == pytest.approx(psnr(vae_frames, video).mean().item(), rel=1e-4)
+    assert saved["vae_ssim"] == pytest.approx(ssim(vae_frames, video).mean().item(), rel=1e-4)
+    assert saved["val_psnr"] == pytest.approx(psnr(light_frames, video).mean().item(), rel=1e-4)
+    assert saved["val_ssim"] == pytest.approx(ssim(light_frames, video).mean().item(), rel=1e-4)
+    assert saved["gap_db"] == pytest.approx(saved["vae_psnr"] - saved["val_psnr"])
+    assert saved["val_psnr"] == max(s["val_psnr"] for s in saved["scores"].values())
+    val_steps = [
+        r["step"] for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines()) if "val_psnr_ema" in r
+    ]
+    assert val_steps == [2, 3]
 
 
 def test_cli_trains_from_a_folder_of_npz_and_mp4(tmp_path):
@@ -161,9 +218,10 @@ def test_cli_trains_from_a_folder_of_npz_and_mp4(tmp_path):
     out = tmp_path / "run"
     args = ["--data", str(data), "--out", str(out), "--random-vae", "--vae-dim", "8", "--widths", "8,8,8,8",
             "--blocks-per-stage", "1", "--steps", "2", "--batch-size", "2", "--frames", "5", "--size", "16x16",
-            "--no-progress"]  # fmt: skip
+            "--val-batches", "1", "--no-progress"]  # fmt: skip
     result = main(args)
     assert result.step == 2 and len(result.losses) == 2
     assert load_light_decoder(out / "light_decoder.pt").config.widths == (8, 8, 8, 8)
+    assert json.loads((out / "result.json").read_text())["val_clips"] == 2
     with pytest.raises(SystemExit):
         main(["--data", str(data), "--out", str(out), "--frames", "6", "--random-vae"])
