@@ -73,8 +73,8 @@ light)
         --max-minutes "$MINUTES" --no-progress "${TRAIN_ARGS[@]}"
     evaluate vae:checkpoints/doom_vae runs/eval_vae --batch-size 25 --videos 1
     evaluate vae:checkpoints/doom_vae:runs/light/light_decoder.pt runs/eval_light --batch-size 25 --videos 1
-    cp runs/light/light_decoder.pt "$OUT"/
-    pack runs/eval_vae runs/eval_light
+    cp runs/light/light_decoder.pt runs/light/result.json "$OUT"/
+    pack runs/light/log.jsonl runs/eval_vae runs/eval_light
     ;;
 *)
     echo "unknown stage $STAGE (vae | teacher | light)" >&2
