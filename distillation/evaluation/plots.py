@@ -96,7 +96,7 @@ def draw_chart(
     def py(v: np.ndarray | float) -> np.ndarray | float:
         return bottom - (np.asarray(v) - lo) / max(hi - lo, 1e-12) * (bottom - top)
 
-    d.text((x0 + 8, y0 + 4), title, fill=FG, font=font)
+    d.text((x0 + 8, y0 + 4), f"{title} ({ylabel})" if ylabel else title, fill=FG, font=font)
     for t in yt:
         yy = float(py(t))
         d.line([left, yy, right, yy], fill=GRID)
@@ -104,10 +104,11 @@ def draw_chart(
     for t in xt:
         xx = float(px(t))
         d.line([xx, top, xx, bottom], fill=GRID)
-        d.text((xx - 6, bottom + 4), _fmt(t), fill=FG, font=font)
+        label = _fmt(t)
+        w = d.textlength(label, font=font)
+        d.text((min(max(xx - w / 2, x0 + 2), x1 - w - 2), bottom + 4), label, fill=FG, font=font)  # centred, inside
     d.rectangle([left, top, right, bottom], outline=FG)
     d.text(((left + right) / 2 - 3 * len(xlabel), bottom + 20), xlabel, fill=FG, font=font)
-    d.text((x0 + 4, top - 13), ylabel, fill=FG, font=font)
 
     colours = [s.colour or PALETTE[i % len(PALETTE)] for i, s in enumerate(series)]
     for y, b, c in zip(ys, bands, colours):  # bands first, so every line stays visible on top
