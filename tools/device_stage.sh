@@ -62,8 +62,11 @@ teacher)
     python3 -m distillation.train_teacher --device "$DEVICE" --vae checkpoints/doom_vae --out runs/doom_teacher \
         --workers "$WORKERS" --max-minutes "$MINUTES" --checkpoint-every 100000 --compile "${init[@]}" "${decode[@]}" \
         "${TRAIN_ARGS[@]}"
+    # The committed probe keeps controllability comparable across sessions and models; train one if missing.
+    probe=(--probe checkpoints/probe/probe.pt)
+    [ -f checkpoints/probe/probe.pt ] || probe=(--train-probe --probe runs/eval_teacher/probe.pt)
     evaluate "teacher:runs/doom_teacher/export:checkpoints/doom_vae$spec_light" runs/eval_teacher \
-        --batch-size 50 --videos 4 --train-probe --probe runs/eval_teacher/probe.pt
+        --batch-size 50 --videos 4 "${probe[@]}"
     cp runs/doom_teacher/export/*.safetensors runs/doom_teacher/export/*.json "$OUT"/
     pack runs/doom_teacher/log.jsonl runs/eval_teacher
     ;;
