@@ -30,7 +30,7 @@ from distillation.training.cli import parse_config
 from distillation.training.ema import EMA
 from distillation.training.metrics import psnr, ssim
 from world_model import doom
-from world_model.vae import VAEConfig, WanVAE
+from world_model.vae import VAEConfig, WanVAE, is_encoder_key, vae_from_halves
 
 
 @dataclasses.dataclass
@@ -92,7 +92,6 @@ def latent_stats(vae: WanVAE, batches, num_batches: int = 8) -> tuple[tuple[floa
 # (teacher, DMD) need only the encoder on the GPU box, where the tree sent is size-limited, and the shipped world
 # holds only the encoder (its light decoder decodes).
 ENCODER_FILE, DECODER_FILE = "vae_encoder.safetensors", "vae_decoder.safetensors"
-ENCODER_KEYS = ("encoder.", "conv1.")
 
 
 def export_vae(vae: WanVAE, stats, out: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
@@ -107,7 +106,7 @@ def export_vae(vae: WanVAE, stats, out: Path, dtype: torch.dtype = torch.bfloat1
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in vae.state_dict().items()}
     for name, keep in ((ENCODER_FILE, True), (DECODER_FILE, False)):
-        half = {k: v for k, v in state.items() if k.startswith(ENCODER_KEYS) == keep}
+        half = {k: v for k, v in state.items() if is_encoder_key(k) == keep}
         atomic_write(out / name, lambda tmp, half=half: save_file(half, str(tmp)))
     cfg = dataclasses.replace(vae.config, latent_mean=stats[0], latent_std=stats[1])
     (out / "vae.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
@@ -133,30 +132,31 @@ def read_safetensors_folder(folder: Path, prefix: str) -> dict[str, torch.Tensor
     return state
 
 
+def for_cuda_convs(vae: WanVAE, channels_last: bool = True) -> WanVAE:
+    """On CUDA: cuDNN autotuning (clip shapes are fixed, so it pays after the first call) and, with
+    ``channels_last``, NDHWC weights (the batches arrive NDHWC, and so are cuDNN's fast conv3d kernels)."""
+    if vae.conv1.weight.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        if channels_last:
+            vae.to_channels_last()
+    return vae
+
+
 def load_exported_vae(folder: str | Path, device="cpu", dtype=torch.float32, decoder: bool = True) -> WanVAE:
     """The VAE of an :func:`export_vae` folder; ``decoder=False`` loads the encoder half only (no ``.decoder``)."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
     cfg = json.loads((folder / "vae.json").read_text())
-    vae = WanVAE(VAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}))
+    config = VAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
     files = (ENCODER_FILE, DECODER_FILE) if decoder else (ENCODER_FILE,)
     for name in files:
         if not (folder / name).is_file():
             hint = "" if name == ENCODER_FILE else " (pass decoder=False to load the encoder alone)"
             raise FileNotFoundError(f"{folder / name} is missing: not a complete VAE export{hint}")
     state = {k: v.float() for name in files for k, v in load_file(folder / name).items()}
-    missing, unexpected = vae.load_state_dict(state, strict=False)
-    missing = [k for k in missing if decoder or k.startswith(ENCODER_KEYS)]
-    if missing or unexpected:
-        raise ValueError(f"{folder}: VAE tensors missing {missing[:5]}, unexpected {unexpected[:5]}")
-    if not decoder:
-        del vae.decoder, vae.conv2
-    vae = vae.to(device, dtype).eval()
-    if torch.device(device).type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed clip shapes: autotuning pays after the first call
-        vae.to_channels_last()  # batches arrive NDHWC; so are cuDNN's fast conv3d kernels
-    return vae
+    vae = vae_from_halves(config, state, decoder, str(folder))
+    return for_cuda_convs(vae.to(device, dtype).eval())
 
 
 def default_batches(cfg: VAETrainConfig, split: str, start_step: int):
@@ -173,10 +173,7 @@ def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
     device = torch.device(cfg.device)
     out = Path(cfg.out)
     vae = WanVAE(doom.vae_config() if cfg.dim == 32 else VAEConfig(dim=cfg.dim)).to(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed clip shapes: autotuning pays after the first step
-        if cfg.channels_last:
-            vae.to_channels_last()
+    for_cuda_convs(vae, cfg.channels_last)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     ckpt_path = out / "checkpoint.pt"
     step = 0

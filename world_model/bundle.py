@@ -88,14 +88,13 @@ def save_world(
     from PIL import Image
 
     from world_model.checkpoints.saving import save_checkpoint
+    from world_model.vae import is_encoder_key
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_checkpoint(world.dit, folder / "dit", max_shard_size="15MiB", dtype=dtype, overwrite=True)
     vae = world.encoder
-    _save_module(
-        vae, folder / "vae_encoder.safetensors", vae.config, dtype, keep=lambda k: k.startswith(("encoder.", "conv1."))
-    )
+    _save_module(vae, folder / "vae_encoder.safetensors", vae.config, dtype, keep=is_encoder_key)
     _save_module(world.decoder, folder / "light_decoder.safetensors", world.decoder.config, dtype)
     _save_module(world.text_encoder, folder / "text_encoder.safetensors", world.text_encoder.config, dtype)
     if start_image is not None:
@@ -114,7 +113,7 @@ def _config(cls, path: Path):
 def _load_bundle(folder: Path, device, dtype, batch_size: int, seed: int) -> InteractiveWorld:
     from world_model.checkpoints import load_dit
     from world_model.checkpoints.text_encoders import SmallTextEncoder, SmallTextEncoderConfig
-    from world_model.vae import LightDecoder, LightDecoderConfig, VAEConfig, WanVAE
+    from world_model.vae import LightDecoder, LightDecoderConfig, VAEConfig, vae_from_halves
 
     meta = json.loads((folder / "world.json").read_text())
     if meta.get("format") != FORMAT:
@@ -123,13 +122,9 @@ def _load_bundle(folder: Path, device, dtype, batch_size: int, seed: int) -> Int
     dtype = dtype or (torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32)
     dit = load_dit(folder / "dit", device=device, dtype=dtype).eval()
 
-    vae = WanVAE(_config(VAEConfig, folder / "vae_encoder.json"))
-    missing, _ = vae.load_state_dict(
-        {k: v.float() for k, v in load_file(folder / "vae_encoder.safetensors").items()}, strict=False
-    )
-    if any(not k.startswith(("decoder.", "conv2.")) for k in missing):
-        raise ValueError(f"{folder / 'vae_encoder.safetensors'} lacks encoder tensors: {missing[:5]}")
-    del vae.decoder  # only the encoder half ships: the light decoder decodes
+    state = {k: v.float() for k, v in load_file(folder / "vae_encoder.safetensors").items()}
+    # Only the encoder half ships: the light decoder decodes.
+    vae = vae_from_halves(_config(VAEConfig, folder / "vae_encoder.json"), state, decoder=False, source=str(folder))
     vae = vae.to(device, torch.float32).eval()
 
     light = LightDecoder(_config(LightDecoderConfig, folder / "light_decoder.json"))

@@ -3,7 +3,7 @@
 Shapes: videos are [B, 3, F, H, W] in [-1, 1] with F = 4n + 1; latents are normalised [B, 16, n + 1, H/8, W/8].
 """
 
-from .checkpoint import load_wan_vae, read_state_dict
+from .checkpoint import ENCODER_PREFIXES, is_encoder_key, load_wan_vae, read_state_dict, vae_from_halves
 from .diffusers_keys import is_diffusers_naming, to_diffusers_names, to_official_names
 from .feature_cache import FeatureCache
 from .i2v_condition import I2VConditionBuilder, i2v_condition_slow, i2v_mask
@@ -28,6 +28,9 @@ __all__ = [
     "infer_config",
     "is_diffusers_naming",
     "load_light_decoder",
+    "ENCODER_PREFIXES",
+    "is_encoder_key",
+    "vae_from_halves",
     "load_wan_vae",
     "read_state_dict",
     "save_light_decoder",

@@ -47,3 +47,25 @@ def load_wan_vae(
     sd = {k: v.to(device=device, dtype=dtype) for k, v in sd.items()}
     model.load_state_dict(sd, strict=True, assign=True)
     return model.eval()
+
+
+# The VAE's two halves by official key prefix. The encoder half (+ ``conv1``, the posterior head) is all a world
+# needs when a light decoder decodes; shipped bundles and GPU-box transfers hold only that half.
+ENCODER_PREFIXES = ("encoder.", "conv1.")
+
+
+def is_encoder_key(name: str) -> bool:
+    return name.startswith(ENCODER_PREFIXES)
+
+
+def vae_from_halves(config: VAEConfig, state: dict[str, Tensor], decoder: bool = True, source: str = "") -> WanVAE:
+    """A ``WanVAE`` from official-named ``state``; with ``decoder=False`` only the encoder half is expected and the
+    decoder half (``decoder``, ``conv2``) is removed from the module. Missing or unexpected tensors raise."""
+    vae = WanVAE(config)
+    missing, unexpected = vae.load_state_dict(state, strict=False)
+    missing = [k for k in missing if decoder or is_encoder_key(k)]
+    if missing or unexpected:
+        raise ValueError(f"{source}: VAE tensors missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if not decoder:
+        del vae.decoder, vae.conv2
+    return vae
