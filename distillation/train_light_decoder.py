@@ -101,10 +101,6 @@ def loss_terms(pred: Tensor, target: Tensor, cfg: TrainConfig) -> tuple[Tensor, 
     return cfg.mse_weight * mse + cfg.l1_weight * l1, {"mse": mse.item(), "l1": l1.item()}
 
 
-def distillation_loss(pred: Tensor, target: Tensor, cfg: TrainConfig) -> Tensor:
-    return loss_terms(pred, target, cfg)[0]
-
-
 def make_optimizer(student: LightDecoder, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 

@@ -11,7 +11,7 @@ from test_vae import max_diff, random_latents, random_vae, random_video, single_
 
 from distillation.train_light_decoder import (
     TrainConfig,
-    distillation_loss,
+    loss_terms,
     main,
     make_optimizer,
     teacher_targets,
@@ -111,12 +111,12 @@ def test_one_training_step_reduces_the_loss_on_a_fixed_batch():
     latents, target = teacher_targets(vae, video)
     assert target.shape == video.shape
     with torch.no_grad():
-        before = distillation_loss(student(latents), target, cfg).item()
+        before = loss_terms(student(latents), target, cfg)[0].item()
     reported = train_step(student, vae, opt, video, cfg)
     assert set(reported) >= {"loss", "mse", "l1", "grad_norm"}
     losses = [reported["loss"]] + [train_step(student, vae, opt, video, cfg)["loss"] for _ in range(3)]
     with torch.no_grad():
-        after = distillation_loss(student(latents), target, cfg).item()
+        after = loss_terms(student(latents), target, cfg)[0].item()
     assert reported["loss"] == pytest.approx(before, rel=1e-5)
     assert after < losses[1] < before
 
