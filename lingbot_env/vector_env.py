@@ -35,7 +35,6 @@ from lingbot_env.world_env import (
     check_env_args,
     check_prompt,
     fit_image,
-    images_to_tensor,
     load_image,
     prepare_image,
     release_cuda_memory,
@@ -243,6 +242,8 @@ class LingBotWorldVectorEnv(VectorEnv):
         texts = [prompts[r] if prompts[r] is not None else self._default_prompts[r] for r in rows]
         seeds = [int(self._rngs[r].integers(0, 2**31 - 1)) for r in rows]  # type: ignore[union-attr]
         all_rows = len(rows) == self.num_envs
+        from world_model.world import images_to_tensor
+
         world.reset(images_to_tensor(obs), texts, seeds=seeds, rows=None if all_rows else rows)
         self._poses.reset(rows)
         self._steps[rows] = 0

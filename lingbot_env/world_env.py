@@ -232,11 +232,6 @@ def prepare_image(image: ImageArg, height: int, width: int, what: str = "image")
     return fit_image(load_image(image, what), height, width)
 
 
-def images_to_tensor(images: np.ndarray) -> torch.Tensor:
-    """``uint8 [n, H, W, 3]`` -> ``float32 [n, 3, H, W]`` in [-1, 1] (what ``InteractiveWorld.reset`` takes)."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
 def check_env_args(render_modes, render_mode, action_clip, max_episode_steps, reward_fn, termination_fn) -> None:
     """Constructor arguments shared by the single and the vector env, checked before the (slow) model load."""
     if render_mode is not None and render_mode not in render_modes:
@@ -596,6 +591,8 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
         self._seeded_once = True
         world_seed = int(self.np_random.integers(0, 2**31 - 1))
         self._started = False  # stays False if the world fails below, so step() refuses clearly
+        from world_model.world import images_to_tensor
+
         first = world.reset(images_to_tensor(obs[None]), [prompt], seeds=[world_seed])
         self._started = True
         self._step = 0

@@ -46,6 +46,13 @@ class WorldSpec:
         return 4 * self.stream.block_frames
 
 
+def images_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``uint8 [n, H, W, 3]`` -> ``float32 [n, 3, H, W]`` in [-1, 1] on ``device`` (what :meth:`InteractiveWorld.reset`
+    takes; the inverse of :func:`to_uint8`). The bytes travel as uint8 and are converted there."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
 def to_uint8(video: torch.Tensor) -> torch.Tensor:
     """``[B, 3, F, H, W]`` in [-1, 1] -> ``[B, F, H, W, 3]`` uint8 (on the CPU)."""
     return ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu()

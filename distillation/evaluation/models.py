@@ -28,7 +28,7 @@ import torch
 
 from distillation.evaluation.game import EpisodeStart, game_config, replay_clip
 from lingbot_env.doom.game import DoomConfig
-from world_model.world import InteractiveWorld, to_uint8
+from world_model.world import InteractiveWorld, images_to_tensor, to_uint8
 
 FRAMES_PER_STEP = 4
 
@@ -67,11 +67,6 @@ def check_inputs(model: WorldModelUnderTest, start_frames: np.ndarray, captions:
     if len(captions) != frames.shape[0]:
         raise ValueError(f"got {len(captions)} captions for {frames.shape[0]} start frames")
     return frames, acts
-
-
-def _to_images(frames: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 [B, H, W, 3] -> float [B, 3, H, W] in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 # -- causal streaming worlds ----------------------------------------------------------------------------------------
@@ -140,7 +135,7 @@ class CausalWorldModel:
         seeds = list(range(b)) if seeds is None else [int(s) for s in seeds]
         frames = np.concatenate([start_frames, np.repeat(start_frames[-1:], pad, 0)]) if pad else start_frames
         first = world.reset(
-            _to_images(frames, world.device), list(captions) + [captions[-1]] * pad, seeds + [seeds[-1]] * pad
+            images_to_tensor(frames, world.device), list(captions) + [captions[-1]] * pad, seeds + [seeds[-1]] * pad
         )
         self._active, self._rows = world, b
         return first[:b].numpy()
@@ -222,7 +217,7 @@ class TeacherModel:
         device = next(self.dit.parameters()).device
         b, n = actions.shape[:2]
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            z0 = self.vae.encode(_to_images(first, device)[:, :, None].to(self.vae.dtype), chunked=False).float()
+            z0 = self.vae.encode(images_to_tensor(first, device)[:, :, None].to(self.vae.dtype), chunked=False).float()
             clip = torch.zeros(b, z0.shape[1], n + 1, *z0.shape[3:], device=device)
             clip[:, :, :1] = z0
             acts = torch.from_numpy(actions).to(device)
@@ -305,7 +300,7 @@ class ReconstructionModel(RealGameModel):
         real = super().generate(start_frames, captions, actions, starts, seeds)
         device = next(self.vae.parameters()).device
         b, f = real.shape[:2]
-        video = _to_images(real.reshape(b * f, *real.shape[2:]), device)
+        video = images_to_tensor(real.reshape(b * f, *real.shape[2:]), device)
         video = video.reshape(b, f, *video.shape[1:]).transpose(1, 2).to(self.vae.dtype)
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             out = self.decode(self.vae.encode(video, chunked=False))
