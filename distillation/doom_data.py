@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from world_model import doom
+from world_model.world import video_to_tensor
 
 
 def generation_config(steps: int, height: int = doom.HEIGHT, width: int = doom.WIDTH, wad: str = "freedoom2"):
@@ -26,8 +27,7 @@ def generation_config(steps: int, height: int = doom.HEIGHT, width: int = doom.W
 
 
 def _collate(items: list[dict[str, Any]], device: torch.device) -> dict[str, Any]:
-    frames = torch.stack([it["frames"] for it in items]).to(device, non_blocking=True)  # [B, F, H, W, 3] uint8
-    video = frames.permute(0, 4, 1, 2, 3).float().div_(127.5).sub_(1.0)
+    video = video_to_tensor(torch.stack([it["frames"] for it in items]), device)  # from [B, F, H, W, 3] uint8
     actions = torch.stack([torch.as_tensor(it["actions"]) for it in items]).to(device)
     return {"video": video, "actions": actions, "captions": [it["caption"] for it in items]}
 

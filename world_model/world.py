@@ -53,6 +53,13 @@ def images_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> 
     return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
+def video_to_tensor(video: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``uint8 [B, F, H, W, 3]`` -> ``float32 [B, 3, F, H, W]`` in [-1, 1] on ``device`` (converted there), the
+    layout of the VAE and the metrics."""
+    x = video if torch.is_tensor(video) else torch.from_numpy(np.ascontiguousarray(video))
+    return x.to(device, non_blocking=True).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+
+
 def to_uint8(video: torch.Tensor) -> torch.Tensor:
     """``[B, 3, F, H, W]`` in [-1, 1] -> ``[B, F, H, W, 3]`` uint8 (on the CPU)."""
     return ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu()

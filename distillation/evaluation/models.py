@@ -28,7 +28,7 @@ import torch
 
 from distillation.evaluation.game import EpisodeStart, game_config, replay_clip
 from lingbot_env.doom.game import DoomConfig
-from world_model.world import InteractiveWorld, images_to_tensor, to_uint8
+from world_model.world import InteractiveWorld, images_to_tensor, to_uint8, video_to_tensor
 
 FRAMES_PER_STEP = 4
 
@@ -299,9 +299,7 @@ class ReconstructionModel(RealGameModel):
     def generate(self, start_frames, captions, actions, starts=None, seeds=None) -> np.ndarray:
         real = super().generate(start_frames, captions, actions, starts, seeds)
         device = next(self.vae.parameters()).device
-        b, f = real.shape[:2]
-        video = images_to_tensor(real.reshape(b * f, *real.shape[2:]), device)
-        video = video.reshape(b, f, *video.shape[1:]).transpose(1, 2).to(self.vae.dtype)
+        video = video_to_tensor(real, device).to(self.vae.dtype)
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             out = self.decode(self.vae.encode(video, chunked=False))
         return to_uint8(out.float()).numpy()

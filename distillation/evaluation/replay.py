@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from distillation.data.splits import MapSplit
 from distillation.evaluation.game import RealClip, record_clip, step_displacement
@@ -31,6 +30,7 @@ from distillation.evaluation.patterns import MOVE_DIRECTIONS, PATTERNS, check_pa
 from distillation.evaluation.probe import Probe, ProbeAccuracy, controllability, scorable
 from distillation.training.metrics import MAX_PSNR, psnr, ssim
 from lingbot_env.doom.game import DoomConfig
+from world_model.world import video_to_tensor
 
 RECORDED = "recorded"
 WALK_PER_STEP = 50.0  # map units a walking player covers per step (about 40-60 once up to speed)
@@ -110,16 +110,11 @@ def real_clip(cfg: ReplayConfig, game: DoomConfig, maps: tuple[str, ...], i: int
     raise RuntimeError(f"{attempts} episodes on {map_name} ended before a {cfg.horizon}-step clip was complete")
 
 
-def to_video(frames: np.ndarray) -> torch.Tensor:
-    """uint8 [B, F, H, W, 3] -> float [B, 3, F, H, W] in [-1, 1] (the metrics' layout)."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
-
-
 def frame_metrics(real: np.ndarray, generated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """PSNR (dB, capped at ``MAX_PSNR``) and SSIM of ``generated`` vs ``real`` (uint8 [B, F, H, W, 3]) -> [B, F]."""
     if real.shape != generated.shape:
         raise ValueError(f"generated frames {generated.shape} do not match the real ones {real.shape}")
-    r, g = to_video(real), to_video(generated)
+    r, g = video_to_tensor(real), video_to_tensor(generated)
     return psnr(g, r).double().numpy(), ssim(g, r).double().numpy()
 
 
