@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 
 from distillation.doom_data import clip_batches
 from distillation.train_vae import load_exported_vae, read_safetensors_folder
-from distillation.training.budget import JsonlLog, TimeBudget
-from distillation.training.checkpoint import restore_state, save_state
+from distillation.training.budget import JsonlLog, TimeBudget, learning_rate
+from distillation.training.checkpoint import export_step, restore_state, save_state
 from distillation.training.cli import parse_config
 from distillation.training.ema import EMA
 from distillation.training.metrics import psnr, ssim
@@ -58,6 +58,7 @@ class TeacherTrainConfig:
     replay_clips: int = 4096
     lr: float = 2e-4
     warmup: int = 500
+    cooldown: float = 0.25  # fraction of --max-minutes at the end over which the rate falls to 5%
     weight_decay: float = 0.01
     max_steps: int = 200_000
     shift: float = doom.DoomTeacherConfig.shift
@@ -274,7 +275,7 @@ def load_export(folder: str | Path, dit: WanDiT, text: SmallTextEncoder) -> int:
     folder = Path(folder)
     dit.load_state_dict({k: v.float() for k, v in read_safetensors_folder(folder, "diffusion_pytorch_model").items()})
     text.load_state_dict({k: v.float() for k, v in load_file(folder / "text_encoder.safetensors").items()})
-    return json.loads((folder / "result.json").read_text()).get("step", 0)
+    return export_step(folder)
 
 
 def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
@@ -290,6 +291,8 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     ckpt_path = out / "checkpoint.pt"
     step = 0
+    # A run started from an export begins with a fresh optimizer, so it warms up again from there.
+    opt_start = export_step(cfg.init_from) if cfg.init_from else 0
     if not ckpt_path.exists() and cfg.init_from:
         step = load_export(cfg.init_from, dit, text)
         print(f"initialised from {cfg.init_from} (step {step}); optimizer state starts fresh")
@@ -324,7 +327,7 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
     while step < cfg.max_steps and not budget.expired():
         replay.refill(min_size=min(cfg.batch_size * 4, cfg.replay_clips))
         x0, actions, captions = replay.sample(cfg.batch_size, cpu_gen)
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+        lr = learning_rate(cfg.lr, step, warmup=cfg.warmup, budget=budget, cooldown=cfg.cooldown, start=opt_start)
         for g in opt.param_groups:
             g["lr"] = lr
         with amp:

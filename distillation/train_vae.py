@@ -24,8 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from distillation.doom_data import clip_batches
-from distillation.training.budget import JsonlLog, TimeBudget
-from distillation.training.checkpoint import restore_state, save_state
+from distillation.training.budget import JsonlLog, TimeBudget, learning_rate
+from distillation.training.checkpoint import export_step, restore_state, save_state
 from distillation.training.cli import parse_config
 from distillation.training.ema import EMA
 from distillation.training.metrics import psnr, ssim
@@ -43,6 +43,7 @@ class VAETrainConfig:
     batch_size: int = 16
     lr: float = 3e-4
     warmup: int = 200
+    cooldown: float = 0.25  # fraction of --max-minutes at the end over which the rate falls to 5%
     max_steps: int = 100_000
     kl_weight: float = 1e-6
     ssim_weight: float = 0.2
@@ -177,10 +178,12 @@ def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     ckpt_path = out / "checkpoint.pt"
     step = 0
+    # A run started from an export begins with a fresh optimizer, so it warms up again from there.
+    opt_start = export_step(cfg.init_from) if cfg.init_from else 0
     if not ckpt_path.exists() and cfg.init_from:
         init = load_exported_vae(cfg.init_from).state_dict()
         vae.load_state_dict(init)  # strict: names the missing / unexpected keys of a mismatched export
-        step = json.loads((Path(cfg.init_from) / "result.json").read_text()).get("step", 0)
+        step = opt_start
         print(f"initialised from {cfg.init_from} (step {step}); optimizer state starts fresh")
     ema = EMA(vae, cfg.ema, start_step=step)
     parts = {"model": vae, "optimizer": opt, "ema": ema}
@@ -200,7 +203,7 @@ def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     while step < cfg.max_steps and not budget.expired():
         video = next(batches)["video"]
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+        lr = learning_rate(cfg.lr, step, warmup=cfg.warmup, budget=budget, cooldown=cfg.cooldown, start=opt_start)
         for g in opt.param_groups:
             g["lr"] = lr
         with amp:

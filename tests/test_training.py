@@ -186,3 +186,19 @@ def test_teacher_resumes_from_its_checkpoint(tmp_path):
     # The resumed run started from the saved optimizer state: its step counters continued from 2.
     state = second["optimizer"]["state"]
     assert all(int(s["step"]) == 3 for s in state.values())
+
+
+def test_learning_rate_warms_up_from_the_fresh_optimizer_and_cools_down_with_the_budget():
+    from distillation.training.budget import TimeBudget, learning_rate
+
+    budget = TimeBudget(10.0)  # 600 s
+    budget.start -= 300  # half the budget spent: before the cool-down
+    assert learning_rate(1.0, 99, warmup=100, budget=budget, cooldown=0.25) == pytest.approx(1.0)
+    # A run initialised from an export at step 1000 warms up again from there.
+    assert learning_rate(1.0, 1049, warmup=100, budget=budget, cooldown=0.25, start=1000) == pytest.approx(0.5)
+    budget.start -= 225  # 75 s of 600 left = half of the 150 s cool-down
+    assert learning_rate(1.0, 5000, warmup=100, budget=budget, cooldown=0.25) == pytest.approx(0.5, abs=0.01)
+    budget.start -= 1000  # past the end: the floor, never zero or negative
+    assert learning_rate(1.0, 5000, warmup=100, budget=budget, cooldown=0.25) == pytest.approx(0.05)
+    # Without a time budget (step-limited runs, tests) there is no cool-down.
+    assert learning_rate(1.0, 5000, warmup=100, budget=TimeBudget(None), cooldown=0.25) == 1.0

@@ -34,3 +34,14 @@ class JsonlLog:
     def write(self, **record) -> None:
         with open(self.path, "a") as f:
             f.write(self._json.dumps(record) + "\n")
+
+
+def learning_rate(base: float, step: int, *, warmup: int, budget: TimeBudget, cooldown: float, start: int = 0) -> float:
+    """Linear warm-up over ``warmup`` steps from ``start`` (where the optimizer began fresh), then flat, then a
+    linear cool-down to 5% over the last ``cooldown`` fraction of the time budget. The time budget, not a step
+    count, ends a run on the GPU box, and a short run gains most from ending at a low rate."""
+    lr = base * min(1.0, (step + 1 - start) / max(warmup, 1))
+    if cooldown > 0 and budget.limit:
+        left = max(0.0, 1.0 - budget.elapsed / budget.limit)
+        lr *= max(0.05, min(1.0, left / cooldown))
+    return lr

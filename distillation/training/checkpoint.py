@@ -8,6 +8,7 @@ previous checkpoint or the new one, never a torn file.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from collections.abc import Callable
@@ -99,3 +100,9 @@ def restore_state(
         part.load_state_dict(ckpt[name])
     set_rng_state(ckpt["rng"])
     return int(ckpt["step"])
+
+
+def export_step(folder: str | Path) -> int:
+    """The training step an exported folder was written at (its ``result.json``), 0 when there is none."""
+    result = Path(folder) / "result.json"
+    return json.loads(result.read_text()).get("step", 0) if result.exists() else 0
