@@ -378,6 +378,8 @@ def write_shards(
         futures = [pool.submit(one, *job) for job in jobs]
         stopped = False
         for fut in as_completed(futures):
+            if fut.cancelled():
+                continue
             k, rec = fut.result()
             done[k] = rec
             if not stopped and not may_continue(done):
@@ -464,6 +466,8 @@ def main(argv: list[str] | None = None) -> dict | None:
             t0 = time.perf_counter()
 
             def may_continue(done: dict[int, dict]) -> bool:
+                if args.strict:  # all 8 shards or no result: a partial strict load would only fail later
+                    return True
                 elapsed = time.perf_counter() - t0
                 rate = sum(r["bytes"] for r in done.values()) / max(elapsed, 1e-9)
                 left = planned - sum(r["bytes"] for r in done.values())
