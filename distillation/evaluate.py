@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from lingbot_env.video import MISSING, mp4_available
+
 
 def _size(text: str) -> tuple[int, int]:
     from lingbot_env.doom.game import parse_size
@@ -113,6 +115,9 @@ def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             ap.error(f"{flag} must be >= 0, got {v}")
     if args.stability_rollouts < 1 or args.probe_data_steps < 1:
         ap.error("--stability-rollouts and --probe-data-steps must be >= 1")
+    if (args.videos or not args.no_stability_video) and not mp4_available():  # say so now, not at the end
+        print(f"warning: {MISSING}; no MP4s this run (--videos 0 --no-stability-video)", file=sys.stderr)
+        args.videos, args.no_stability_video = 0, True
     if args.probe and not args.train_probe and not Path(args.probe).is_file():
         ap.error(f"--probe {args.probe} does not exist (add --train-probe to train it)")
 

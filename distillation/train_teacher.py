@@ -111,7 +111,10 @@ class ClipConditioner:
 
 # -- data: game workers -> encoded latents in a GPU replay buffer ------------------------------------------------
 class LatentReplay:
-    """Ring buffer of encoded clips on the device; a thread keeps pulling played clips from the workers."""
+    """Ring buffer of encoded clips on the device; a thread keeps pulling played clips from the workers.
+
+    ``close()`` ends the thread and closes the batch iterator in it, which stops the game workers: left to the
+    interpreter's exit, the workers are killed and their engine processes outlive them (holding the stdout)."""
 
     def __init__(self, vae, batches, capacity: int, device: torch.device) -> None:
         self.vae, self.capacity, self.device = vae, capacity, device
@@ -120,12 +123,28 @@ class LatentReplay:
         self.captions: list[str] = []
         self.size, self.pos, self.seen = 0, 0, 0
         self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._pull, args=(batches,), daemon=True)
         self._thread.start()
 
     def _pull(self, batches) -> None:
-        for batch in batches:
-            self._queue.put(batch)
+        try:
+            for batch in batches:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(batch, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        finally:
+            if hasattr(batches, "close"):
+                batches.close()
+
+    def close(self, timeout: float = 120.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
 
     @torch.no_grad()
     def _add(self, batch: dict) -> None:
@@ -314,49 +333,55 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
 
     train_batches, val_batches = batch_source("train", step), batch_source("val", 0)
     replay = LatentReplay(vae, train_batches, cfg.replay_clips, device)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed + step)
-    cpu_gen = torch.Generator().manual_seed(cfg.seed + step)
-    budget, log = TimeBudget(cfg.max_minutes), JsonlLog(out / "log.jsonl")
+    try:
+        gen = torch.Generator(device=device).manual_seed(cfg.seed + step)
+        cpu_gen = torch.Generator().manual_seed(cfg.seed + step)
+        budget, log = TimeBudget(cfg.max_minutes), JsonlLog(out / "log.jsonl")
 
-    def save() -> None:
-        save_state(ckpt_path, step, dataclasses.asdict(cfg), parts)
+        def save() -> None:
+            save_state(ckpt_path, step, dataclasses.asdict(cfg), parts)
 
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="teacher", dynamic_ncols=True)
-    metrics: dict[str, float] = {}
-    while step < cfg.max_steps and not budget.expired():
-        replay.refill(min_size=min(cfg.batch_size * 4, cfg.replay_clips))
-        x0, actions, captions = replay.sample(cfg.batch_size, cpu_gen)
-        lr = learning_rate(cfg.lr, step, warmup=cfg.warmup, budget=budget, cooldown=cfg.cooldown, start=opt_start)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        with amp:
-            loss = flow_loss(dit, text, cond, x0, actions, captions, cfg, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        step += 1
-        ema_dit.update(dit, step)
-        ema_text.update(text, step)
-        bar.update(1)
-        if step % cfg.log_every == 0:
-            rec = {"step": step, "loss": loss.item(), "grad_norm": float(gnorm), "lr": lr, "clips_seen": replay.seen}
-            log.write(**rec)
-            bar.set_postfix(loss=f"{rec['loss']:.4f}", clips=replay.seen)
-        if step % cfg.val_every == 0:
-            metrics = validate(ema_dit.model, ema_text.model, cond, vae, decode, val_batches, cfg)
-            log.write(step=step, **metrics)
-            print(json.dumps({"step": step, **metrics}))
-        if step % cfg.checkpoint_every == 0:
-            save()
-    save()
-    bar.close()
-    metrics = validate(ema_dit.model, ema_text.model, cond, vae, decode, val_batches, cfg)
-    log.write(step=step, **metrics)
-    export(ema_dit.model, ema_text.model, out / "export", step, metrics)
-    print(json.dumps({"step": step, **metrics}))
-    return {"step": step, **metrics}
+        amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+        bar = tqdm(total=cfg.max_steps, initial=step, desc="teacher", dynamic_ncols=True)
+        metrics: dict[str, float] = {}
+        while step < cfg.max_steps and not budget.expired():
+            replay.refill(min_size=min(cfg.batch_size * 4, cfg.replay_clips))
+            x0, actions, captions = replay.sample(cfg.batch_size, cpu_gen)
+            lr = learning_rate(cfg.lr, step, warmup=cfg.warmup, budget=budget, cooldown=cfg.cooldown, start=opt_start)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with amp:
+                loss = flow_loss(dit, text, cond, x0, actions, captions, cfg, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            step += 1
+            ema_dit.update(dit, step)
+            ema_text.update(text, step)
+            bar.update(1)
+            if step % cfg.log_every == 0:
+                rec = {"step": step, "loss": loss.item(), "grad_norm": float(gnorm), "lr": lr}
+                rec["clips_seen"] = replay.seen
+                log.write(**rec)
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", clips=replay.seen)
+            if step % cfg.val_every == 0:
+                metrics = validate(ema_dit.model, ema_text.model, cond, vae, decode, val_batches, cfg)
+                log.write(step=step, **metrics)
+                print(json.dumps({"step": step, **metrics}))
+            if step % cfg.checkpoint_every == 0:
+                save()
+        save()
+        bar.close()
+        metrics = validate(ema_dit.model, ema_text.model, cond, vae, decode, val_batches, cfg)
+        log.write(step=step, **metrics)
+        export(ema_dit.model, ema_text.model, out / "export", step, metrics)
+        print(json.dumps({"step": step, **metrics}))
+        return {"step": step, **metrics}
+    finally:  # stop the game workers now, not at the interpreter's exit
+        replay.close()
+        if hasattr(val_batches, "close"):
+            val_batches.close()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from lingbot_env.video import mp4_writer
+
 SCRIPT_HELP = """\
 action scripts (--actions FILE):
   JSON: a list of steps (or {"actions": [...]}); each entry is one of
@@ -179,14 +181,12 @@ class VideoRecorder:
     """Appends ``uint8 [F, H, W, 3]`` chunks to a video file (imageio + ffmpeg, H.264 for .mp4)."""
 
     def __init__(self, path: str | Path, fps: float) -> None:
-        import imageio.v2 as imageio
-
         self.path = Path(path)
         if self.path.suffix.lower() not in VIDEO_SUFFIXES:
             raise ValueError(f"--record must be a video file ({', '.join(VIDEO_SUFFIXES)}), got {str(self.path)!r}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # macro_block_size=2: encoders need even sizes only; the default 16 would rescale e.g. 160x120 frames.
-        self.writer = imageio.get_writer(self.path, fps=fps, macro_block_size=2, ffmpeg_log_level="error")
+        self.writer = mp4_writer(self.path, fps, macro_block_size=2, ffmpeg_log_level="error")
         self.frames = 0
 
     def __call__(self, frames: np.ndarray) -> None:

@@ -202,3 +202,18 @@ def test_learning_rate_warms_up_from_the_fresh_optimizer_and_cools_down_with_the
     assert learning_rate(1.0, 5000, warmup=100, budget=budget, cooldown=0.25) == pytest.approx(0.05)
     # Without a time budget (step-limited runs, tests) there is no cool-down.
     assert learning_rate(1.0, 5000, warmup=100, budget=TimeBudget(None), cooldown=0.25) == 1.0
+
+
+def test_teacher_closes_its_batch_sources_when_it_ends(tmp_path):
+    """The game workers stop when training does (a source left open at exit leaves engine processes behind)."""
+    closed = []
+
+    def tracked(split, start):
+        try:
+            yield from source(split, start)
+        finally:
+            closed.append(split)
+
+    vae = tiny_vae_export(tmp_path / "vae")
+    train_teacher.train(teacher_cfg(tmp_path / "run", vae, max_steps=1), tracked)
+    assert sorted(closed) == ["train", "val"]

@@ -10,6 +10,7 @@
 # evaluation harness on held-out maps, and leaves in $OUT what to commit back: the exported weights as they are
 # (<= 15 MiB shards) plus one logs.tar of logs, reports and plots (the device tool returns at most 8 files).
 # Commit them back as: vae -> checkpoints/doom_vae/, light -> checkpoints/doom_light/, teacher -> checkpoints/doom_teacher/.
+# Run it with output to a file, not a pipe: game worker processes inherit stdout and keep a pipe open after a kill.
 # Order in a session: vae, light, teacher (the teacher validates through the light decoder when there is one).
 # Dry run here (CPU, tiny): DEVICE=cpu WORKERS=1 EVAL_CLIPS=2 SKIP_WHEELS=1 TRAIN_ARGS=... OUT=/tmp/o bash ... vae 0.2
 set -euo pipefail
@@ -31,11 +32,11 @@ export GIT_COMMIT="${GIT_COMMIT:-unknown}"
 mkdir -p runs
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || true
 
-evaluate() {  # evaluate <model spec> <out folder> [more args]
+evaluate() {  # evaluate <model spec> <out folder> [more args]; a failure is reported, the weights are already in $OUT
     local spec="$1" dir="$2"
     shift 2
     python3 -m distillation.evaluate --model "$spec" --out "$dir" --device "$DEVICE" --no-progress --stability-steps 0 \
-        --clips "$EVAL_CLIPS" --horizon 4 "$@" "${EVAL_ARGS[@]}"
+        --clips "$EVAL_CLIPS" --horizon 4 "$@" "${EVAL_ARGS[@]}" || echo "evaluation of $spec failed (exit $?); the weights are in $OUT" >&2
 }
 
 pack() {  # pack <paths...>: logs, reports and plots into one file (the tool returns at most 8); missing ones skipped
@@ -50,8 +51,8 @@ vae)
     [ -f checkpoints/doom_vae/result.json ] && init=(--init-from checkpoints/doom_vae)
     python3 -m distillation.train_vae --device "$DEVICE" --out runs/doom_vae --workers "$WORKERS" \
         --max-minutes "$MINUTES" --checkpoint-every 100000 "${init[@]}" "${TRAIN_ARGS[@]}"
-    evaluate vae:runs/doom_vae/export runs/eval_vae --batch-size 16 --videos 2
     cp runs/doom_vae/export/vae* runs/doom_vae/export/result.json "$OUT"/
+    evaluate vae:runs/doom_vae/export runs/eval_vae --batch-size 16 --videos 2
     pack runs/doom_vae/log.jsonl runs/eval_vae
     ;;
 teacher)
@@ -65,18 +66,18 @@ teacher)
     # The committed probe keeps controllability comparable across sessions and models; train one if missing.
     probe=(--probe checkpoints/probe/probe.pt)
     [ -f checkpoints/probe/probe.pt ] || probe=(--train-probe --probe runs/eval_teacher/probe.pt)
+    cp runs/doom_teacher/export/*.safetensors runs/doom_teacher/export/*.json "$OUT"/
     evaluate "teacher:runs/doom_teacher/export:checkpoints/doom_vae$spec_light" runs/eval_teacher \
         --batch-size 50 --videos 4 "${probe[@]}"
-    cp runs/doom_teacher/export/*.safetensors runs/doom_teacher/export/*.json "$OUT"/
     pack runs/doom_teacher/log.jsonl runs/eval_teacher
     ;;
 light)
     python3 -m distillation.train_light_decoder --device "$DEVICE" --data onthefly --workers "$WORKERS" \
         --vae-export checkpoints/doom_vae --out runs/light --widths 96,48,32,16 --blocks-per-stage 2 --frames 17 \
         --max-minutes "$MINUTES" --no-progress "${TRAIN_ARGS[@]}"
+    cp runs/light/light_decoder.pt runs/light/result.json "$OUT"/
     evaluate vae:checkpoints/doom_vae runs/eval_vae --batch-size 25 --videos 1
     evaluate vae:checkpoints/doom_vae:runs/light/light_decoder.pt runs/eval_light --batch-size 25 --videos 1
-    cp runs/light/light_decoder.pt runs/light/result.json "$OUT"/
     pack runs/light/log.jsonl runs/eval_vae runs/eval_light
     ;;
 *)

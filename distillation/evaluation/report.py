@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 from distillation.evaluation.plots import Series, line_plot, panel_plot
 from distillation.evaluation.replay import RECORDED, KeptClip, ReplayResult, per_step
 from distillation.evaluation.stability import StabilityResult
+from lingbot_env.video import mp4_writer
 
 FORMAT = "lingbot-world-eval"
 ALIGNMENT = {
@@ -57,8 +58,6 @@ class SideBySideVideo:
         self.frames = 0
 
     def _open(self, h: int, w: int) -> None:
-        import imageio.v2 as imageio
-
         self.scale = _scale_for(h)
         fw = w * self.scale
         img = Image.new("RGB", (2 * fw + 4, 16), (0, 0, 0))
@@ -68,7 +67,7 @@ class SideBySideVideo:
         d.text((fw + 8, 2), self.labels[1], fill=(255, 255, 255), font=font)
         self._header = np.asarray(img)
         # Even sizes by construction (2x scale or more, 4-px gap, 16-px header): libx264's yuv420p needs them.
-        self._writer = imageio.get_writer(self.path, fps=self.fps, codec="libx264", quality=8, macro_block_size=1)
+        self._writer = mp4_writer(self.path, self.fps, codec="libx264", quality=8, macro_block_size=1)
 
     def add(self, real: np.ndarray, generated: np.ndarray, *_: Any) -> None:
         """Append frames: ``real`` and ``generated`` uint8 [k, H, W, 3] (extra args: the rollout sink signature)."""
