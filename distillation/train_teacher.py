@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import queue
-import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,7 @@ from distillation.training.checkpoint import export_step, restore_state, save_st
 from distillation.training.cli import parse_config
 from distillation.training.ema import EMA
 from distillation.training.metrics import psnr, ssim
+from distillation.training.replay import ReplayBuffer
 from world_model import doom
 from world_model.checkpoints.text_encoders import SmallTextEncoder
 from world_model.control import act_control_from_actions, default_intrinsics, pixel_rays
@@ -110,75 +111,17 @@ class ClipConditioner:
 
 
 # -- data: game workers -> encoded latents in a GPU replay buffer ------------------------------------------------
-class LatentReplay:
-    """Ring buffer of encoded clips on the device; a thread keeps pulling played clips from the workers.
+def encode_clips(vae) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Replay transform: a batch of played clips -> normalised latents (bf16, to halve the buffer), actions and
+    captions."""
 
-    ``close()`` ends the thread and closes the batch iterator in it, which stops the game workers: left to the
-    interpreter's exit, the workers are killed and their engine processes outlive them (holding the stdout)."""
+    def transform(batch: dict[str, Any]) -> dict[str, Any]:
+        kind = batch["video"].device.type
+        with torch.autocast(kind, torch.bfloat16, enabled=kind == "cuda"):
+            z = vae.encode(batch["video"].to(vae.dtype), chunked=False).to(torch.bfloat16)
+        return {"latents": z, "actions": batch["actions"], "captions": batch["captions"]}
 
-    def __init__(self, vae, batches, capacity: int, device: torch.device) -> None:
-        self.vae, self.capacity, self.device = vae, capacity, device
-        self.latents: torch.Tensor | None = None
-        self.actions: torch.Tensor | None = None
-        self.captions: list[str] = []
-        self.size, self.pos, self.seen = 0, 0, 0
-        self._queue: queue.Queue = queue.Queue(maxsize=4)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._pull, args=(batches,), daemon=True)
-        self._thread.start()
-
-    def _pull(self, batches) -> None:
-        try:
-            for batch in batches:
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(batch, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
-                    return
-        finally:
-            if hasattr(batches, "close"):
-                batches.close()
-
-    def close(self, timeout: float = 120.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    @torch.no_grad()
-    def _add(self, batch: dict) -> None:
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.device.type == "cuda"):
-            z = self.vae.encode(batch["video"].to(self.vae.dtype), chunked=False).to(torch.bfloat16)
-        if self.latents is None:
-            self.latents = torch.empty((self.capacity, *z.shape[1:]), dtype=torch.bfloat16, device=self.device)
-            self.actions = torch.empty((self.capacity, *batch["actions"].shape[1:]), device=self.device)
-            self.captions = [""] * self.capacity
-        for i in range(z.shape[0]):
-            self.latents[self.pos] = z[i]
-            self.actions[self.pos] = batch["actions"][i]
-            self.captions[self.pos] = batch["captions"][i]
-            self.pos = (self.pos + 1) % self.capacity
-            self.size = min(self.size + 1, self.capacity)
-        self.seen += z.shape[0]
-
-    def refill(self, min_size: int) -> None:
-        """Hold at least ``min_size`` clips, then take the batches already waiting (a bounded number: the game
-        workers must not keep the trainer encoding forever)."""
-        while self.size < min_size:
-            try:
-                self._add(self._queue.get(timeout=600))
-            except queue.Empty:
-                raise RuntimeError("no clips from the game workers for 10 minutes") from None
-        for _ in range(self._queue.qsize()):
-            try:
-                self._add(self._queue.get_nowait())
-            except queue.Empty:
-                return
-
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        idx = torch.randint(0, self.size, (batch_size,), generator=generator)
-        return self.latents[idx].float(), self.actions[idx], [self.captions[i] for i in idx.tolist()]
+    return transform
 
 
 # -- model pieces ------------------------------------------------------------------------------------------------
@@ -332,7 +275,7 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
             return clip_batches(cfg.data, cfg.val_clips, cfg.clip_steps, device, split="val", workers=2, seed=777)
 
     train_batches, val_batches = batch_source("train", step), batch_source("val", 0)
-    replay = LatentReplay(vae, train_batches, cfg.replay_clips, device)
+    replay = ReplayBuffer(train_batches, cfg.replay_clips, device, encode_clips(vae))
     try:
         gen = torch.Generator(device=device).manual_seed(cfg.seed + step)
         cpu_gen = torch.Generator().manual_seed(cfg.seed + step)
@@ -346,7 +289,8 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
         metrics: dict[str, float] = {}
         while step < cfg.max_steps and not budget.expired():
             replay.refill(min_size=min(cfg.batch_size * 4, cfg.replay_clips))
-            x0, actions, captions = replay.sample(cfg.batch_size, cpu_gen)
+            drawn = replay.sample(cfg.batch_size, cpu_gen)
+            x0, actions, captions = drawn["latents"].float(), drawn["actions"], drawn["captions"]
             lr = learning_rate(cfg.lr, step, warmup=cfg.warmup, budget=budget, cooldown=cfg.cooldown, start=opt_start)
             for g in opt.param_groups:
                 g["lr"] = lr

@@ -29,6 +29,7 @@ from distillation.training.checkpoint import export_step, restore_state, save_st
 from distillation.training.cli import parse_config
 from distillation.training.ema import EMA
 from distillation.training.metrics import psnr, ssim
+from distillation.training.replay import ReplayBuffer
 from world_model import doom
 from world_model.vae import VAEConfig, WanVAE, is_encoder_key, vae_from_halves
 
@@ -44,6 +45,9 @@ class VAETrainConfig:
     lr: float = 3e-4
     warmup: int = 200
     cooldown: float = 0.25  # fraction of --max-minutes at the end over which the rate falls to 5%
+    # Clips held on the device and redrawn (mirrored at random) while the game workers play new ones: the workers
+    # were the limit on the GPU. 0: every step takes the next played batch (bit-exact resume; tests).
+    replay_clips: int = 1024
     max_steps: int = 100_000
     kl_weight: float = 1e-6
     ssim_weight: float = 0.2
@@ -166,6 +170,24 @@ def default_batches(cfg: VAETrainConfig, split: str, start_step: int):
     return clip_batches(cfg.data, cfg.batch_size, cfg.steps, cfg.device, split=split, workers=cfg.workers, seed=seed)
 
 
+def clip_source(batches, cfg: VAETrainConfig, device: torch.device, step: int):
+    """``(draw, replay)``: ``draw()`` -> the next training video ``[B, 3, F, H, W]``; ``replay`` is the
+    :class:`ReplayBuffer` behind it (None with ``replay_clips=0``: straight from ``batches``)."""
+    if not cfg.replay_clips:
+        return (lambda: next(batches)["video"]), None
+    replay = ReplayBuffer(batches, cfg.replay_clips, device, lambda b: {"video": b["video"].half()})
+    gen = torch.Generator().manual_seed(cfg.seed + step)
+
+    def draw() -> torch.Tensor:
+        replay.refill(min_size=cfg.batch_size * 4)
+        video = replay.sample(cfg.batch_size, gen)["video"].float()
+        mirror = (torch.rand(video.shape[0], generator=gen) < 0.5).to(video.device)
+        video = torch.where(mirror[:, None, None, None, None], video.flip(-1), video)
+        return video.contiguous(memory_format=torch.channels_last_3d) if cfg.channels_last and video.is_cuda else video
+
+    return draw, replay
+
+
 def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
     """Train (resuming from ``out/checkpoint.pt`` if present). ``batch_source(split, start_step)`` -> an
     iterator of batches replaces the game data (tests feed fixed batches)."""
@@ -192,50 +214,56 @@ def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
         step = resumed
         print(f"resumed from step {step}")
     forward = torch.compile(reconstruct) if cfg.compile else reconstruct
-    batches = batch_source("train", step)
+    draw, replay = clip_source(batch_source("train", step), cfg, device, step)
     budget, log = TimeBudget(cfg.max_minutes), JsonlLog(out / "log.jsonl")
 
     def save() -> None:
         save_state(ckpt_path, step, dataclasses.asdict(cfg), parts)
 
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="vae", dynamic_ncols=True)
-    t_log, step_log = budget.elapsed, step
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    while step < cfg.max_steps and not budget.expired():
-        video = next(batches)["video"]
-        lr = learning_rate(cfg.lr, step, warmup=cfg.warmup, budget=budget, cooldown=cfg.cooldown, start=opt_start)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        with amp:
-            recon, mu, logvar = forward(vae, video)
-        loss, terms = vae_loss(video, recon.float(), mu, logvar, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
-        opt.step()
-        step += 1
-        ema.update(vae, step)
-        bar.update(1)
-        if step % cfg.log_every == 0:
-            with torch.no_grad():
-                p = psnr(recon.float().clamp(-1, 1), video).mean().item()
-            rate = (step - step_log) / max(budget.elapsed - t_log, 1e-9)
-            t_log, step_log = budget.elapsed, step
-            rec = {"step": step, "loss": loss.item(), "psnr": p, "grad_norm": float(gnorm), "lr": lr, **terms}
-            rec["steps_per_s"] = rate
-            log.write(**rec)
-            bar.set_postfix(loss=f"{rec['loss']:.4f}", psnr=f"{p:.2f}")
-        if step % cfg.checkpoint_every == 0:
-            save()
-    save()
-    bar.close()
-    # Score the raw and the EMA weights on the same held-out clips; export the better one with measured latent
-    # statistics (early in training the average can still trail the raw weights).
-    val_batches = list(itertools.islice(batch_source("val", 0), 8))
-    scores = {name: evaluate(m, iter(val_batches)) for name, m in (("model", vae), ("ema", ema.model))}
-    chosen = max(scores, key=lambda name: scores[name]["val_psnr"])
-    final = vae if chosen == "model" else ema.model
-    stats = latent_stats(final, batches)
+    try:
+        bar = tqdm(total=cfg.max_steps, initial=step, desc="vae", dynamic_ncols=True)
+        t_log, step_log = budget.elapsed, step
+        amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+        while step < cfg.max_steps and not budget.expired():
+            video = draw()
+            lr = learning_rate(cfg.lr, step, warmup=cfg.warmup, budget=budget, cooldown=cfg.cooldown, start=opt_start)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with amp:
+                recon, mu, logvar = forward(vae, video)
+            loss, terms = vae_loss(video, recon.float(), mu, logvar, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            ema.update(vae, step)
+            bar.update(1)
+            if step % cfg.log_every == 0:
+                with torch.no_grad():
+                    p = psnr(recon.float().clamp(-1, 1), video).mean().item()
+                rate = (step - step_log) / max(budget.elapsed - t_log, 1e-9)
+                t_log, step_log = budget.elapsed, step
+                rec = {"step": step, "loss": loss.item(), "psnr": p, "grad_norm": float(gnorm), "lr": lr, **terms}
+                rec["steps_per_s"] = rate
+                if replay is not None:
+                    rec["clips_played"] = replay.seen
+                log.write(**rec)
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", psnr=f"{p:.2f}")
+            if step % cfg.checkpoint_every == 0:
+                save()
+        save()
+        bar.close()
+        # Score the raw and the EMA weights on the same held-out clips; export the better one with measured latent
+        # statistics (early in training the average can still trail the raw weights).
+        val_batches = list(itertools.islice(batch_source("val", 0), 8))
+        scores = {name: evaluate(m, iter(val_batches)) for name, m in (("model", vae), ("ema", ema.model))}
+        chosen = max(scores, key=lambda name: scores[name]["val_psnr"])
+        final = vae if chosen == "model" else ema.model
+        stats = latent_stats(final, ({"video": draw()} for _ in itertools.count()))
+    finally:  # stop the game workers now, not at the interpreter's exit
+        if replay is not None:
+            replay.close()
     export_vae(final, stats, out / "export")
     result = {
         "step": step,

@@ -31,7 +31,7 @@ def small_source(split, start):
 
 
 def vae_cfg(tmp_path, **kw):
-    base = dict(out=str(tmp_path), dim=8, batch_size=2, warmup=1, lr=1e-3, log_every=1, device="cpu")
+    base = dict(out=str(tmp_path), dim=8, batch_size=2, warmup=1, lr=1e-3, log_every=1, device="cpu", replay_clips=0)
     return train_vae.VAETrainConfig(**{**base, **kw})
 
 

@@ -1,0 +1,55 @@
+"""The device replay buffer that lets small models train faster than the game workers play."""
+
+import itertools
+
+import pytest
+import torch
+from test_training import small_source, vae_cfg
+
+from distillation import train_vae
+from distillation.training.replay import ReplayBuffer
+
+
+def numbered(closed):
+    try:
+        for k in itertools.count():
+            yield {"x": torch.full((2, 3), float(k)), "name": [f"{k}a", f"{k}b"]}
+    finally:
+        closed.append(True)
+
+
+def test_replay_holds_the_latest_examples_and_closes_its_source():
+    closed: list[bool] = []
+    replay = ReplayBuffer(numbered(closed), capacity=6, device="cpu", transform=lambda b: dict(b))
+    replay.refill(min_size=6)
+    assert replay.size == 6 and replay.seen >= 6
+    drawn = replay.sample(50, torch.Generator().manual_seed(0))
+    assert drawn["x"].shape == (50, 3)
+    for x, name in zip(drawn["x"], drawn["name"]):  # tensor rows and list entries stay paired
+        assert name.startswith(str(int(x[0])))
+    while replay.seen < 20:  # the ring keeps only the newest ``capacity``
+        replay.refill(min_size=6)
+    held = {int(v) for v in replay.store["x"][:, 0].tolist()}
+    assert min(held) >= replay.seen // 2 - 3
+    replay.close()
+    assert closed == [True] and not replay._thread.is_alive()
+
+
+def test_replay_rejects_an_empty_capacity():
+    with pytest.raises(ValueError, match="capacity"):
+        ReplayBuffer(iter(()), capacity=0, device="cpu", transform=dict)
+
+
+def test_vae_trains_from_the_replay_and_stops_the_source(tmp_path):
+    closed = []
+
+    def tracked(split, start):
+        try:
+            yield from small_source(split, start)
+        finally:
+            closed.append(split)
+
+    result = train_vae.train(vae_cfg(tmp_path, max_steps=3, replay_clips=8), tracked)
+    assert result["step"] == 3 and torch.isfinite(torch.tensor(result["val_psnr"]))
+    assert "train" in closed
+    assert (tmp_path / "export" / "vae_encoder.safetensors").exists()
