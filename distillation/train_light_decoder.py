@@ -228,7 +228,7 @@ def train_light_decoder(
     budget = TimeBudget(cfg.max_minutes)
     bar = tqdm(total=cfg.steps, initial=step, desc="light decoder", disable=not cfg.progress, dynamic_ncols=True)
     batches = _batches(videos, step) if step < cfg.steps else iter(())
-    t_log, step_log = budget.elapsed, step
+    budget.mark(step)
     try:
         while step < cfg.steps:
             try:
@@ -242,9 +242,7 @@ def train_light_decoder(
             bar.update(1)
             bar.set_postfix(loss=f"{terms['loss']:.4f}")
             if step % cfg.log_every == 0:
-                rate = (step - step_log) / max(budget.elapsed - t_log, 1e-9)
-                t_log, step_log = budget.elapsed, step
-                log.write(step=step, **terms, lr=optimizer.param_groups[0]["lr"], steps_per_s=rate)
+                log.write(step=step, **terms, lr=optimizer.param_groups[0]["lr"], steps_per_s=budget.steps_per_s(step))
             if validator is not None and step % cfg.val_every == 0 and step < cfg.steps:
                 validate()
             out_of_time = budget.expired()

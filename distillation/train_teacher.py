@@ -280,6 +280,7 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
         gen = torch.Generator(device=device).manual_seed(cfg.seed + step)
         cpu_gen = torch.Generator().manual_seed(cfg.seed + step)
         budget, log = TimeBudget(cfg.max_minutes), JsonlLog(out / "log.jsonl")
+        budget.mark(step)
 
         def save() -> None:
             save_state(ckpt_path, step, dataclasses.asdict(cfg), parts)
@@ -306,7 +307,7 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
             bar.update(1)
             if step % cfg.log_every == 0:
                 rec = {"step": step, "loss": loss.item(), "grad_norm": float(gnorm), "lr": lr}
-                rec["clips_seen"] = replay.seen
+                rec.update(clips_seen=replay.seen, steps_per_s=budget.steps_per_s(step), elapsed_s=budget.elapsed)
                 log.write(**rec)
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", clips=replay.seen)
             if step % cfg.val_every == 0:

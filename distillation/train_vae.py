@@ -222,7 +222,7 @@ def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
 
     try:
         bar = tqdm(total=cfg.max_steps, initial=step, desc="vae", dynamic_ncols=True)
-        t_log, step_log = budget.elapsed, step
+        budget.mark(step)
         amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
         while step < cfg.max_steps and not budget.expired():
             video = draw()
@@ -242,10 +242,8 @@ def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
             if step % cfg.log_every == 0:
                 with torch.no_grad():
                     p = psnr(recon.float().clamp(-1, 1), video).mean().item()
-                rate = (step - step_log) / max(budget.elapsed - t_log, 1e-9)
-                t_log, step_log = budget.elapsed, step
                 rec = {"step": step, "loss": loss.item(), "psnr": p, "grad_norm": float(gnorm), "lr": lr, **terms}
-                rec["steps_per_s"] = rate
+                rec["steps_per_s"] = budget.steps_per_s(step)
                 if replay is not None:
                     rec["clips_played"] = replay.seen
                 log.write(**rec)

@@ -20,6 +20,7 @@ OUT="${OUT:?set OUT to the folder whose files come back}"
 WORKERS="${WORKERS:-14}"
 DEVICE="${DEVICE:-cuda}"      # DEVICE=cpu EVAL_CLIPS=4 SKIP_WHEELS=1 ... : a dry run of the whole stage here
 EVAL_CLIPS="${EVAL_CLIPS:-100}"
+SCORE="${SCORE:-1}"           # SCORE=0: train and export only (a first call of a run that a later call scores)
 read -r -a TRAIN_ARGS <<<"${TRAIN_ARGS:-}"  # extra trainer flags, e.g. TRAIN_ARGS="--batch-size 2" for a dry run
 read -r -a EVAL_ARGS <<<"${EVAL_ARGS:-}"    # extra harness flags, e.g. a short probe for a dry run
 LIGHT=checkpoints/doom_light/light_decoder.pt
@@ -35,6 +36,7 @@ nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || tr
 evaluate() {  # evaluate <model spec> <out folder> [more args]; a failure is reported, the weights are already in $OUT
     local spec="$1" dir="$2"
     shift 2
+    [ "$SCORE" = 0 ] && return 0
     python3 -m distillation.evaluate --model "$spec" --out "$dir" --device "$DEVICE" --no-progress --stability-steps 0 \
         --clips "$EVAL_CLIPS" --horizon 4 "$@" "${EVAL_ARGS[@]}" || echo "evaluation of $spec failed (exit $?); the weights are in $OUT" >&2
 }

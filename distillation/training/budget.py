@@ -11,6 +11,7 @@ class TimeBudget:
     def __init__(self, max_minutes: float | None) -> None:
         self.start = time.monotonic()
         self.limit = None if max_minutes is None else max_minutes * 60.0
+        self._mark = (0.0, 0)  # (elapsed seconds, step) of the last rate reading
 
     @property
     def elapsed(self) -> float:
@@ -18,6 +19,17 @@ class TimeBudget:
 
     def expired(self) -> bool:
         return self.limit is not None and self.elapsed >= self.limit
+
+    def steps_per_s(self, step: int) -> float:
+        """Training steps per second since the previous reading or ``mark``."""
+        t0, s0 = self._mark
+        now = self.elapsed
+        self._mark = (now, step)
+        return (step - s0) / max(now - t0, 1e-9)
+
+    def mark(self, step: int) -> None:
+        """Start the rate clock at ``step`` (a resumed run starts above 0)."""
+        self._mark = (self.elapsed, step)
 
 
 class JsonlLog:
