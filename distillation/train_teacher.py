@@ -57,6 +57,7 @@ class TeacherTrainConfig:
     clip_steps: int = 8
     batch_size: int = 32
     replay_clips: int = 4096
+    reuse: float = 16.0  # each stored clip is drawn about this often: encoding every played clip starved the GPU
     lr: float = 2e-4
     warmup: int = 500
     cooldown: float = 0.25  # fraction of --max-minutes at the end over which the rate falls to 5%
@@ -275,7 +276,7 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
             return clip_batches(cfg.data, cfg.val_clips, cfg.clip_steps, device, split="val", workers=2, seed=777)
 
     train_batches, val_batches = batch_source("train", step), batch_source("val", 0)
-    replay = ReplayBuffer(train_batches, cfg.replay_clips, device, encode_clips(vae))
+    replay = ReplayBuffer(train_batches, cfg.replay_clips, device, encode_clips(vae), reuse=cfg.reuse)
     try:
         gen = torch.Generator(device=device).manual_seed(cfg.seed + step)
         cpu_gen = torch.Generator().manual_seed(cfg.seed + step)

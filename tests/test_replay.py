@@ -35,9 +35,26 @@ def test_replay_holds_the_latest_examples_and_closes_its_source():
     assert closed == [True] and not replay._thread.is_alive()
 
 
-def test_replay_rejects_an_empty_capacity():
+def test_replay_rejects_an_empty_capacity_or_reuse_below_one():
     with pytest.raises(ValueError, match="capacity"):
         ReplayBuffer(iter(()), capacity=0, device="cpu", transform=dict)
+    with pytest.raises(ValueError, match="reuse"):
+        ReplayBuffer(iter(()), capacity=4, device="cpu", transform=dict, reuse=0.5)
+
+
+def test_replay_reuse_caps_what_is_stored_per_example_drawn():
+    import time
+
+    replay = ReplayBuffer(numbered([]), capacity=64, device="cpu", transform=lambda b: dict(b), reuse=4)
+    gen = torch.Generator().manual_seed(0)
+    replay.refill(min_size=2)
+    for _ in range(20):
+        time.sleep(0.01)  # the source always has batches waiting: only the cap holds storing back
+        replay.refill(min_size=2)
+        replay.sample(8, gen)
+    # 152 drawn before the last refill at reuse 4 -> 38 stored, give or take a batch of 2 (uncapped: ~160)
+    assert replay.drawn == 160 and 38 <= replay.seen <= 38 + 4
+    replay.close()
 
 
 def test_vae_trains_from_the_replay_and_stops_the_source(tmp_path):

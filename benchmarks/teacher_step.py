@@ -1,0 +1,102 @@
+"""Where a Doom teacher training step spends its time: the flow-matching step on fixed random latents (eager and
+compiled), its parts, and the replay transform (VAE encode of a played batch). Writes JSON.
+
+    python -m benchmarks.teacher_step --device cuda --out benchmarks/results/teacher_step_h100.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from distillation.train_teacher import (
+    ClipConditioner,
+    TeacherTrainConfig,
+    build_models,
+    encode_clips,
+    encode_text,
+    flow_loss,
+)
+from distillation.train_vae import load_exported_vae
+
+
+def timed(fn, device, iters: int) -> float:
+    fn()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t) / iters * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--vae", default="checkpoints/doom_vae", help="a VAE export: times encoding a played batch")
+    ap.add_argument("--out", default="")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    cfg = TeacherTrainConfig(device=args.device, batch_size=args.batch_size)
+    dit, text = build_models(device)
+    cond = ClipConditioner(device)
+    b, t = args.batch_size, cfg.clip_steps + 1
+    x0 = torch.randn(b, 16, t, 12, 16, device=device)
+    actions = torch.rand(b, cfg.clip_steps, 6, device=device) * 2 - 1
+    captions = [f"a corridor with {i} zombiemen to the left" for i in range(b)]
+    gen = torch.Generator(device=device).manual_seed(0)
+    params = list(dit.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step():
+        with amp:
+            loss = flow_loss(dit, text, cond, x0, actions, captions, cfg, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+
+    def text_only():
+        with amp:
+            encode_text(text, captions)
+
+    def control_only():
+        cond.control(actions)
+
+    res = {"config": vars(args), "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
+    res["text_ms"] = timed(text_only, device, args.iters)
+    res["control_ms"] = timed(control_only, device, args.iters)
+    vae = load_exported_vae(args.vae, device, decoder=False)
+    played = {"video": torch.rand(16, 3, 4 * cfg.clip_steps + 1, 96, 128, device=device) * 2 - 1}
+    played.update(actions=actions[:16], captions=captions[:16])
+    encode = encode_clips(vae)
+    res["encode_16_clips_ms"] = timed(lambda: encode(played), device, args.iters)
+    res["step_eager_ms"] = timed(step, device, args.iters)
+    if device.type == "cuda":
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            step()
+            torch.cuda.synchronize()
+        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=15)
+        print(table)
+        print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=15))
+    dit.compile()
+    res["step_compiled_ms"] = timed(step, device, args.iters)
+    print(json.dumps(res, indent=1))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
