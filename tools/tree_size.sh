@@ -5,7 +5,7 @@
 #   bash tools/tree_size.sh .whl          # e.g. before a training stage that carries the game wheels
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} sh -c 'test -f "{}" && stat -c %s "{}"' |
+tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} sh -c 'if test -f "{}"; then stat -c %s "{}"; fi' |
     awk '{s += $1} END {print s + 0}')
 carry=0
 for p in "$@"; do carry=$((carry + $(du -sb "$p" | cut -f1))); done
