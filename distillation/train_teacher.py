@@ -138,14 +138,21 @@ def encode_text(text: SmallTextEncoder, captions: list[str]) -> torch.Tensor:
     return feats
 
 
+def drop_captions(captions: list[str], p: float, generator: torch.Generator) -> list[str]:
+    """Each caption replaced by "" with probability ``p`` (the unconditional branch of CFG). Drawn on the CPU:
+    reading a GPU draw back would stall the training loop every step."""
+    drop = (torch.rand(len(captions), generator=generator) < p).tolist()
+    return ["" if d else c for c, d in zip(captions, drop)]
+
+
 def flow_loss(dit: WanDiT, text: SmallTextEncoder, cond: ClipConditioner, x0, actions, captions, cfg, gen):
+    """Flow-matching loss of one batch: ``x0`` ``[B, 16, T, h, w]`` latents, ``actions`` ``[B, T - 1, 6]``,
+    captions as given (dropout is the caller's, :func:`drop_captions`)."""
     b = x0.shape[0]
     dev = x0.device
     sigma = shift_sigma(torch.rand(b, device=dev, generator=gen), cfg.shift)
     noise = torch.randn(x0.shape, device=dev, generator=gen)
     xt = (1 - sigma.view(-1, 1, 1, 1, 1)) * x0 + sigma.view(-1, 1, 1, 1, 1) * noise
-    drop = torch.rand(b, generator=gen, device=dev) < cfg.caption_dropout
-    captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
     y = image_condition(x0, torch.rand(b, device=dev, generator=gen) * cfg.cond_noise)
     v = dit(xt, sigma * 1000, encode_text(text, captions), y, cond.control(actions))
     return F.mse_loss(v.float(), (noise - x0).float())
@@ -251,7 +258,9 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
     decode = latent_decoder(vae, cfg.light_decoder, device)
     dit, text = build_models(device)
     params = list(dit.parameters()) + list(text.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(
+        params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+    )
     ckpt_path = out / "checkpoint.pt"
     step = 0
     # A run started from an export begins with a fresh optimizer, so it warms up again from there.
@@ -292,7 +301,8 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
         while step < cfg.max_steps and not budget.expired():
             replay.refill(min_size=min(cfg.batch_size * 4, cfg.replay_clips))
             drawn = replay.sample(cfg.batch_size, cpu_gen)
-            x0, actions, captions = drawn["latents"].float(), drawn["actions"], drawn["captions"]
+            x0, actions = drawn["latents"].float(), drawn["actions"]
+            captions = drop_captions(drawn["captions"], cfg.caption_dropout, cpu_gen)
             lr = learning_rate(cfg.lr, step, warmup=cfg.warmup, budget=budget, cooldown=cfg.cooldown, start=opt_start)
             for g in opt.param_groups:
                 g["lr"] = lr

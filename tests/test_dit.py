@@ -205,3 +205,17 @@ def test_full_size_counts_on_meta(cfg, tensors, params):
 def test_act_control_width():
     assert WanDiTConfig(control_dim=7).control_in_features == 1792
     assert tiny_config(7).control_in_features == 7 * 64 * 4
+
+
+@pytest.mark.parametrize("attention", ["bidirectional", "block_causal"])
+def test_training_forward_traces_as_one_graph(attention):
+    """torch.compile of the training forward must not split: a host read-back of the timesteps or RoPE positions
+    broke it into 8 graphs (and synced the GPU) before the value checks were kept to eager mode."""
+    import torch._dynamo as dynamo
+
+    model = tiny_dit(7)
+    x, y, ctx, ctrl = clip_inputs(model, frames=3)
+    dynamo.reset()
+    explained = dynamo.explain(model)(x, torch.tensor([300.0, 800.0]), ctx, y, ctrl, attention=attention)
+    assert explained.graph_break_count == 0, [r.reason for r in explained.break_reasons]
+    assert explained.graph_count == 1

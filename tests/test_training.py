@@ -175,6 +175,16 @@ def test_teacher_step_reduces_loss_on_a_fixed_batch(tmp_path):
     assert losses[-1] < losses[0] * 0.9
 
 
+def test_caption_dropout_draws_on_the_cpu_at_its_rate():
+    caps = [f"room {i}" for i in range(2000)]
+    dropped = train_teacher.drop_captions(caps, 0.1, torch.Generator().manual_seed(0))
+    blank = [d == "" for d in dropped]
+    assert 150 < sum(blank) < 250
+    assert all(d in ("", c) for d, c in zip(dropped, caps))
+    assert train_teacher.drop_captions(caps, 0.1, torch.Generator().manual_seed(0)) == dropped
+    assert train_teacher.drop_captions(caps[:5], 0.0, torch.Generator()) == caps[:5]
+
+
 def test_teacher_resumes_from_its_checkpoint(tmp_path):
     vae = tiny_vae_export(tmp_path / "vae")
     train_teacher.train(teacher_cfg(tmp_path / "run", vae, max_steps=2), source)

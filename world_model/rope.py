@@ -53,7 +53,9 @@ class Rope3D:
         Returns:
             ``cos, sin``: ``[F * height * width, head_dim // 2]`` float32.
         """
-        if frame_positions.numel() and int(frame_positions.max()) >= self.max_positions:
+        # Reading the positions back is a host sync and a graph break under torch.compile: checked in eager only.
+        checked = not torch.compiler.is_compiling() and frame_positions.numel()
+        if checked and int(frame_positions.max()) >= self.max_positions:
             raise ValueError(
                 f"frame position {int(frame_positions.max())} is outside the RoPE table of "
                 f"{self.max_positions} positions: use a rolling KV cache (window + sinks) for long videos"
