@@ -49,35 +49,35 @@ from world_model.streaming import MASK_CHANNELS
 
 @dataclasses.dataclass
 class TeacherTrainConfig:
-    vae: str = "runs/doom_vae/export"
+    vae: str = "runs/doom_vae/export"  # the VAE export whose encoder makes the latents (stage 1's output)
     light_decoder: str = ""  # a light decoder .pt: validation decodes with it and only the VAE encoder is loaded
-    out: str = "runs/doom_teacher"
-    data: str = "onthefly"
-    workers: int = 4
-    clip_steps: int = 8
-    batch_size: int = 32
-    replay_clips: int = 4096
+    out: str = "runs/doom_teacher"  # run folder: checkpoint.pt, log.jsonl, export/
+    data: str = "onthefly"  # "onthefly" (game workers play while training) or a folder of collected shards
+    workers: int = 4  # game worker processes (14 on the 16-core GPU box)
+    clip_steps: int = 8  # actions per training clip: 4n + 1 frames, n + 1 latent frames
+    batch_size: int = 64  # clips per step
+    replay_clips: int = 4096  # encoded clips held on the device to draw batches from
     reuse: float = 16.0  # each stored clip is drawn about this often: encoding every played clip starved the GPU
-    lr: float = 2e-4
-    warmup: int = 500
+    lr: float = 3e-4  # peak AdamW learning rate
+    warmup: int = 300  # steps of linear warm-up (again after --init-from: the optimizer starts fresh)
     cooldown: float = 0.25  # fraction of --max-minutes at the end over which the rate falls to 5%
-    weight_decay: float = 0.01
-    max_steps: int = 200_000
-    shift: float = doom.DoomTeacherConfig.shift
-    caption_dropout: float = doom.DoomTeacherConfig.caption_dropout
-    cond_noise: float = 0.1
-    ema: float = 0.999
-    grad_clip: float = 1.0
-    checkpoint_every: int = 1000
-    log_every: int = 50
-    val_every: int = 2000
-    val_clips: int = 16
-    val_steps: int = 30
-    guidance: float = doom.DoomTeacherConfig.guidance_scale
-    max_minutes: float | None = None
-    seed: int = 0
-    device: str = "cuda" if torch.cuda.is_available() else "cpu"
-    compile: bool = False
+    weight_decay: float = 0.01  # AdamW weight decay
+    max_steps: int = 200_000  # stop at this step (the time budget usually ends a run first)
+    shift: float = doom.DoomTeacherConfig.shift  # timestep shift of the training noise levels and the sampler
+    caption_dropout: float = doom.DoomTeacherConfig.caption_dropout  # share of captions trained as "" (for CFG)
+    cond_noise: float = 0.1  # up to this much noise mixed into the first-frame latent of the condition
+    ema: float = 0.999  # EMA decay of the exported weights
+    grad_clip: float = 1.0  # gradient norm clip
+    checkpoint_every: int = 1000  # steps between checkpoints (one is always written at the end)
+    log_every: int = 50  # steps between log.jsonl records
+    val_every: int = 2000  # steps between validations on held-out maps
+    val_clips: int = 16  # held-out clips per validation
+    val_steps: int = 30  # sampler steps per validation clip
+    guidance: float = doom.DoomTeacherConfig.guidance_scale  # CFG scale of validation sampling
+    max_minutes: float | None = None  # time budget: the run checkpoints, validates and exports before it ends
+    seed: int = 0  # seed of the model init, noise and data order
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"  # where to train
+    compile: bool = False  # torch.compile the DiT (pays on the GPU)
     init_from: str = ""  # an export folder to start from when there is no checkpoint (next session)
 
 

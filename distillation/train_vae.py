@@ -36,29 +36,29 @@ from world_model.vae import VAEConfig, WanVAE, is_encoder_key, vae_from_halves
 
 @dataclasses.dataclass
 class VAETrainConfig:
-    out: str = "runs/doom_vae"
-    data: str = "onthefly"
-    workers: int = 4
-    dim: int = 32
+    out: str = "runs/doom_vae"  # run folder: checkpoint.pt, log.jsonl, export/
+    data: str = "onthefly"  # "onthefly" (game workers play while training) or a folder of collected shards
+    workers: int = 4  # game worker processes (14 on the 16-core GPU box)
+    dim: int = 32  # VAE base width (Wan2.1 uses 96)
     steps: int = 4  # actions per clip: 17 frames
-    batch_size: int = 16
-    lr: float = 3e-4
-    warmup: int = 200
+    batch_size: int = 16  # clips per step
+    lr: float = 3e-4  # peak AdamW learning rate
+    warmup: int = 200  # steps of linear warm-up (again after --init-from: the optimizer starts fresh)
     cooldown: float = 0.25  # fraction of --max-minutes at the end over which the rate falls to 5%
     # Clips held on the device and redrawn (mirrored at random) while the game workers play new ones: the workers
     # were the limit on the GPU. 0: every step takes the next played batch (bit-exact resume; tests).
     replay_clips: int = 1024
-    max_steps: int = 100_000
-    kl_weight: float = 1e-6
-    ssim_weight: float = 0.2
-    ema: float = 0.999
-    grad_clip: float = 1.0
-    checkpoint_every: int = 500
-    log_every: int = 50
-    max_minutes: float | None = None
-    seed: int = 0
-    device: str = "cuda" if torch.cuda.is_available() else "cpu"
-    compile: bool = False
+    max_steps: int = 100_000  # stop at this step (the time budget usually ends a run first)
+    kl_weight: float = 1e-6  # weight of the KL term of the latent posterior
+    ssim_weight: float = 0.2  # weight of the (1 - SSIM) term beside L1
+    ema: float = 0.999  # EMA decay (the export takes the better of raw and EMA on held-out clips)
+    grad_clip: float = 1.0  # gradient norm clip
+    checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end)
+    log_every: int = 50  # steps between log.jsonl records
+    max_minutes: float | None = None  # time budget: the run checkpoints and exports before it ends
+    seed: int = 0  # seed of the init and the data order
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"  # where to train
+    compile: bool = False  # torch.compile the VAE
     channels_last: bool = True  # CUDA only: cuDNN's fast conv3d kernels are NDHWC (the batches already are)
     init_from: str = ""  # an exported VAE folder to start from when there is no checkpoint (next session)
 
