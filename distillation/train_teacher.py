@@ -182,12 +182,13 @@ def sample_clip(
 
 
 @torch.no_grad()
-def validate(dit, text, cond, vae, decode, batches, cfg) -> dict[str, float]:
+def validate(dit, text, cond, vae, decode, batch, cfg) -> dict[str, float]:
     """PSNR / SSIM of teacher clips vs the real game on held-out maps, over the first 4 latent frames.
 
-    ``decode`` (normalised latents -> video) is the VAE decoder or the light decoder; ``val_decoder_psnr`` is its
-    reconstruction of the real clips, the ceiling of the teacher's scores."""
-    batch = next(batches)
+    ``batch``: the same held-out clips at every validation of a run (fresh clips each time made the numbers
+    swing by 4 dB with the clips, not the model). ``decode`` (normalised latents -> video) is the VAE decoder or
+    the light decoder; ``val_decoder_psnr`` is its reconstruction of the real clips, the ceiling of the
+    teacher's scores."""
     video = batch["video"][: cfg.val_clips]
     with torch.autocast(video.device.type, torch.bfloat16, enabled=video.device.type == "cuda"):
         x0 = vae.encode(video.to(vae.dtype), chunked=False).float()
@@ -282,9 +283,16 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
         def batch_source(split: str, start: int):
             if split == "train":
                 return clip_batches(cfg.data, 16, cfg.clip_steps, device, workers=cfg.workers, seed=cfg.seed + start)
-            return clip_batches(cfg.data, cfg.val_clips, cfg.clip_steps, device, split="val", workers=2, seed=777)
+            # One worker: the same clips in the same order in every run and session.
+            return clip_batches(cfg.data, cfg.val_clips, cfg.clip_steps, device, split="val", workers=1, seed=777)
 
-    train_batches, val_batches = batch_source("train", step), batch_source("val", 0)
+    val_batches = batch_source("val", 0)
+    try:
+        val_batch = next(val_batches)
+    finally:
+        if hasattr(val_batches, "close"):
+            val_batches.close()
+    train_batches = batch_source("train", step)
     replay = ReplayBuffer(train_batches, cfg.replay_clips, device, encode_clips(vae), reuse=cfg.reuse)
     try:
         gen = torch.Generator(device=device).manual_seed(cfg.seed + step)
@@ -322,22 +330,20 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
                 log.write(**rec)
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", clips=replay.seen)
             if step % cfg.val_every == 0:
-                metrics = validate(ema_dit.model, ema_text.model, cond, vae, decode, val_batches, cfg)
+                metrics = validate(ema_dit.model, ema_text.model, cond, vae, decode, val_batch, cfg)
                 log.write(step=step, **metrics)
                 print(json.dumps({"step": step, **metrics}))
             if step % cfg.checkpoint_every == 0:
                 save()
         save()
         bar.close()
-        metrics = validate(ema_dit.model, ema_text.model, cond, vae, decode, val_batches, cfg)
+        metrics = validate(ema_dit.model, ema_text.model, cond, vae, decode, val_batch, cfg)
         log.write(step=step, **metrics)
         export(ema_dit.model, ema_text.model, out / "export", step, metrics)
         print(json.dumps({"step": step, **metrics}))
         return {"step": step, **metrics}
     finally:  # stop the game workers now, not at the interpreter's exit
         replay.close()
-        if hasattr(val_batches, "close"):
-            val_batches.close()
 
 
 if __name__ == "__main__":

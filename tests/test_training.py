@@ -229,6 +229,15 @@ def test_teacher_closes_its_batch_sources_when_it_ends(tmp_path):
     assert sorted(closed) == ["train", "val"]
 
 
+def test_teacher_validates_on_the_same_clips_every_time(tmp_path):
+    """Scores of one model must not move between validations (they moved by 4 dB with fresh clips each time)."""
+    vae = tiny_vae_export(tmp_path / "vae")
+    train_teacher.train(teacher_cfg(tmp_path / "run", vae, max_steps=2, val_every=1, lr=0.0), source)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    scores = [r["val_decoder_psnr"] for r in logged if "val_decoder_psnr" in r]
+    assert len(scores) == 3 and scores[0] == scores[1] == scores[2]
+
+
 def test_config_help_comes_from_the_comments_beside_and_above_each_field():
     import dataclasses
 
