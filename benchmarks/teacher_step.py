@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from benchmarks.common import write_result
 from distillation.train_teacher import (
     ClipConditioner,
     TeacherTrainConfig,
@@ -72,7 +73,7 @@ def main() -> None:
     def control_only():
         cond.control(actions)
 
-    res = {"config": vars(args), "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
+    res: dict[str, float] = {}
     res["text_ms"] = timed(text_only, device, args.iters)
     res["control_ms"] = timed(control_only, device, args.iters)
     vae = load_exported_vae(args.vae, device, decoder=False)
@@ -94,8 +95,7 @@ def main() -> None:
     res["step_compiled_ms"] = timed(step, device, args.iters)
     print(json.dumps(res, indent=1))
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=1)
+        write_result(args.out, "teacher_step", args.device, vars(args), res)
 
 
 if __name__ == "__main__":
