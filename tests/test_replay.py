@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 import torch
-from test_training import small_source, vae_cfg
+from test_training import small_source, tracked, vae_cfg
 
 from distillation import train_vae
 from distillation.training.replay import ReplayBuffer
@@ -58,15 +58,8 @@ def test_replay_reuse_caps_what_is_stored_per_example_drawn():
 
 
 def test_vae_trains_from_the_replay_and_stops_the_source(tmp_path):
-    closed = []
-
-    def tracked(split, start):
-        try:
-            yield from small_source(split, start)
-        finally:
-            closed.append(split)
-
-    result = train_vae.train(vae_cfg(tmp_path, max_steps=3, replay_clips=8), tracked)
+    closed: list[str] = []
+    result = train_vae.train(vae_cfg(tmp_path, max_steps=3, replay_clips=8), tracked(small_source, closed))
     assert result["step"] == 3 and torch.isfinite(torch.tensor(result["val_psnr"]))
     assert "train" in closed
     assert (tmp_path / "export" / "vae_encoder.safetensors").exists()

@@ -30,6 +30,18 @@ def small_source(split, start):
     return (video_batch(s if split == "train" else 10_000 + s, hw=(32, 48)) for s in itertools.count(start))
 
 
+def tracked(make, closed: list):
+    """``make`` (a batch source) whose iterators append their split to ``closed`` when closed."""
+
+    def source_(split, start):
+        try:
+            yield from make(split, start)
+        finally:
+            closed.append(split)
+
+    return source_
+
+
 def vae_cfg(tmp_path, **kw):
     base = dict(out=str(tmp_path), dim=8, batch_size=2, warmup=1, lr=1e-3, log_every=1, device="cpu", replay_clips=0)
     return train_vae.VAETrainConfig(**{**base, **kw})
@@ -216,16 +228,9 @@ def test_learning_rate_warms_up_from_the_fresh_optimizer_and_cools_down_with_the
 
 def test_teacher_closes_its_batch_sources_when_it_ends(tmp_path):
     """The game workers stop when training does (a source left open at exit leaves engine processes behind)."""
-    closed = []
-
-    def tracked(split, start):
-        try:
-            yield from source(split, start)
-        finally:
-            closed.append(split)
-
+    closed: list[str] = []
     vae = tiny_vae_export(tmp_path / "vae")
-    train_teacher.train(teacher_cfg(tmp_path / "run", vae, max_steps=1), tracked)
+    train_teacher.train(teacher_cfg(tmp_path / "run", vae, max_steps=1), tracked(source, closed))
     assert sorted(closed) == ["train", "val"]
 
 
