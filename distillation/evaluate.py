@@ -10,7 +10,7 @@ name with weights (``doom-untrained``: random weights, the floor of the stabilit
 ``teacher:<teacher export>:<vae export>[:<light decoder>]`` (bidirectional, whole clips; longer horizons chain
 clips from the last generated frame), ``vae:<vae export>[:<light decoder>]`` (the real clip through the VAE: the
 reconstruction ceiling), ``real`` (the game replayed: must give capped PSNR and SSIM 1), ``noise`` (the floor),
-``tiny-random`` (a tiny random causal world, 48x32, for checks).
+``static`` (the start frame held: the baseline to beat), ``tiny-random`` (a tiny random causal world, 48x32).
 
 Outputs in --out: report.json (headline numbers, per-step PSNR / SSIM, probe accuracy, stability curves, and the
 exact definitions under "alignment"), metrics.npz, PNG plots vs horizon, side-by-side MP4s (real | generated),
@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stability-policy", default="explorer", help="'explorer' or a pattern name")
     g.add_argument("--no-stability-video", action="store_true", help="do not write stability.mp4")
     g = ap.add_argument_group("models")
-    g.add_argument("--size", type=_size, default=(128, 96), help="frame size WxH for 'real' and 'noise' (128x96)")
+    g.add_argument(
+        "--size", type=_size, default=(128, 96), help="frame size WxH for 'real', 'noise' and 'static' (128x96)"
+    )
     g.add_argument("--wad", default="freedoom2", help="game data (default freedoom2)")
     g.add_argument("--teacher-steps", type=int, default=50, help="teacher sampling steps (default 50)")
     g.add_argument("--guidance", type=float, default=None, help="teacher CFG scale (default: the Doom teacher's)")

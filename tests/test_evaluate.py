@@ -116,6 +116,16 @@ def test_noise_against_the_game_is_low():
     assert result.psnr[:, 1:].max() < 12.0 and result.ssim[:, 1:].max() < 0.2
 
 
+def test_static_baseline_holds_the_start_frame_and_the_game_moves_away_from_it():
+    model = model_from_spec("static", size=SIZE)
+    first = np.random.default_rng(0).integers(0, 256, (2, SIZE[1], SIZE[0], 3), dtype=np.uint8)
+    video = model.generate(first, ["", ""], np.zeros((2, 3, 6), np.float32))
+    assert video.shape == (2, 13, SIZE[1], SIZE[0], 3) and (video == first[:, None]).all()
+    # Scripted walking and turning changes the view: holding the start frame scores below capped PSNR.
+    result = run_replay(model, ReplayConfig(clips=2, horizon=3, batch_size=2), game_config(SIZE), progress=False)
+    assert np.all(result.psnr[:, 0] == MAX_PSNR) and result.psnr[:, 1:].mean() < 40.0
+
+
 class IdentityVAE(torch.nn.Module):
     """Encode and decode as the identity: the real clip must come back exactly (scores capped)."""
 

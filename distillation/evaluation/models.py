@@ -12,8 +12,9 @@ sampling reproducible per clip.
 
 Adapters: :class:`CausalWorldModel` (a streaming :class:`~world_model.world.InteractiveWorld`, step by step; also
 drives the long rollouts of the stability test), :class:`TeacherModel` (the bidirectional teacher, whole clips),
-:class:`RealGameModel` (the game replayed: real vs real must score capped PSNR, which checks the harness) and
-:class:`NoiseModel` (uniform noise: the floor of every metric).
+:class:`RealGameModel` (the game replayed: real vs real must score capped PSNR, which checks the harness),
+:class:`NoiseModel` (uniform noise: the floor of every metric) and :class:`StaticModel` (the start frame held
+still: the baseline a world model has to beat).
 """
 
 from __future__ import annotations
@@ -305,33 +306,53 @@ class ReconstructionModel(RealGameModel):
         return to_uint8(out.float()).numpy()
 
 
-class NoiseModel:
-    """Uniform random frames after the start frame: every metric's floor (and a check of its direction)."""
+class _StartFrameOnly:
+    """A reference that makes every frame after the start frame from the start frame alone (no model)."""
 
     causal = False
+    kind = ""
 
-    def __init__(self, frame_size: tuple[int, int], seed: int = 0, name: str = "noise") -> None:
+    def __init__(self, frame_size: tuple[int, int], seed: int = 0, name: str = "") -> None:
         self.frame_size = tuple(frame_size)
         self.seed = seed
-        self.name = name
+        self.name = name or self.kind
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": "noise", "frame_size": list(self.frame_size)}
+        return {"name": self.name, "kind": self.kind, "frame_size": list(self.frame_size)}
+
+    def frames_after(self, first: np.ndarray, count: int, seed: int) -> np.ndarray:
+        """``count`` frames ``uint8 [count, H, W, 3]`` to follow ``first`` ``[H, W, 3]``."""
+        raise NotImplementedError
 
     def generate(self, start_frames, captions, actions, starts=None, seeds=None) -> np.ndarray:
         frames, acts = check_inputs(self, start_frames, captions, actions)
         seeds = [self.seed + i for i in range(len(frames))] if seeds is None else seeds
-        w, h = self.frame_size
-        out = [
-            np.concatenate(
-                [f[None], np.random.default_rng(int(s)).integers(0, 256, (FRAMES_PER_STEP * acts.shape[1], h, w, 3))]
-            ).astype(np.uint8)
-            for f, s in zip(frames, seeds)
-        ]
-        return np.stack(out)
+        count = FRAMES_PER_STEP * acts.shape[1]
+        out = [np.concatenate([f[None], self.frames_after(f, count, int(s))]) for f, s in zip(frames, seeds)]
+        return np.stack(out).astype(np.uint8)
 
     def close(self) -> None:
         pass
+
+
+class NoiseModel(_StartFrameOnly):
+    """Uniform random frames after the start frame: every metric's floor (and a check of its direction)."""
+
+    kind = "noise"
+
+    def frames_after(self, first: np.ndarray, count: int, seed: int) -> np.ndarray:
+        h, w = first.shape[:2]
+        return np.random.default_rng(seed).integers(0, 256, (count, h, w, 3)).astype(np.uint8)
+
+
+class StaticModel(_StartFrameOnly):
+    """The start frame held still: the no-motion baseline. A model that scores below it on PSNR predicts motion
+    worse than not moving at all; its probe accuracy shows what the probe guesses from frames without motion."""
+
+    kind = "static"
+
+    def frames_after(self, first: np.ndarray, count: int, seed: int) -> np.ndarray:
+        return np.repeat(first[None], count, axis=0)
 
 
 # -- building a model from a spec -----------------------------------------------------------------------------------
@@ -350,6 +371,7 @@ MODEL_SPECS = (
     "vae:<vae export folder>[:<light decoder .pt>]",
     "real",
     "noise",
+    "static",
     "tiny-random",
 )
 
@@ -367,8 +389,8 @@ def model_from_spec(
 ) -> WorldModelUnderTest:
     """Build the model named by ``spec`` (one of :data:`MODEL_SPECS`).
 
-    ``size`` (W, H) is the frame size of the models without their own (``real``, ``noise``); ``tiny-random`` is
-    48x32. ``guidance`` defaults to the Doom teacher's scale.
+    ``size`` (W, H) is the frame size of the models without their own (``real``, ``noise``, ``static``);
+    ``tiny-random`` is 48x32. ``guidance`` defaults to the Doom teacher's scale.
     """
     from world_model.bundle import WorldNotAvailableError, load_world
 
@@ -377,6 +399,8 @@ def model_from_spec(
         return RealGameModel(game_config(size, wad))
     if spec == "noise":
         return NoiseModel(size, seed)
+    if spec == "static":
+        return StaticModel(size, seed)
     if spec == "tiny-random":
         return CausalWorldModel(
             tiny_random_world(batch_size, seed=seed),
