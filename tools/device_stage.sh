@@ -13,7 +13,8 @@
 # Run it with output to a file, not a pipe: game worker processes inherit stdout and keep a pipe open after a kill.
 # Order in a session: vae, light, teacher (the teacher validates through the light decoder when there is one).
 # The teacher stage needs only the VAE's encoder: move checkpoints/doom_vae/vae_decoder.safetensors out of the tree
-# for its calls (the tree a call sends is limited to 64 MiB; tools/tree_size.sh .whl: 62.0 MiB without it, Nov 23; benchmarks/results/ can go too if needed).
+# for its calls (the tree a call sends is limited to 64 MiB; tools/tree_size.sh .whl: 62.0 MiB without it on
+# Nov 23; benchmarks/results/ can be left out too if needed).
 # A run over several calls of one warm machine: SCORE=0 TRAIN_ARGS="--cooldown 0" for all but the last call,
 # which resumes from runs/ (kept while the machine stays warm) and cools down (--cooldown 1.0) and scores.
 # Dry run here (CPU, tiny): DEVICE=cpu WORKERS=1 EVAL_CLIPS=2 SKIP_WHEELS=1 TRAIN_ARGS=... OUT=/tmp/o bash ... vae 0.2
