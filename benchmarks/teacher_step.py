@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import statistics
 
 import torch
 
-from benchmarks.common import write_result
+from benchmarks.common import cuda_time_ms, write_result
 from distillation.train_teacher import (
     ClipConditioner,
     TeacherTrainConfig,
@@ -24,17 +24,9 @@ from distillation.train_teacher import (
 from distillation.train_vae import load_exported_vae
 
 
-def timed(fn, device, iters: int) -> float:
-    fn()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t) / iters * 1000
+def timed(fn, iters: int) -> float:
+    """Mean milliseconds per call after two warm-up calls."""
+    return statistics.fmean(cuda_time_ms(fn, warmup=2, repeat=iters))
 
 
 def main() -> None:
@@ -74,14 +66,14 @@ def main() -> None:
         cond.control(actions)
 
     res: dict[str, float] = {}
-    res["text_ms"] = timed(text_only, device, args.iters)
-    res["control_ms"] = timed(control_only, device, args.iters)
+    res["text_ms"] = timed(text_only, args.iters)
+    res["control_ms"] = timed(control_only, args.iters)
     vae = load_exported_vae(args.vae, device, decoder=False)
     played = {"video": torch.rand(16, 3, 4 * cfg.clip_steps + 1, 96, 128, device=device) * 2 - 1}
     played.update(actions=actions[:16], captions=captions[:16])
     encode = encode_clips(vae)
-    res["encode_16_clips_ms"] = timed(lambda: encode(played), device, args.iters)
-    res["step_eager_ms"] = timed(step, device, args.iters)
+    res["encode_16_clips_ms"] = timed(lambda: encode(played), args.iters)
+    res["step_eager_ms"] = timed(step, args.iters)
     if device.type == "cuda":
         from torch.profiler import ProfilerActivity, profile
 
@@ -92,7 +84,7 @@ def main() -> None:
         print(table)
         print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=15))
     dit.compile()
-    res["step_compiled_ms"] = timed(step, device, args.iters)
+    res["step_compiled_ms"] = timed(step, args.iters)
     print(json.dumps(res, indent=1))
     if args.out:
         write_result(args.out, "teacher_step", args.device, vars(args), res)
