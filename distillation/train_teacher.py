@@ -307,7 +307,7 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
         bar = tqdm(total=cfg.max_steps, initial=step, desc="teacher", dynamic_ncols=True)
         metrics: dict[str, float] = {}
         while step < cfg.max_steps and not budget.expired():
-            replay.refill(min_size=min(cfg.batch_size * 4, cfg.replay_clips))
+            replay.refill(min_size=cfg.batch_size * 4)  # the buffer caps this at its capacity
             drawn = replay.sample(cfg.batch_size, cpu_gen)
             x0, actions = drawn["latents"].float(), drawn["actions"]
             captions = drop_captions(drawn["captions"], cfg.caption_dropout, cpu_gen)
