@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import time
 
 import torch
 
@@ -19,9 +20,15 @@ from distillation.train_teacher import (
     build_models,
     encode_clips,
     encode_text,
-    flow_loss,
+    optimisation_step,
 )
 from distillation.train_vae import load_exported_vae
+from distillation.training.ema import EMA
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def timed(fn, iters: int) -> float:
@@ -32,38 +39,47 @@ def timed(fn, iters: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, nargs="+", default=[64], help="first: every part; others: compiled step")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--vae", default="checkpoints/doom_vae", help="a VAE export: times encoding a played batch")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     device = torch.device(args.device)
-    cfg = TeacherTrainConfig(device=args.device, batch_size=args.batch_size)
+    cfg = TeacherTrainConfig(device=args.device, batch_size=args.batch_size[0])
     dit, text = build_models(device)
     cond = ClipConditioner(device)
-    b, t = args.batch_size, cfg.clip_steps + 1
+    b, t = max(args.batch_size), cfg.clip_steps + 1
     x0 = torch.randn(b, 16, t, 12, 16, device=device)
     actions = torch.rand(b, cfg.clip_steps, 6, device=device) * 2 - 1
     captions = [f"a corridor with {i} zombiemen to the left" for i in range(b)]
     gen = torch.Generator(device=device).manual_seed(0)
-    params = list(dit.parameters()) + list(text.parameters())
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    cpu_gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.AdamW([*dit.parameters(), *text.parameters()], lr=1e-4, fused=device.type == "cuda")
+    ema = EMA(dit)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    first = args.batch_size[0]
+    drawn = {"latents": x0[:first], "actions": actions[:first], "captions": captions[:first]}
 
-    def step():
-        with amp:
-            loss = flow_loss(dit, text, cond, x0, actions, captions, cfg, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+    def step():  # what the trainer does per step after drawing the batch
+        optimisation_step(dit, text, cond, opt, drawn, cfg, gen, cpu_gen)
+        ema.update(dit, 100)
+
+    def steps_per_s(n: int = 20) -> float:
+        """Back to back without a sync between steps, as the trainer runs them (host and GPU overlap)."""
+        step()
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        sync(device)
+        return n / (time.perf_counter() - t0)
 
     def text_only():
         with amp:
-            encode_text(text, captions)
+            encode_text(text, drawn["captions"])
 
     def control_only():
-        cond.control(actions)
+        cond.control(drawn["actions"])
 
     res: dict[str, float] = {}
     res["text_ms"] = timed(text_only, args.iters)
@@ -83,8 +99,13 @@ def main() -> None:
         table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=15)
         print(table)
         print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=15))
+    res["steps_per_s_eager"] = steps_per_s()
     dit.compile()
-    res["step_compiled_ms"] = timed(step, args.iters)
+    for bs in args.batch_size:
+        drawn.update(latents=x0[:bs], actions=actions[:bs], captions=captions[:bs])
+        suffix = "" if bs == args.batch_size[0] else f"_batch{bs}"
+        res["step_compiled_ms" + suffix] = timed(step, args.iters)
+        res["steps_per_s_compiled" + suffix] = steps_per_s()
     print(json.dumps(res, indent=1))
     if args.out:
         write_result(args.out, "teacher_step", args.device, vars(args), res)

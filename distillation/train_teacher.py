@@ -158,6 +158,23 @@ def flow_loss(dit: WanDiT, text: SmallTextEncoder, cond: ClipConditioner, x0, ac
     return F.mse_loss(v.float(), (noise - x0).float())
 
 
+def optimisation_step(dit, text, cond, opt, drawn, cfg, gen, cpu_gen) -> tuple[torch.Tensor, torch.Tensor]:
+    """One flow-matching update on a drawn batch (``latents``, ``actions``, ``captions``; see :func:`flow_loss`).
+
+    Returns ``(loss, grad_norm)`` as device tensors. Nothing here reads the GPU back, so the host queues the next
+    step while the GPU still runs this one; the trainer reads the two values only when it logs."""
+    captions = drop_captions(drawn["captions"], cfg.caption_dropout, cpu_gen)
+    kind = drawn["latents"].device.type
+    with torch.autocast(kind, dtype=torch.bfloat16, enabled=kind == "cuda"):
+        loss = flow_loss(dit, text, cond, drawn["latents"].float(), drawn["actions"], captions, cfg, gen)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for group in opt.param_groups for p in group["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    opt.step()
+    return loss.detach(), grad_norm
+
+
 @torch.no_grad()
 def sample_clip(
     dit, text, cond, first_latent_clip, actions, captions, steps: int, guidance: float, shift: float, seed: int = 0
@@ -258,9 +275,12 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
     vae = load_exported_vae(cfg.vae, device, decoder=not cfg.light_decoder)
     decode = latent_decoder(vae, cfg.light_decoder, device)
     dit, text = build_models(device)
-    params = list(dit.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(
-        params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+        [*dit.parameters(), *text.parameters()],
+        lr=cfg.lr,
+        betas=(0.9, 0.99),
+        weight_decay=cfg.weight_decay,
+        fused=device.type == "cuda",
     )
     ckpt_path = out / "checkpoint.pt"
     step = 0
@@ -303,23 +323,15 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
         def save() -> None:
             save_state(ckpt_path, step, dataclasses.asdict(cfg), parts)
 
-        amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
         bar = tqdm(total=cfg.max_steps, initial=step, desc="teacher", dynamic_ncols=True)
         metrics: dict[str, float] = {}
         while step < cfg.max_steps and not budget.expired():
             replay.refill(min_size=cfg.batch_size * 4)  # the buffer caps this at its capacity
-            drawn = replay.sample(cfg.batch_size, cpu_gen)
-            x0, actions = drawn["latents"].float(), drawn["actions"]
-            captions = drop_captions(drawn["captions"], cfg.caption_dropout, cpu_gen)
             lr = learning_rate(cfg.lr, step, warmup=cfg.warmup, budget=budget, cooldown=cfg.cooldown, start=opt_start)
             for g in opt.param_groups:
                 g["lr"] = lr
-            with amp:
-                loss = flow_loss(dit, text, cond, x0, actions, captions, cfg, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
+            drawn = replay.sample(cfg.batch_size, cpu_gen)
+            loss, gnorm = optimisation_step(dit, text, cond, opt, drawn, cfg, gen, cpu_gen)
             step += 1
             ema_dit.update(dit, step)
             ema_text.update(text, step)

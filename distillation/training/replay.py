@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from world_model.transfer import to_device_async
+
 Example = dict[str, Any]  # name -> tensor [B, ...] (stored on the device) or list of length B (e.g. captions)
 
 
@@ -106,7 +108,7 @@ class ReplayBuffer:
     def sample(self, batch_size: int, generator: torch.Generator) -> Example:
         idx = torch.randint(0, self.size, (batch_size,), generator=generator)
         self.drawn += batch_size
-        dev_idx = idx.to(self.device)
+        dev_idx = to_device_async(idx, self.device)
         return {k: v[dev_idx] if torch.is_tensor(v) else [v[i] for i in idx.tolist()] for k, v in self.store.items()}
 
     def close(self, timeout: float = 120.0) -> None:

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from world_model.transfer import to_device_async
+
 
 def clean_prompt(text: str) -> str:
     """Wan's ``clean='whitespace'``: unescape HTML (twice), fix mojibake when ftfy is installed, collapse spaces."""
@@ -311,12 +313,13 @@ class SmallTextEncoder(TextEncoder, nn.Module):
         """-> ``(features [B, L, out_dim]`` zero after each prompt's length, ``lengths [B])``; differentiable."""
         device = self.proj.weight.device
         ids, mask = self.tokenizer(prompts, self.max_length)
-        ids, mask = ids.to(device), mask.to(device)
+        lengths = mask.sum(dim=1)  # counted on the host: reading them back from the GPU would stall training
+        ids, mask = to_device_async(ids, device), to_device_async(mask, device)
         pos = torch.arange(ids.shape[1], device=device)
         h = self.token_embedding(ids) + self.pos_embedding(pos)[None]
         h = self.layers(h, src_key_padding_mask=~mask)
         out = self.proj(self.norm(h)) * mask[..., None]
-        return out, mask.sum(dim=1).cpu()
+        return out, lengths
 
     def _version(self) -> Hashable:
         return tuple(p._version for p in self.parameters())
