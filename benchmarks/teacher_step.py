@@ -60,8 +60,10 @@ def main() -> None:
     first = args.batch_size[0]
     drawn = {"latents": x0[:first], "actions": actions[:first], "captions": captions[:first]}
 
+    model = dit
+
     def step():  # what the trainer does per step after drawing the batch
-        optimisation_step(dit, text, cond, opt, drawn, cfg, gen, cpu_gen)
+        optimisation_step(model, text, cond, opt, drawn, cfg, gen, cpu_gen)
         ema.update(dit, 100)
 
     def steps_per_s(n: int = 20) -> float:
@@ -100,7 +102,7 @@ def main() -> None:
         print(table)
         print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=15))
     res["steps_per_s_eager"] = steps_per_s()
-    dit.compile()
+    model = torch.compile(dit)  # as the trainer's --compile
     for bs in args.batch_size:
         drawn.update(latents=x0[:bs], actions=actions[:bs], captions=captions[:bs])
         suffix = "" if bs == args.batch_size[0] else f"_batch{bs}"

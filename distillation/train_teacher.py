@@ -45,6 +45,7 @@ from world_model.control import act_control_from_actions, default_intrinsics, pi
 from world_model.dit import WanDiT
 from world_model.sampling import guided, sample_unipc, shift_sigma, sigma_schedule
 from world_model.streaming import MASK_CHANNELS
+from world_model.transfer import to_device_async
 
 
 @dataclasses.dataclass
@@ -65,6 +66,7 @@ class TeacherTrainConfig:
     max_steps: int = 200_000  # stop at this step (the time budget usually ends a run first)
     shift: float = doom.DoomTeacherConfig.shift  # timestep shift of the training noise levels and the sampler
     caption_dropout: float = doom.DoomTeacherConfig.caption_dropout  # share of captions trained as "" (for CFG)
+    action_dropout: float = doom.DoomTeacherConfig.action_dropout  # share trained without actions nor caption
     cond_noise: float = 0.1  # up to this much noise mixed into the first-frame latent of the condition
     ema: float = 0.999  # EMA decay of the exported weights
     grad_clip: float = 1.0  # gradient norm clip
@@ -77,7 +79,7 @@ class TeacherTrainConfig:
     max_minutes: float | None = None  # time budget: the run checkpoints, validates and exports before it ends
     seed: int = 0  # seed of the model init, noise and data order
     device: str = "cuda" if torch.cuda.is_available() else "cpu"  # where to train
-    compile: bool = False  # torch.compile the DiT (pays on the GPU)
+    compile: bool = False  # torch.compile the DiT's whole training step (pays on the GPU)
     init_from: str = ""  # an export folder to start from when there is no checkpoint (next session)
 
 
@@ -138,23 +140,35 @@ def encode_text(text: SmallTextEncoder, captions: list[str]) -> torch.Tensor:
     return feats
 
 
-def drop_captions(captions: list[str], p: float, generator: torch.Generator) -> list[str]:
-    """Each caption replaced by "" with probability ``p`` (the unconditional branch of CFG). Drawn on the CPU:
-    reading a GPU draw back would stall the training loop every step."""
-    drop = (torch.rand(len(captions), generator=generator) < p).tolist()
-    return ["" if d else c for c, d in zip(captions, drop)]
+def draw_dropout(
+    captions: list[str], cfg: TeacherTrainConfig, generator: torch.Generator
+) -> tuple[list[str], torch.Tensor]:
+    """The unconditional branches of guidance, drawn per clip: ``(captions with dropped ones "", keep_actions
+    [B] bool)``. A clip without actions also loses its caption, so the model learns the fully unconditional
+    score that guidance on actions and caption subtracts. Drawn on the CPU: reading a GPU draw back would stall
+    the training loop every step."""
+    n = len(captions)
+    no_actions = torch.rand(n, generator=generator) < cfg.action_dropout
+    no_caption = (torch.rand(n, generator=generator) < cfg.caption_dropout) | no_actions
+    return ["" if d else c for c, d in zip(captions, no_caption.tolist())], ~no_actions
 
 
-def flow_loss(dit: WanDiT, text: SmallTextEncoder, cond: ClipConditioner, x0, actions, captions, cfg, gen):
+def flow_loss(
+    dit: WanDiT, text: SmallTextEncoder, cond: ClipConditioner, x0, actions, captions, cfg, gen, keep_actions=None
+):
     """Flow-matching loss of one batch: ``x0`` ``[B, 16, T, h, w]`` latents, ``actions`` ``[B, T - 1, 6]``,
-    captions as given (dropout is the caller's, :func:`drop_captions`)."""
+    captions as given; ``keep_actions`` ``[B]`` bool (None: all kept) zeroes the control of the others, the null
+    action of guidance (dropout is the caller's, :func:`draw_dropout`)."""
     b = x0.shape[0]
     dev = x0.device
     sigma = shift_sigma(torch.rand(b, device=dev, generator=gen), cfg.shift)
     noise = torch.randn(x0.shape, device=dev, generator=gen)
     xt = (1 - sigma.view(-1, 1, 1, 1, 1)) * x0 + sigma.view(-1, 1, 1, 1, 1) * noise
     y = image_condition(x0, torch.rand(b, device=dev, generator=gen) * cfg.cond_noise)
-    v = dit(xt, sigma * 1000, encode_text(text, captions), y, cond.control(actions))
+    control = cond.control(actions)
+    if keep_actions is not None:
+        control = control * to_device_async(keep_actions, dev).view(-1, *[1] * (control.ndim - 1))
+    v = dit(xt, sigma * 1000, encode_text(text, captions), y, control)
     return F.mse_loss(v.float(), (noise - x0).float())
 
 
@@ -163,10 +177,11 @@ def optimisation_step(dit, text, cond, opt, drawn, cfg, gen, cpu_gen) -> tuple[t
 
     Returns ``(loss, grad_norm)`` as device tensors. Nothing here reads the GPU back, so the host queues the next
     step while the GPU still runs this one; the trainer reads the two values only when it logs."""
-    captions = drop_captions(drawn["captions"], cfg.caption_dropout, cpu_gen)
+    captions, keep_actions = draw_dropout(drawn["captions"], cfg, cpu_gen)
     kind = drawn["latents"].device.type
     with torch.autocast(kind, dtype=torch.bfloat16, enabled=kind == "cuda"):
-        loss = flow_loss(dit, text, cond, drawn["latents"].float(), drawn["actions"], captions, cfg, gen)
+        x0 = drawn["latents"].float()
+        loss = flow_loss(dit, text, cond, x0, drawn["actions"], captions, cfg, gen, keep_actions)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for group in opt.param_groups for p in group["params"]]
@@ -177,21 +192,35 @@ def optimisation_step(dit, text, cond, opt, drawn, cfg, gen, cpu_gen) -> tuple[t
 
 @torch.no_grad()
 def sample_clip(
-    dit, text, cond, first_latent_clip, actions, captions, steps: int, guidance: float, shift: float, seed: int = 0
+    dit,
+    text,
+    cond,
+    first_latent_clip,
+    actions,
+    captions,
+    steps: int,
+    guidance: float,
+    shift: float,
+    seed: int = 0,
+    guide_actions: bool = False,
 ) -> torch.Tensor:
-    """Teacher sampling of a whole clip given the real first frame and the actions: latents ``[B, 16, T, h, w]``."""
+    """Teacher sampling of a whole clip given the real first frame and the actions: latents ``[B, 16, T, h, w]``.
+
+    Guidance contrasts the caption with "" and, with ``guide_actions`` (for a teacher trained with action
+    dropout, :func:`guides_actions`), the actions with none: it then strengthens the motion the actions ask for."""
     x0_shape = first_latent_clip.shape
     y = image_condition(first_latent_clip)
     control = cond.control(actions)
     ctx_c = dit.prepare_context(encode_text(text, captions))
     ctx_u = dit.prepare_context(encode_text(text, [""] * len(captions)))
     ctrl = dit.prepare_control(control)
+    ctrl_u = dit.prepare_control(torch.zeros_like(control)) if guide_actions else ctrl
 
     def v_cond(x, t):
         return dit(x, t, ctx_c, y, ctrl)
 
     def v_uncond(x, t):
-        return dit(x, t, ctx_u, y, ctrl)
+        return dit(x, t, ctx_u, y, ctrl_u)
 
     g = torch.Generator(device=first_latent_clip.device).manual_seed(seed)
     noise = torch.randn(x0_shape, generator=g, device=first_latent_clip.device)
@@ -219,6 +248,7 @@ def validate(dit, text, cond, vae, decode, batch, cfg) -> dict[str, float]:
             cfg.val_steps,
             cfg.guidance,
             cfg.shift,
+            guide_actions=cfg.action_dropout > 0,
         )
         gen = decode(lat).float()
         rec = decode(x0).float()
@@ -255,6 +285,13 @@ def export(dit: WanDiT, text: SmallTextEncoder, out: Path, step: int, metrics: d
         out / "text_encoder.safetensors",
     )
     (out / "result.json").write_text(json.dumps({"step": step, **metrics}, indent=1))
+
+
+def guides_actions(folder: str | Path) -> bool:
+    """Whether the teacher exported in ``folder`` learnt the no-action branch (trained with action dropout):
+    only then may guidance contrast its actions with none."""
+    result = Path(folder) / "result.json"
+    return result.exists() and json.loads(result.read_text()).get("action_dropout", 0) > 0
 
 
 def load_export(folder: str | Path, dit: WanDiT, text: SmallTextEncoder) -> int:
@@ -295,8 +332,8 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
     if resumed is not None:
         step = resumed
         print(f"resumed from step {step}")
-    if cfg.compile:
-        dit.compile()
+    # The whole training forward and backward as one graph (WanDiT.compile() is the streaming form).
+    model = torch.compile(dit) if cfg.compile else dit
     cond = ClipConditioner(device)
     if batch_source is None:
 
@@ -331,7 +368,7 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
             for g in opt.param_groups:
                 g["lr"] = lr
             drawn = replay.sample(cfg.batch_size, cpu_gen)
-            loss, gnorm = optimisation_step(dit, text, cond, opt, drawn, cfg, gen, cpu_gen)
+            loss, gnorm = optimisation_step(model, text, cond, opt, drawn, cfg, gen, cpu_gen)
             step += 1
             ema_dit.update(dit, step)
             ema_text.update(text, step)
@@ -351,7 +388,7 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
         bar.close()
         metrics = validate(ema_dit.model, ema_text.model, cond, vae, decode, val_batch, cfg)
         log.write(step=step, **metrics)
-        export(ema_dit.model, ema_text.model, out / "export", step, metrics)
+        export(ema_dit.model, ema_text.model, out / "export", step, {**metrics, "action_dropout": cfg.action_dropout})
         print(json.dumps({"step": step, **metrics}))
         return {"step": step, **metrics}
     finally:  # stop the game workers now, not at the interpreter's exit

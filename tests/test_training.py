@@ -187,14 +187,61 @@ def test_teacher_step_reduces_loss_on_a_fixed_batch(tmp_path):
     assert losses[-1] < losses[0] * 0.9
 
 
-def test_caption_dropout_draws_on_the_cpu_at_its_rate():
-    caps = [f"room {i}" for i in range(2000)]
-    dropped = train_teacher.drop_captions(caps, 0.1, torch.Generator().manual_seed(0))
-    blank = [d == "" for d in dropped]
-    assert 150 < sum(blank) < 250
+def test_dropout_draws_on_the_cpu_at_its_rates_and_drops_captions_with_actions(tmp_path):
+    caps = [f"room {i}" for i in range(4000)]
+    cfg = teacher_cfg(tmp_path, "unused", caption_dropout=0.1, action_dropout=0.2)
+    dropped, keep = train_teacher.draw_dropout(caps, cfg, torch.Generator().manual_seed(0))
+    blank = torch.tensor([d == "" for d in dropped])
+    assert keep.dtype == torch.bool and keep.device.type == "cpu"
+    assert 700 < int((~keep).sum()) < 900  # 20% without actions
+    assert bool(blank[~keep].all())  # ... and without their caption: the fully unconditional branch
+    assert 0.07 < float(blank[keep].float().mean()) < 0.13  # the caption alone at its own rate
     assert all(d in ("", c) for d, c in zip(dropped, caps))
-    assert train_teacher.drop_captions(caps, 0.1, torch.Generator().manual_seed(0)) == dropped
-    assert train_teacher.drop_captions(caps[:5], 0.0, torch.Generator()) == caps[:5]
+    again, keep2 = train_teacher.draw_dropout(caps, cfg, torch.Generator().manual_seed(0))
+    assert again == dropped and torch.equal(keep, keep2)
+    none = teacher_cfg(tmp_path, "unused", caption_dropout=0.0, action_dropout=0.0)
+    assert train_teacher.draw_dropout(caps[:5], none, torch.Generator())[0] == caps[:5]
+
+
+def test_dropped_actions_are_the_null_control(tmp_path):
+    """A clip whose actions are dropped is seen with zero control (whatever its actions), the others unchanged."""
+    torch.manual_seed(0)
+    dit, text = train_teacher.build_models(torch.device("cpu"))
+    cond = train_teacher.ClipConditioner(torch.device("cpu"))
+    seen = []
+    dit.forward = lambda x, t, ctx, y, control: seen.append(control) or torch.zeros_like(x)
+    cfg = teacher_cfg(tmp_path, "unused")
+    x0, actions = torch.randn(2, 16, 2, 12, 16), torch.rand(2, 1, 6)
+    keep = torch.tensor([True, False])
+    train_teacher.flow_loss(dit, text, cond, x0, actions, ["a", "b"], cfg, torch.Generator(), keep)
+    full = cond.control(actions)
+    assert torch.equal(seen[0][0], full[0]) and full[1].abs().sum() > 0 and torch.equal(seen[0][1], 0 * full[1])
+
+
+@pytest.mark.parametrize("guide_actions", [False, True])
+def test_guidance_contrasts_the_actions_only_when_asked(guide_actions):
+    torch.manual_seed(0)
+    dit, text = train_teacher.build_models(torch.device("cpu"))
+    cond = train_teacher.ClipConditioner(torch.device("cpu"))
+    prepared, real = [], dit.prepare_control
+    dit.prepare_control = lambda c: prepared.append(c) or real(c)
+    actions = torch.rand(1, 1, 6)
+    train_teacher.sample_clip(
+        dit, text, cond, torch.randn(1, 16, 2, 12, 16), actions, ["a"], 1, 3.0, 3.0, guide_actions=guide_actions
+    )
+    assert torch.equal(prepared[0], cond.control(actions))
+    if guide_actions:  # the unconditional branch gets the null action (zeros), as trained with action dropout
+        assert len(prepared) == 2 and prepared[1].abs().sum() == 0
+    else:
+        assert len(prepared) == 1
+
+
+def test_an_export_without_action_dropout_is_not_guided_on_actions(tmp_path):
+    assert not train_teacher.guides_actions(tmp_path)  # no result.json
+    (tmp_path / "result.json").write_text(json.dumps({"step": 5}))  # exports before action dropout existed
+    assert not train_teacher.guides_actions(tmp_path)
+    (tmp_path / "result.json").write_text(json.dumps({"step": 5, "action_dropout": 0.1}))
+    assert train_teacher.guides_actions(tmp_path)
 
 
 def test_teacher_resumes_from_its_checkpoint(tmp_path):
@@ -202,6 +249,7 @@ def test_teacher_resumes_from_its_checkpoint(tmp_path):
     train_teacher.train(teacher_cfg(tmp_path / "run", vae, max_steps=2), source)
     first = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert first["step"] == 2 and (tmp_path / "run" / "export" / "text_encoder.safetensors").exists()
+    assert train_teacher.guides_actions(tmp_path / "run" / "export")  # trained with action dropout (default)
     result = train_teacher.train(teacher_cfg(tmp_path / "run", vae, max_steps=3), source)
     assert result["step"] == 3
     second = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
@@ -270,7 +318,7 @@ def test_teacher_step_never_waits_for_the_gpu():
 
     dev = torch.device("cuda")
     dit, text = train_teacher.build_models(dev)
-    dit.compile()
+    model = torch.compile(dit)  # as the trainer's --compile
     cond = train_teacher.ClipConditioner(dev)
     cfg = train_teacher.TeacherTrainConfig(device="cuda", batch_size=4)
     played = {
@@ -286,7 +334,7 @@ def test_teacher_step_never_waits_for_the_gpu():
 
     def step():
         drawn = replay.sample(cfg.batch_size, cpu_gen)
-        train_teacher.optimisation_step(dit, text, cond, opt, drawn, cfg, gen, cpu_gen)
+        train_teacher.optimisation_step(model, text, cond, opt, drawn, cfg, gen, cpu_gen)
         ema.update(dit, 5)
 
     step(), step()  # compiles

@@ -266,7 +266,11 @@ class WanDiT(nn.Module):
 
     def compile(self, **kwargs) -> WanDiT:
         """Compile each block's pointwise-heavy halves (fp32 norms, modulation, residuals fused around the bf16
-        matmuls). The attention call and the KV-cache bookkeeping between them stay eager. Returns self."""
+        matmuls). The attention call and the KV-cache bookkeeping between them stay eager. Returns self.
+
+        This suits streaming inference, where the cache changes between calls. Training, with fixed shapes and no
+        cache, should compile the whole forward instead (``torch.compile(model)``: one graph, forward and
+        backward; this per-block form left a teacher step host-bound at the speed of eager mode)."""
         for blk in self.blocks:
             blk._qkv = torch.compile(blk.qkv, **kwargs)
             blk._after_attention = torch.compile(blk.after_attention, **kwargs)

@@ -77,6 +77,9 @@ class DoomTeacherConfig:
     sample_steps: int = 50
     guidance_scale: float = 3.0
     caption_dropout: float = 0.1
+    # Share of training clips with no action control (and no caption): the unconditional branch that lets
+    # guidance push along the actions, not only the caption.
+    action_dropout: float = 0.1
 
 
 def student_stream() -> StreamConfig:

@@ -189,6 +189,7 @@ class TeacherModel:
         clip_steps: int = 8,
         name: str = "teacher",
         decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        guide_actions: bool = False,
     ) -> None:
         from distillation.train_teacher import latent_decoder
 
@@ -197,6 +198,7 @@ class TeacherModel:
         self.vae, self.dit, self.text, self.cond = vae, dit, text, cond
         self.decode = decode or latent_decoder(vae)  # latents -> video: the VAE decoder or a light decoder
         self.steps, self.guidance, self.shift, self.clip_steps = steps, guidance, shift, clip_steps
+        self.guide_actions = guide_actions  # guidance also along the actions (see train_teacher.sample_clip)
         self.name = name
         self.frame_size = (cond.cfg.width, cond.cfg.height)
 
@@ -205,7 +207,13 @@ class TeacherModel:
             "name": self.name,
             "kind": "teacher",
             "frame_size": list(self.frame_size),
-            "sampler": {"solver": "unipc", "steps": self.steps, "guidance": self.guidance, "shift": self.shift},
+            "sampler": {
+                "solver": "unipc",
+                "steps": self.steps,
+                "guidance": self.guidance,
+                "guidance_on": "caption and actions" if self.guide_actions else "caption",
+                "shift": self.shift,
+            },
             "clip_steps": self.clip_steps,
             "chained": "clips longer than clip_steps restart from the last generated frame",
         }
@@ -223,7 +231,17 @@ class TeacherModel:
             clip[:, :, :1] = z0
             acts = torch.from_numpy(actions).to(device)
             lat = sample_clip(
-                self.dit, self.text, self.cond, clip, acts, captions, self.steps, self.guidance, self.shift, seed
+                self.dit,
+                self.text,
+                self.cond,
+                clip,
+                acts,
+                captions,
+                self.steps,
+                self.guidance,
+                self.shift,
+                seed,
+                guide_actions=self.guide_actions,
             )
             video = self.decode(lat).float()
         return to_uint8(video).numpy()
@@ -459,7 +477,7 @@ def load_teacher(
 ) -> TeacherModel:
     """The teacher from its export folder and the VAE export it was trained with; with ``light`` (a light
     decoder file) it decodes through that, and only the VAE's encoder is loaded."""
-    from distillation.train_teacher import ClipConditioner, build_models, load_export
+    from distillation.train_teacher import ClipConditioner, build_models, guides_actions, load_export
     from world_model import doom
 
     if not Path(export).is_dir():
@@ -480,6 +498,7 @@ def load_teacher(
         clip_steps=t.clip_steps,
         name=f"teacher@{step}",
         decode=decode,
+        guide_actions=guides_actions(export),
     )
 
 
