@@ -8,7 +8,8 @@
 # Installs the game wheels from .whl (carry it: tools/device_wheels.sh makes them), trains for MINUTES starting
 # from the weights committed under checkpoints/ (a new session resumes there), scores the result with the
 # evaluation harness on held-out maps, and leaves in $OUT what to commit back: the exported weights as they are
-# (<= 15 MiB shards) plus one logs.tar of logs, reports and plots (the device tool returns at most 8 files).
+# (<= 15 MiB shards) plus one logs.tar of logs, reports and plots (the device tool returns at most 8 files: the
+# teacher's export is 6 of them, so a caller's own results go in runs/extra/, which is packed too).
 # Commit them back as: vae -> checkpoints/doom_vae/, light -> checkpoints/doom_light/, teacher -> checkpoints/doom_teacher/.
 # Run it with output to a file, not a pipe: game worker processes inherit stdout and keep a pipe open after a kill.
 # Order in a session: vae, light, teacher (the teacher validates through the light decoder when there is one).
@@ -60,7 +61,7 @@ vae)
         --max-minutes "$MINUTES" --checkpoint-every 100000 "${init[@]}" "${TRAIN_ARGS[@]}"
     cp runs/doom_vae/export/vae* runs/doom_vae/export/result.json "$OUT"/
     evaluate vae:runs/doom_vae/export runs/eval_vae --batch-size 16 --videos 2
-    pack runs/doom_vae/log.jsonl runs/eval_vae
+    pack runs/doom_vae/log.jsonl runs/eval_vae runs/extra
     ;;
 teacher)
     init=() decode=() spec_light=""
@@ -76,7 +77,7 @@ teacher)
     cp runs/doom_teacher/export/*.safetensors runs/doom_teacher/export/*.json "$OUT"/
     evaluate "teacher:runs/doom_teacher/export:checkpoints/doom_vae$spec_light" runs/eval_teacher \
         --batch-size 50 --videos 4 "${probe[@]}"
-    pack runs/doom_teacher/log.jsonl runs/eval_teacher
+    pack runs/doom_teacher/log.jsonl runs/eval_teacher runs/extra
     ;;
 light)
     python3 -m distillation.train_light_decoder --device "$DEVICE" --data onthefly --workers "$WORKERS" \
@@ -85,7 +86,7 @@ light)
     cp runs/light/light_decoder.pt runs/light/result.json "$OUT"/
     evaluate vae:checkpoints/doom_vae runs/eval_vae --batch-size 25 --videos 1
     evaluate vae:checkpoints/doom_vae:runs/light/light_decoder.pt runs/eval_light --batch-size 25 --videos 1
-    pack runs/light/log.jsonl runs/eval_vae runs/eval_light
+    pack runs/light/log.jsonl runs/eval_vae runs/eval_light runs/extra
     ;;
 *)
     echo "unknown stage $STAGE (vae | teacher | light)" >&2
