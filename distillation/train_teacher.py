@@ -10,7 +10,8 @@ Per step, for clips of ``clip_steps`` actions (``4n + 1`` frames, ``n + 1`` late
 3. control = LingBot act maps of the actions (rays of the yaw/pitch delta + WASD), identity on frame 0;
 4. ``sigma`` ~ U(0, 1) shifted by ``shift``, ``x_t = (1 - sigma) x0 + sigma * noise``; loss = MSE(v, noise - x0);
 5. the caption goes through the small text encoder, trained jointly; dropped to "" with ``caption_dropout``
-   so the teacher also learns the unconditional score for classifier-free guidance.
+   so the teacher also learns the unconditional score for classifier-free guidance; with ``action_dropout`` a
+   clip also trains with zero control (and no caption), the null action that guidance on actions contrasts with.
 
 Clips come from game worker processes through a GPU replay buffer of encoded latents: each played clip is
 used a few times, which keeps the GPU busy with fewer game workers. Validation samples whole clips on held-out
