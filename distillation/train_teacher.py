@@ -136,9 +136,11 @@ def build_models(device: torch.device) -> tuple[WanDiT, SmallTextEncoder]:
 
 
 def encode_text(text: SmallTextEncoder, captions: list[str]) -> torch.Tensor:
-    """Captions -> ``[B, L, text_dim]`` (differentiable; the encoder trains with the DiT)."""
+    """Captions -> ``[B, max_length, text_dim]``, zero after each caption (differentiable; the encoder trains with
+    the DiT). Always the full length, as the DiT pads it anyway: a length that followed the longest caption of the
+    batch changed the compiled DiT's input shape, and each new shape recompiled it."""
     feats, _ = text(captions)
-    return feats
+    return F.pad(feats, (0, 0, 0, text.max_length - feats.shape[1]))
 
 
 def draw_dropout(

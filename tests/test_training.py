@@ -345,3 +345,25 @@ def test_teacher_step_never_waits_for_the_gpu():
     finally:
         torch.cuda.set_sync_debug_mode(0)
         replay.close()
+
+
+def test_compiled_training_step_keeps_one_input_shape_whatever_the_captions():
+    """The text length used to follow the batch's longest caption: each new length recompiled the DiT."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    dev = torch.device("cpu")
+    torch.manual_seed(0)
+    dit, text = train_teacher.build_models(dev)
+    counter = CompileCounter()
+    model = torch.compile(dit, backend=counter)
+    cond = train_teacher.ClipConditioner(dev)
+    cfg = train_teacher.TeacherTrainConfig(device="cpu", batch_size=2, caption_dropout=0.5, action_dropout=0.3)
+    opt = torch.optim.AdamW([*dit.parameters(), *text.parameters()], lr=1e-4)
+    gen, cpu_gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    for i in range(5):
+        captions = ["a room" + " with a door" * (3 * i + j) for j in range(2)]
+        drawn = {"latents": torch.randn(2, 16, 2, 12, 16), "actions": torch.rand(2, 1, 6), "captions": captions}
+        train_teacher.optimisation_step(model, text, cond, opt, drawn, cfg, gen, cpu_gen)
+    # One compile, plus one recompile when the lazily built RoPE table appears in the model's state.
+    assert counter.frame_count <= 2
