@@ -20,6 +20,7 @@ from distillation.train_teacher import (
     build_models,
     encode_clips,
     encode_text,
+    make_optimizer,
     optimisation_step,
 )
 from distillation.train_vae import load_exported_vae
@@ -54,7 +55,7 @@ def main() -> None:
     captions = [f"a corridor with {i} zombiemen to the left" for i in range(b)]
     gen = torch.Generator(device=device).manual_seed(0)
     cpu_gen = torch.Generator().manual_seed(0)
-    opt = torch.optim.AdamW([*dit.parameters(), *text.parameters()], lr=1e-4, fused=device.type == "cuda")
+    opt = make_optimizer(dit, text, cfg)
     ema = EMA(dit)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     first = args.batch_size[0]

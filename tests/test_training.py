@@ -328,7 +328,7 @@ def test_teacher_step_never_waits_for_the_gpu():
     }
     replay = ReplayBuffer(iter([played]), 8, dev, lambda b: b)
     replay.refill(8)
-    opt = torch.optim.AdamW([*dit.parameters(), *text.parameters()], lr=1e-4, fused=True)
+    opt = train_teacher.make_optimizer(dit, text, cfg)
     ema = EMA(dit)
     gen, cpu_gen = torch.Generator(device=dev).manual_seed(0), torch.Generator().manual_seed(0)
 
@@ -359,7 +359,7 @@ def test_compiled_training_step_keeps_one_input_shape_whatever_the_captions():
     model = torch.compile(dit, backend=counter)
     cond = train_teacher.ClipConditioner(dev)
     cfg = train_teacher.TeacherTrainConfig(device="cpu", batch_size=2, caption_dropout=0.5, action_dropout=0.3)
-    opt = torch.optim.AdamW([*dit.parameters(), *text.parameters()], lr=1e-4)
+    opt = train_teacher.make_optimizer(dit, text, cfg)
     gen, cpu_gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     for i in range(5):
         captions = ["a room" + " with a door" * (3 * i + j) for j in range(2)]
@@ -367,3 +367,25 @@ def test_compiled_training_step_keeps_one_input_shape_whatever_the_captions():
         train_teacher.optimisation_step(model, text, cond, opt, drawn, cfg, gen, cpu_gen)
     # One compile, plus one recompile when the lazily built RoPE table appears in the model's state.
     assert counter.frame_count <= 2
+
+
+def test_teacher_step_with_a_non_finite_gradient_changes_nothing():
+    """A NaN batch once made every weight NaN for good; the step must skip it and the next one must train."""
+    torch.manual_seed(0)
+    dev = torch.device("cpu")
+    dit, text = train_teacher.build_models(dev)
+    cond = train_teacher.ClipConditioner(dev)
+    cfg = train_teacher.TeacherTrainConfig(device="cpu", batch_size=2)
+    opt = train_teacher.make_optimizer(dit, text, cfg)
+    gen, cpu_gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    drawn = {"latents": torch.randn(2, 16, 2, 12, 16), "actions": torch.rand(2, 1, 6), "captions": ["a", "b"]}
+    before = [p.detach().clone() for p in dit.parameters()]
+    bad = {**drawn, "latents": drawn["latents"].clone()}
+    bad["latents"][0, 0, 1, 0, 0] = float("nan")
+    _, gnorm = train_teacher.optimisation_step(dit, text, cond, opt, bad, cfg, gen, cpu_gen)
+    assert not torch.isfinite(gnorm)
+    assert all(torch.equal(a, b) for a, b in zip(before, dit.parameters()))
+    _, gnorm = train_teacher.optimisation_step(dit, text, cond, opt, drawn, cfg, gen, cpu_gen)
+    assert torch.isfinite(gnorm)
+    assert all(torch.isfinite(p).all() for p in dit.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, dit.parameters()))
