@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--wad", default="freedoom2", help="game data (default freedoom2)")
     g.add_argument("--teacher-steps", type=int, default=50, help="teacher sampling steps (default 50)")
     g.add_argument("--guidance", type=float, default=None, help="teacher CFG scale (default: the Doom teacher's)")
+    g.add_argument(
+        "--guide-actions",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="teacher guidance along the actions as well as the caption (auto: if it was trained with action dropout)",
+    )
     g = ap.add_argument_group("run")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -172,6 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             wad=args.wad,
             teacher_steps=args.teacher_steps,
             guidance=args.guidance,
+            guide_actions={"auto": None, "yes": True, "no": False}[args.guide_actions],
         )
     except (ValueError, WorldNotAvailableError) as e:
         ap.error(str(e))

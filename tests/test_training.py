@@ -258,6 +258,16 @@ def test_teacher_resumes_from_its_checkpoint(tmp_path):
     assert all(int(s["step"]) == 3 for s in state.values())
 
 
+def test_harness_guides_a_teacher_on_actions_as_trained_unless_told(tmp_path):
+    from distillation.evaluation.models import model_from_spec
+
+    vae = tiny_vae_export(tmp_path / "vae")
+    train_teacher.train(teacher_cfg(tmp_path / "run", vae, max_steps=1), source)
+    spec = f"teacher:{tmp_path / 'run' / 'export'}:{vae}"
+    guided_on = {g: model_from_spec(spec, guide_actions=g).describe()["sampler"]["guidance_on"] for g in (None, False)}
+    assert guided_on == {None: "caption and actions", False: "caption"}
+
+
 def test_learning_rate_warms_up_from_the_fresh_optimizer_and_cools_down_with_the_budget():
     from distillation.training.budget import TimeBudget, learning_rate
 

@@ -404,11 +404,13 @@ def model_from_spec(
     wad: str = "freedoom2",
     teacher_steps: int = 50,
     guidance: float | None = None,
+    guide_actions: bool | None = None,
 ) -> WorldModelUnderTest:
     """Build the model named by ``spec`` (one of :data:`MODEL_SPECS`).
 
     ``size`` (W, H) is the frame size of the models without their own (``real``, ``noise``, ``static``);
-    ``tiny-random`` is 48x32. ``guidance`` defaults to the Doom teacher's scale.
+    ``tiny-random`` is 48x32. ``guidance`` defaults to the Doom teacher's scale; ``guide_actions`` (guidance
+    along the actions too) to what the teacher was trained for (:func:`~distillation.train_teacher.guides_actions`).
     """
     from world_model.bundle import WorldNotAvailableError, load_world
 
@@ -433,7 +435,7 @@ def model_from_spec(
                 f"got {spec!r}"
             )
         light = parts[3] if len(parts) == 4 else None
-        return load_teacher(parts[1], parts[2], device, teacher_steps, guidance, light)
+        return load_teacher(parts[1], parts[2], device, teacher_steps, guidance, light, guide_actions)
     if spec.startswith("vae:"):
         parts = spec.split(":")
         if len(parts) not in (2, 3) or not parts[1]:
@@ -474,6 +476,7 @@ def load_teacher(
     steps: int,
     guidance: float | None,
     light: str | Path | None = None,
+    guide_actions: bool | None = None,
 ) -> TeacherModel:
     """The teacher from its export folder and the VAE export it was trained with; with ``light`` (a light
     decoder file) it decodes through that, and only the VAE's encoder is loaded."""
@@ -498,7 +501,7 @@ def load_teacher(
         clip_steps=t.clip_steps,
         name=f"teacher@{step}",
         decode=decode,
-        guide_actions=guides_actions(export),
+        guide_actions=guides_actions(export) if guide_actions is None else guide_actions,
     )
 
 
