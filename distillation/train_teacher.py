@@ -39,6 +39,7 @@ from distillation.training.checkpoint import export_step, restore_state, save_st
 from distillation.training.cli import parse_config
 from distillation.training.ema import EMA
 from distillation.training.metrics import psnr, ssim
+from distillation.training.optim import clipped_step, fused_adamw
 from distillation.training.replay import ReplayBuffer
 from world_model import doom
 from world_model.checkpoints.text_encoders import SmallTextEncoder
@@ -187,26 +188,13 @@ def optimisation_step(dit, text, cond, opt, drawn, cfg, gen, cpu_gen) -> tuple[t
         loss = flow_loss(dit, text, cond, x0, drawn["actions"], captions, cfg, gen, keep_actions)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    params = [p for group in opt.param_groups for p in group["params"]]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-    # One non-finite gradient made every weight (and then the EMA) NaN for good on the H100 at step ~13,480:
-    # the fused optimizer skips such an update on the device (GradScaler's found_inf contract), so no sync.
-    opt.found_inf = (~torch.isfinite(grad_norm)).float()
-    opt.step()
-    opt.found_inf = None
+    grad_norm = clipped_step(opt, cfg.grad_clip)
     return loss.detach(), grad_norm
 
 
 def make_optimizer(dit: WanDiT, text: SmallTextEncoder, cfg: TeacherTrainConfig) -> torch.optim.AdamW:
-    """AdamW over the DiT and the text encoder, fused: :func:`optimisation_step` relies on it to skip
-    non-finite updates."""
-    return torch.optim.AdamW(
-        [*dit.parameters(), *text.parameters()],
-        lr=cfg.lr,
-        betas=(0.9, 0.99),
-        weight_decay=cfg.weight_decay,
-        fused=True,
-    )
+    """AdamW over the DiT and the text encoder (fused: :func:`optimisation_step` skips non-finite updates)."""
+    return fused_adamw([*dit.parameters(), *text.parameters()], cfg.lr, weight_decay=cfg.weight_decay)
 
 
 @torch.no_grad()

@@ -29,6 +29,7 @@ from distillation.training.checkpoint import export_step, restore_state, save_st
 from distillation.training.cli import parse_config
 from distillation.training.ema import EMA
 from distillation.training.metrics import psnr, ssim
+from distillation.training.optim import clipped_step, fused_adamw
 from distillation.training.replay import ReplayBuffer
 from world_model import doom
 from world_model.vae import VAEConfig, WanVAE, is_encoder_key, vae_from_halves
@@ -41,6 +42,10 @@ class VAETrainConfig:
     workers: int = 4  # game worker processes (14 on the 16-core GPU box)
     dim: int = 32  # VAE base width (Wan2.1 uses 96)
     steps: int = 4  # actions per clip: 17 frames
+    # Train on a random HxW window of each batch (e.g. "64x64"; multiples of 8): the VAE is convolutional up to
+    # the attention at its 1/8 bottleneck, and a 64x64 window costs a third of a 96x128 frame. Validation and the
+    # latent statistics always use whole frames.
+    crop: str = ""
     batch_size: int = 16  # clips per step
     lr: float = 3e-4  # peak AdamW learning rate
     warmup: int = 200  # steps of linear warm-up (again after --init-from: the optimizer starts fresh)
@@ -73,12 +78,50 @@ def reconstruct(vae: WanVAE, video: torch.Tensor, sample: bool = True):
     return recon, mu, logvar
 
 
-def vae_loss(video, recon, mu, logvar, cfg: VAETrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def vae_loss(video, recon, mu, logvar, cfg: VAETrainConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``(loss, terms)``; the terms are detached device tensors, read only when logging (no sync per step)."""
     l1 = (recon - video).abs().mean()
     s = ssim(recon.float().clamp(-1, 1), video.float()).mean()
     kl = 0.5 * (mu.float().pow(2) + logvar.float().exp() - 1 - logvar.float()).mean()
     loss = l1 + cfg.ssim_weight * (1 - s) + cfg.kl_weight * kl
-    return loss, {"l1": l1.item(), "ssim": s.item(), "kl": kl.item()}
+    return loss, {"l1": l1.detach(), "ssim": s.detach(), "kl": kl.detach()}
+
+
+def optimisation_step(forward, vae: WanVAE, opt, video: torch.Tensor, cfg: VAETrainConfig):
+    """One update on ``video`` ``[B, 3, F, H, W]`` with ``forward`` (:func:`reconstruct`, maybe compiled).
+
+    Returns ``(loss, terms, recon, grad_norm)``, all device tensors: nothing here waits for the GPU."""
+    kind = video.device.type
+    with torch.autocast(kind, dtype=torch.bfloat16, enabled=kind == "cuda"):
+        recon, mu, logvar = forward(vae, video)
+    loss, terms = vae_loss(video, recon.float(), mu, logvar, cfg)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss.detach(), terms, recon.detach(), clipped_step(opt, cfg.grad_clip)
+
+
+def parse_crop(crop: str) -> tuple[int, int] | None:
+    """``"HxW"`` -> ``(H, W)`` (None for ""), checked against the VAE's 8x spatial compression."""
+    if not crop:
+        return None
+    try:
+        h, w = (int(v) for v in crop.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--crop takes HxW, e.g. 64x64, got {crop!r}") from None
+    if h <= 0 or w <= 0 or h % 8 or w % 8:
+        raise ValueError(f"--crop {crop}: height and width must be positive multiples of 8 (the VAE's compression)")
+    return h, w
+
+
+def random_crop(video: torch.Tensor, hw: tuple[int, int] | None, gen: torch.Generator) -> torch.Tensor:
+    """One random ``hw`` window of a batch ``[B, 3, F, H, W]`` (the same for every clip: a view, no copy)."""
+    if hw is None:
+        return video
+    if hw[0] > video.shape[-2] or hw[1] > video.shape[-1]:
+        raise ValueError(f"--crop {hw[0]}x{hw[1]} is larger than the {video.shape[-2]}x{video.shape[-1]} frames")
+    top = int(torch.randint(0, video.shape[-2] - hw[0] + 1, (), generator=gen))
+    left = int(torch.randint(0, video.shape[-1] - hw[1] + 1, (), generator=gen))
+    return video[..., top : top + hw[0], left : left + hw[1]]
 
 
 @torch.no_grad()
@@ -197,7 +240,8 @@ def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
     out = Path(cfg.out)
     vae = WanVAE(doom.vae_config() if cfg.dim == 32 else VAEConfig(dim=cfg.dim)).to(device)
     for_cuda_convs(vae, cfg.channels_last)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    crop = parse_crop(cfg.crop)
+    opt = fused_adamw(vae.parameters(), cfg.lr)
     ckpt_path = out / "checkpoint.pt"
     step = 0
     # A run started from an export begins with a fresh optimizer, so it warms up again from there.
@@ -223,26 +267,23 @@ def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
     try:
         bar = tqdm(total=cfg.max_steps, initial=step, desc="vae", dynamic_ncols=True)
         budget.mark(step)
-        amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+        crop_gen = torch.Generator().manual_seed(cfg.seed + step)
+        skipped = torch.zeros((), device=device)  # non-finite updates skipped this run, read only when logging
         while step < cfg.max_steps and not budget.expired():
-            video = draw()
+            video = random_crop(draw(), crop, crop_gen)
             lr = learning_rate(cfg.lr, step, warmup=cfg.warmup, budget=budget, cooldown=cfg.cooldown, start=opt_start)
             for g in opt.param_groups:
                 g["lr"] = lr
-            with amp:
-                recon, mu, logvar = forward(vae, video)
-            loss, terms = vae_loss(video, recon.float(), mu, logvar, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
-            opt.step()
+            loss, terms, recon, gnorm = optimisation_step(forward, vae, opt, video, cfg)
+            skipped += ~torch.isfinite(gnorm)
             step += 1
             ema.update(vae, step)
             bar.update(1)
             if step % cfg.log_every == 0:
                 with torch.no_grad():
                     p = psnr(recon.float().clamp(-1, 1), video).mean().item()
-                rec = {"step": step, "loss": loss.item(), "psnr": p, "grad_norm": float(gnorm), "lr": lr, **terms}
+                rec = {"step": step, "loss": loss.item(), "psnr": p, "grad_norm": float(gnorm), "lr": lr}
+                rec.update({k: v.item() for k, v in terms.items()}, skipped_steps=int(skipped.item()))
                 rec["steps_per_s"] = budget.steps_per_s(step)
                 if replay is not None:
                     rec["clips_played"] = replay.seen

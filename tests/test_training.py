@@ -97,6 +97,28 @@ def test_vae_resume_continues_exactly(tmp_path):
         train_vae.load_exported_vae(export)
 
 
+def test_vae_trains_on_random_windows_and_validates_on_whole_frames(tmp_path):
+    assert train_vae.parse_crop("") is None and train_vae.parse_crop("64x48") == (64, 48)
+    for bad in ("64", "60x64", "0x8", "axb"):
+        with pytest.raises(ValueError, match="--crop"):
+            train_vae.parse_crop(bad)
+    video = video_batch(0, hw=(32, 48))["video"]
+    gen = torch.Generator().manual_seed(0)
+    windows = [train_vae.random_crop(video, (16, 24), gen) for _ in range(8)]
+    assert all(w.shape == (*video.shape[:3], 16, 24) for w in windows)
+    # Each window is the frame's pixels at some offset, and the offsets vary.
+    found = set()
+    for w in windows:
+        hits = [(t, x) for t in range(17) for x in range(25) if torch.equal(video[..., t : t + 16, x : x + 24], w)]
+        assert hits
+        found.add(hits[0])
+    assert len(found) > 1
+    with pytest.raises(ValueError, match="larger than the 32x48 frames"):
+        train_vae.random_crop(video, (40, 48), gen)
+    result = train_vae.train(vae_cfg(tmp_path, max_steps=2, crop="16x24"), small_source)
+    assert result["step"] == 2 and result["val_psnr"] > 0  # validation ran on the 32x48 frames
+
+
 KILLED_RUN = """
 import sys
 sys.path.insert(0, sys.argv[3])

@@ -1,0 +1,29 @@
+"""Optimizer construction and the update step shared by the trainers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+
+def fused_adamw(params: Iterable[torch.nn.Parameter], lr: float, betas=(0.9, 0.99), weight_decay: float = 0.0):
+    """AdamW with the fused kernel (CPU and CUDA): one launch per step, and :func:`clipped_step` relies on it to
+    skip a non-finite update on the device."""
+    return torch.optim.AdamW(list(params), lr=lr, betas=betas, weight_decay=weight_decay, fused=True)
+
+
+def clipped_step(opt: torch.optim.Optimizer, max_norm: float) -> torch.Tensor:
+    """Clip the gradients of ``opt``'s parameters to ``max_norm`` and step, unless their norm is not finite.
+
+    Returns the norm before clipping (a device tensor). One non-finite gradient made every weight of the teacher
+    (and then its EMA) NaN for good on the H100; the fused optimizer skips such an update on the device through
+    GradScaler's ``found_inf`` contract, so the host never waits for the GPU to decide."""
+    if not opt.defaults.get("fused"):
+        raise ValueError("clipped_step needs a fused optimizer (fused_adamw) to skip non-finite updates")
+    params = [p for group in opt.param_groups for p in group["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    opt.found_inf = (~torch.isfinite(grad_norm)).float()
+    opt.step()
+    opt.found_inf = None
+    return grad_norm
