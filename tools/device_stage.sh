@@ -58,7 +58,7 @@ vae)
     init=()
     [ -f checkpoints/doom_vae/result.json ] && init=(--init-from checkpoints/doom_vae)
     python3 -m distillation.train_vae --device "$DEVICE" --out runs/doom_vae --workers "$WORKERS" \
-        --max-minutes "$MINUTES" --checkpoint-every 100000 "${init[@]}" "${TRAIN_ARGS[@]}"
+        --max-minutes "$MINUTES" --checkpoint-every 100000 --compile "${init[@]}" "${TRAIN_ARGS[@]}"
     cp runs/doom_vae/export/vae* runs/doom_vae/export/result.json "$OUT"/
     evaluate vae:runs/doom_vae/export runs/eval_vae --batch-size 16 --videos 2
     pack runs/doom_vae/log.jsonl runs/eval_vae runs/extra
