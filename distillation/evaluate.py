@@ -40,6 +40,16 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _interval(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'LO,HI' noise levels, e.g. 0.6,1, got {text!r}") from None
+    if not 0.0 <= lo < hi <= 1.0:
+        raise argparse.ArgumentTypeError(f"noise levels need 0 <= LO < HI <= 1, got {text!r}")
+    return lo, hi
+
+
 def _range(text: str) -> tuple[int, int]:
     try:
         lo, hi = (int(v) for v in text.split(","))
@@ -98,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="teacher guidance along the actions as well as the caption (auto: if it was trained with action dropout)",
     )
+    g.add_argument(
+        "--guidance-interval",
+        type=_interval,
+        default=None,
+        help="LO,HI: guide the teacher only at noise levels LO <= sigma <= HI, e.g. 0.6,1 (default: every step)",
+    )
     g = ap.add_argument_group("run")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -133,7 +149,7 @@ def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from distillation.data.splits import MapSplit
     from distillation.evaluation.game import game_config
-    from distillation.evaluation.models import model_from_spec
+    from distillation.evaluation.models import TeacherSampling, model_from_spec
     from distillation.evaluation.probe import Probe, ProbeConfig, train_probe
     from distillation.evaluation.replay import ReplayConfig, run_replay
     from distillation.evaluation.report import SideBySideVideo, write_report
@@ -176,9 +192,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             seed=args.seed,
             size=args.size,
             wad=args.wad,
-            teacher_steps=args.teacher_steps,
-            guidance=args.guidance,
-            guide_actions={"auto": None, "yes": True, "no": False}[args.guide_actions],
+            teacher=TeacherSampling(
+                steps=args.teacher_steps,
+                guidance=args.guidance,
+                guide_actions={"auto": None, "yes": True, "no": False}[args.guide_actions],
+                interval=args.guidance_interval,
+            ),
         )
     except (ValueError, WorldNotAvailableError) as e:
         ap.error(str(e))

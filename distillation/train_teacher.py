@@ -211,12 +211,14 @@ def sample_clip(
     seed: int = 0,
     guide_actions: bool = False,
     solver: Callable = sample_unipc,
+    guidance_interval: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """Teacher sampling of a whole clip given the real first frame and the actions: latents ``[B, 16, T, h, w]``.
 
     Guidance contrasts the caption with "" and, with ``guide_actions`` (for a teacher trained with action
     dropout, :func:`guides_actions`), the actions with none: it then strengthens the motion the actions ask for.
-    ``solver``: :func:`~world_model.sampling.sample_unipc` or another of that module's samplers."""
+    ``solver``: :func:`~world_model.sampling.sample_unipc` or another of that module's samplers;
+    ``guidance_interval``: the noise levels ``(lo, hi)`` that are guided (see :func:`~world_model.sampling.guided`)."""
     x0_shape = first_latent_clip.shape
     y = image_condition(first_latent_clip)
     control = cond.control(actions)
@@ -233,7 +235,7 @@ def sample_clip(
 
     g = torch.Generator(device=first_latent_clip.device).manual_seed(seed)
     noise = torch.randn(x0_shape, generator=g, device=first_latent_clip.device)
-    return solver(guided(v_cond, v_uncond, guidance), noise, sigma_schedule(steps, shift))
+    return solver(guided(v_cond, v_uncond, guidance, guidance_interval), noise, sigma_schedule(steps, shift))
 
 
 @torch.no_grad()

@@ -63,3 +63,7 @@ def test_guidance():
     uncond = lambda x, t: torch.zeros_like(x)
     assert guided(cond, uncond, 5.0)(torch.zeros(2), torch.zeros(2)).tolist() == [5.0, 5.0]
     assert guided(cond, None, 5.0) is cond
+    # Guided only inside the interval of noise levels: t = 1000 * sigma.
+    limited = guided(cond, uncond, 5.0, interval=(0.6, 1.0))
+    at = {sigma: limited(torch.zeros(2), torch.full((2,), 1000.0 * sigma)).tolist() for sigma in (0.9, 0.6, 0.3)}
+    assert at == {0.9: [5.0, 5.0], 0.6: [5.0, 5.0], 0.3: [1.0, 1.0]}

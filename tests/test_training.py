@@ -281,12 +281,15 @@ def test_teacher_resumes_from_its_checkpoint(tmp_path):
 
 
 def test_harness_guides_a_teacher_on_actions_as_trained_unless_told(tmp_path):
-    from distillation.evaluation.models import model_from_spec
+    from distillation.evaluation.models import TeacherSampling, model_from_spec
 
     vae = tiny_vae_export(tmp_path / "vae")
     train_teacher.train(teacher_cfg(tmp_path / "run", vae, max_steps=1), source)
     spec = f"teacher:{tmp_path / 'run' / 'export'}:{vae}"
-    guided_on = {g: model_from_spec(spec, guide_actions=g).describe()["sampler"]["guidance_on"] for g in (None, False)}
+    guided_on = {
+        g: model_from_spec(spec, teacher=TeacherSampling(guide_actions=g)).describe()["sampler"]["guidance_on"]
+        for g in (None, False)
+    }
     assert guided_on == {None: "caption and actions", False: "caption"}
 
 

@@ -35,12 +35,20 @@ def sigma_schedule(num_steps: int, shift: float = 1.0) -> torch.Tensor:
     return shift_sigma(torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64), shift)
 
 
-def guided(cond: VelocityFn, uncond: VelocityFn | None, scale: float) -> VelocityFn:
-    """Classifier-free guidance ``uncond + g * (cond - uncond)``; ``scale == 1`` or no ``uncond`` skips it."""
+def guided(
+    cond: VelocityFn, uncond: VelocityFn | None, scale: float, interval: tuple[float, float] | None = None
+) -> VelocityFn:
+    """Classifier-free guidance ``uncond + g * (cond - uncond)``; ``scale == 1`` or no ``uncond`` skips it.
+
+    ``interval = (lo, hi)`` guides only at noise levels ``lo <= sigma <= hi`` and runs ``cond`` alone elsewhere
+    (guidance in a limited interval, Kynkaanniemi et al. 2024: the layout and motion are set at high noise, and
+    guiding the low-noise steps mostly over-sharpens)."""
     if uncond is None or scale == 1.0:
         return cond
 
     def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if interval is not None and not interval[0] <= float(t.max()) / NUM_TRAIN_TIMESTEPS <= interval[1]:
+            return cond(x, t)
         u = uncond(x, t)
         return u + scale * (cond(x, t) - u)
 

@@ -190,6 +190,7 @@ class TeacherModel:
         name: str = "teacher",
         decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
         guide_actions: bool = False,
+        guidance_interval: tuple[float, float] | None = None,
     ) -> None:
         from distillation.train_teacher import latent_decoder
 
@@ -199,6 +200,7 @@ class TeacherModel:
         self.decode = decode or latent_decoder(vae)  # latents -> video: the VAE decoder or a light decoder
         self.steps, self.guidance, self.shift, self.clip_steps = steps, guidance, shift, clip_steps
         self.guide_actions = guide_actions  # guidance also along the actions (see train_teacher.sample_clip)
+        self.guidance_interval = guidance_interval  # guided noise levels (lo, hi); None: all
         self.name = name
         self.frame_size = (cond.cfg.width, cond.cfg.height)
 
@@ -212,6 +214,7 @@ class TeacherModel:
                 "steps": self.steps,
                 "guidance": self.guidance,
                 "guidance_on": "caption and actions" if self.guide_actions else "caption",
+                "guidance_interval": list(self.guidance_interval) if self.guidance_interval else "all steps",
                 "shift": self.shift,
             },
             "clip_steps": self.clip_steps,
@@ -242,6 +245,7 @@ class TeacherModel:
                 self.shift,
                 seed,
                 guide_actions=self.guide_actions,
+                guidance_interval=self.guidance_interval,
             )
             video = self.decode(lat).float()
         return to_uint8(video).numpy()
@@ -394,6 +398,18 @@ MODEL_SPECS = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class TeacherSampling:
+    """How a bidirectional teacher is sampled; ``None`` takes the Doom teacher's scale (``guidance``) or what the
+    export was trained for (``guide_actions``: guidance along the actions too, if it had action dropout).
+    ``interval``: the noise levels ``(lo, hi)`` that are guided (all when None)."""
+
+    steps: int = 50
+    guidance: float | None = None
+    guide_actions: bool | None = None
+    interval: tuple[float, float] | None = None
+
+
 def model_from_spec(
     spec: str,
     *,
@@ -402,15 +418,12 @@ def model_from_spec(
     seed: int = 0,
     size: tuple[int, int] = (128, 96),
     wad: str = "freedoom2",
-    teacher_steps: int = 50,
-    guidance: float | None = None,
-    guide_actions: bool | None = None,
+    teacher: TeacherSampling = TeacherSampling(),
 ) -> WorldModelUnderTest:
     """Build the model named by ``spec`` (one of :data:`MODEL_SPECS`).
 
     ``size`` (W, H) is the frame size of the models without their own (``real``, ``noise``, ``static``);
-    ``tiny-random`` is 48x32. ``guidance`` defaults to the Doom teacher's scale; ``guide_actions`` (guidance
-    along the actions too) to what the teacher was trained for (:func:`~distillation.train_teacher.guides_actions`).
+    ``tiny-random`` is 48x32. ``teacher``: how a ``teacher:`` spec samples.
     """
     from world_model.bundle import WorldNotAvailableError, load_world
 
@@ -435,7 +448,7 @@ def model_from_spec(
                 f"got {spec!r}"
             )
         light = parts[3] if len(parts) == 4 else None
-        return load_teacher(parts[1], parts[2], device, teacher_steps, guidance, light, guide_actions)
+        return load_teacher(parts[1], parts[2], device, teacher, light)
     if spec.startswith("vae:"):
         parts = spec.split(":")
         if len(parts) not in (2, 3) or not parts[1]:
@@ -473,10 +486,8 @@ def load_teacher(
     export: str | Path,
     vae_export: str | Path,
     device: str | torch.device,
-    steps: int,
-    guidance: float | None,
+    sampling: TeacherSampling = TeacherSampling(),
     light: str | Path | None = None,
-    guide_actions: bool | None = None,
 ) -> TeacherModel:
     """The teacher from its export folder and the VAE export it was trained with; with ``light`` (a light
     decoder file) it decodes through that, and only the VAE's encoder is loaded."""
@@ -495,13 +506,14 @@ def load_teacher(
         dit.eval(),
         text.eval(),
         ClipConditioner(device),
-        steps=steps,
-        guidance=t.guidance_scale if guidance is None else guidance,
+        steps=sampling.steps,
+        guidance=t.guidance_scale if sampling.guidance is None else sampling.guidance,
         shift=t.shift,
         clip_steps=t.clip_steps,
         name=f"teacher@{step}",
         decode=decode,
-        guide_actions=guides_actions(export) if guide_actions is None else guide_actions,
+        guide_actions=guides_actions(export) if sampling.guide_actions is None else sampling.guide_actions,
+        guidance_interval=sampling.interval,
     )
 
 
