@@ -424,3 +424,19 @@ def test_teacher_step_with_a_non_finite_gradient_changes_nothing():
     assert torch.isfinite(gnorm)
     assert all(torch.isfinite(p).all() for p in dit.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, dit.parameters()))
+
+
+def test_the_non_finite_skip_refuses_an_optimizer_that_is_not_fused():
+    from distillation.training.optim import clipped_step, fused_adamw
+
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.ones(3)
+    with pytest.raises(ValueError, match="needs a fused optimizer"):
+        clipped_step(torch.optim.AdamW([p]), 1.0)
+    # Loading a state saved by a non-fused AdamW (an older checkpoint.pt) turns a fused one back.
+    old = torch.optim.AdamW([p])
+    old.step()
+    resumed = fused_adamw([p], 1e-3)
+    resumed.load_state_dict(old.state_dict())
+    with pytest.raises(ValueError, match="--init-from"):
+        clipped_step(resumed, 1.0)

@@ -19,8 +19,12 @@ def clipped_step(opt: torch.optim.Optimizer, max_norm: float) -> torch.Tensor:
     Returns the norm before clipping (a device tensor). One non-finite gradient made every weight of the teacher
     (and then its EMA) NaN for good on the H100; the fused optimizer skips such an update on the device through
     GradScaler's ``found_inf`` contract, so the host never waits for the GPU to decide."""
-    if not opt.defaults.get("fused"):
-        raise ValueError("clipped_step needs a fused optimizer (fused_adamw) to skip non-finite updates")
+    # step() reads "fused" per parameter group, and loading an optimizer state saved without it resets it there.
+    if not all(group.get("fused") for group in opt.param_groups):
+        raise ValueError(
+            "clipped_step needs a fused optimizer (fused_adamw) to skip non-finite updates; a checkpoint.pt saved "
+            "by a trainer before that (non-fused AdamW) cannot be resumed: start from its export with --init-from"
+        )
     params = [p for group in opt.param_groups for p in group["params"]]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
     opt.found_inf = (~torch.isfinite(grad_norm)).float()
