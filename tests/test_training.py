@@ -97,7 +97,7 @@ def test_vae_resume_continues_exactly(tmp_path):
         train_vae.load_exported_vae(export)
 
 
-def test_vae_trains_on_random_windows_and_validates_on_whole_frames(tmp_path):
+def test_vae_trains_on_random_windows_and_validates_on_whole_frames(tmp_path, monkeypatch):
     assert train_vae.parse_crop("") is None and train_vae.parse_crop("64x48") == (64, 48)
     for bad in ("64", "60x64", "0x8", "axb"):
         with pytest.raises(ValueError, match="--crop"):
@@ -115,8 +115,23 @@ def test_vae_trains_on_random_windows_and_validates_on_whole_frames(tmp_path):
     assert len(found) > 1
     with pytest.raises(ValueError, match="larger than the 32x48 frames"):
         train_vae.random_crop(video, (40, 48), gen)
+    trained, validated = [], []
+    step_, evaluate_ = train_vae.optimisation_step, train_vae.evaluate
+
+    def spy_step(forward, vae, opt, video, cfg):
+        trained.append(tuple(video.shape[-2:]))
+        return step_(forward, vae, opt, video, cfg)
+
+    def spy_evaluate(vae, batches, num_batches=8):
+        batches = list(batches)
+        validated.extend(tuple(b["video"].shape[-2:]) for b in batches)
+        return evaluate_(vae, iter(batches), num_batches)
+
+    monkeypatch.setattr(train_vae, "optimisation_step", spy_step)
+    monkeypatch.setattr(train_vae, "evaluate", spy_evaluate)
     result = train_vae.train(vae_cfg(tmp_path, max_steps=2, crop="16x24"), small_source)
-    assert result["step"] == 2 and result["val_psnr"] > 0  # validation ran on the 32x48 frames
+    assert result["step"] == 2
+    assert trained == [(16, 24)] * 2 and validated and set(validated) == {(32, 48)}
 
 
 KILLED_RUN = """
