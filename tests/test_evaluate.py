@@ -261,6 +261,10 @@ def test_bad_input_gives_clear_errors(capsys):
     with pytest.raises(SystemExit):
         main(["--model", "no-such-model", "--out", "unused"])
     assert "unknown model spec" in capsys.readouterr().err
+    for interval, message in (("0.7,0.2", "need 0 <= LO < HI <= 1"), ("high", "expected 'LO,HI' noise levels")):
+        with pytest.raises(SystemExit):
+            main(["--model", "tiny-random", "--guidance-interval", interval, "--out", "unused"])
+        assert message in capsys.readouterr().err
     with pytest.raises(ValueError, match="causal"):
         run_stability(NoiseModel(SIZE), StabilityConfig(steps=2), game_config(SIZE), progress=False)
     with pytest.raises(ValueError, match="differ from the model"):
