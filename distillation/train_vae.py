@@ -6,7 +6,8 @@ Loss: L1 + SSIM in pixels (no pretrained perceptual networks are available offli
 latent (the Wan VAE is a VAE: encoding uses the mean, so the KL only keeps the latent space smooth for the DiT).
 The whole clip goes through one causal pass per step (equal to the chunked streaming passes, see the VAE tests).
 At the end the per-channel mean / std of the latents are measured and stored in the exported config, so the
-DiT sees unit-scale latents exactly as with Wan2.1's 16 constants.
+DiT sees unit-scale latents exactly as with Wan2.1's 16 constants. ``--freeze-encoder`` fine-tunes the decoder
+of an export alone and keeps its latents and statistics, so teachers trained on them need no retraining.
 
 Resumable: ``checkpoint.pt`` in ``--out`` is written atomically every ``--checkpoint-every`` steps and when the
 time budget runs out; rerunning the same command continues from it. ``export/`` (``vae*.safetensors`` + ``vae.json``
@@ -66,6 +67,9 @@ class VAETrainConfig:
     compile: bool = False  # torch.compile the VAE
     channels_last: bool = True  # CUDA only: cuDNN's fast conv3d kernels are NDHWC (the batches already are)
     init_from: str = ""  # an exported VAE folder to start from when there is no checkpoint (next session)
+    # Fine-tune the decoder only (needs --init-from): the encoder, and so the latents and their statistics, stay
+    # bit for bit those of --init-from, so a teacher trained on them keeps working with the better decoder.
+    freeze_encoder: bool = False
 
 
 def reconstruct(vae: WanVAE, video: torch.Tensor, sample: bool = True):
@@ -241,7 +245,12 @@ def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
     vae = WanVAE(doom.vae_config() if cfg.dim == 32 else VAEConfig(dim=cfg.dim)).to(device)
     for_cuda_convs(vae, cfg.channels_last)
     crop = parse_crop(cfg.crop)
-    opt = fused_adamw(vae.parameters(), cfg.lr)
+    if cfg.freeze_encoder and not cfg.init_from:
+        raise ValueError("--freeze-encoder fine-tunes the decoder of a trained VAE: name its export with --init-from")
+    for name, p in vae.named_parameters():
+        p.requires_grad_(not (cfg.freeze_encoder and is_encoder_key(name)))
+    # Frozen weights get no gradient, so the encoder's pass records no graph and costs no backward.
+    opt = fused_adamw((p for p in vae.parameters() if p.requires_grad), cfg.lr)
     ckpt_path = out / "checkpoint.pt"
     step = 0
     # A run started from an export begins with a fresh optimizer, so it warms up again from there.
@@ -253,7 +262,7 @@ def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
         print(f"initialised from {cfg.init_from} (step {step}); optimizer state starts fresh")
     ema = EMA(vae, cfg.ema, start_step=step)
     parts = {"model": vae, "optimizer": opt, "ema": ema}
-    resumed = restore_state(ckpt_path, parts, dataclasses.asdict(cfg), ("dim",), device)
+    resumed = restore_state(ckpt_path, parts, dataclasses.asdict(cfg), ("dim", "freeze_encoder"), device)
     if resumed is not None:
         step = resumed
         print(f"resumed from step {step}")
@@ -299,7 +308,11 @@ def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
         scores = {name: evaluate(m, iter(val_batches)) for name, m in (("model", vae), ("ema", ema.model))}
         chosen = max(scores, key=lambda name: scores[name]["val_psnr"])
         final = vae if chosen == "model" else ema.model
-        stats = latent_stats(final, ({"video": draw()} for _ in itertools.count()))
+        if cfg.freeze_encoder:  # the teacher's latents are normalised by these: keep them exactly
+            init_config = json.loads((Path(cfg.init_from) / "vae.json").read_text())
+            stats = (tuple(init_config["latent_mean"]), tuple(init_config["latent_std"]))
+        else:
+            stats = latent_stats(final, ({"video": draw()} for _ in itertools.count()))
     finally:  # stop the game workers now, not at the interpreter's exit
         if replay is not None:
             replay.close()

@@ -1,5 +1,6 @@
 """Training stages on tiny configs: the loss goes down on a fixed batch, and a stopped run resumes exactly."""
 
+import dataclasses
 import itertools
 import json
 
@@ -9,7 +10,7 @@ from helpers import tiny_vae_export
 
 from distillation import train_teacher, train_vae
 from distillation.training.checkpoint import load_checkpoint
-from world_model.vae import VAEConfig, WanVAE
+from world_model.vae import VAEConfig, WanVAE, is_encoder_key
 
 
 def video_batch(step: int, b: int = 2, frames: int = 5, hw=(96, 128)) -> dict:
@@ -132,6 +133,26 @@ def test_vae_trains_on_random_windows_and_validates_on_whole_frames(tmp_path, mo
     result = train_vae.train(vae_cfg(tmp_path, max_steps=2, crop="16x24"), small_source)
     assert result["step"] == 2
     assert trained == [(16, 24)] * 2 and validated and set(validated) == {(32, 48)}
+
+
+def test_vae_decoder_fine_tuning_keeps_the_latents_of_its_init(tmp_path):
+    with pytest.raises(ValueError, match="--init-from"):
+        train_vae.train(vae_cfg(tmp_path / "none", max_steps=1, freeze_encoder=True), small_source)
+    train_vae.train(vae_cfg(tmp_path / "first", max_steps=2), small_source)
+    first = tmp_path / "first" / "export"
+    cfg = vae_cfg(tmp_path / "tuned", max_steps=3, freeze_encoder=True, init_from=str(first), lr=1e-2)
+    train_vae.train(cfg, small_source)
+    before, after = train_vae.load_exported_vae(first), train_vae.load_exported_vae(tmp_path / "tuned" / "export")
+    assert after.config.latent_mean == before.config.latent_mean and after.config.latent_std == before.config.latent_std
+    old, new = before.state_dict(), after.state_dict()
+    encoder_keys = [k for k in old if is_encoder_key(k)]
+    assert encoder_keys and all(torch.equal(old[k], new[k]) for k in encoder_keys)
+    assert any(not torch.equal(old[k], new[k]) for k in old if not is_encoder_key(k))
+    # The checkpoint holds optimizer state for the decoder half only, and a resume must keep the setting.
+    ckpt = load_checkpoint(tmp_path / "tuned" / "checkpoint.pt")
+    assert len(ckpt["optimizer"]["state"]) == sum(1 for k, _ in after.named_parameters() if not is_encoder_key(k))
+    with pytest.raises(ValueError, match="freeze_encoder"):
+        train_vae.train(dataclasses.replace(cfg, freeze_encoder=False, max_steps=4), small_source)
 
 
 KILLED_RUN = """
