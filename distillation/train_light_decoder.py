@@ -43,7 +43,15 @@ from distillation.training.budget import JsonlLog, TimeBudget
 from distillation.training.checkpoint import atomic_write, restore_state, save_state
 from distillation.training.ema import EMA
 from distillation.training.metrics import psnr, ssim
-from world_model.vae import LightDecoder, LightDecoderConfig, VAEConfig, WanVAE, load_wan_vae, save_light_decoder
+from world_model.vae import (
+    LightDecoder,
+    LightDecoderConfig,
+    VAEConfig,
+    WanVAE,
+    load_light_decoder,
+    load_wan_vae,
+    save_light_decoder,
+)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 EXPORT_NAME = "light_decoder.pt"
@@ -185,13 +193,15 @@ def train_light_decoder(
     cfg: TrainConfig | None = None,
     device: str | torch.device | None = None,
     val_videos: Sequence[Tensor] | None = None,
+    init_from: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Distil ``vae``'s decoder into a ``LightDecoder``; resumes from ``out_dir/checkpoint.pt`` if present.
 
     ``videos`` yields batches [B, 3, F, H, W] in [-1, 1] (F = 4n + 1, H, W multiples of 8), or is a callable
     ``start_step -> iterable`` so a resumed run continues the same data stream. ``val_videos`` (held-out batches)
     drive the periodic validation and pick the export (raw or EMA student); without them the raw student is
-    exported and there is no ``result.json``.
+    exported and there is no ``result.json``. ``init_from`` (a ``light_decoder.pt`` of the same widths) is the
+    start when there is no checkpoint yet: a run on a new machine continues the last session's student.
     """
     cfg = cfg or TrainConfig()
     out = Path(out_dir)
@@ -204,7 +214,17 @@ def train_light_decoder(
     student_config = student_config or LightDecoderConfig(z_dim=vae.config.z_dim)
     if student_config.z_dim != vae.config.z_dim:
         raise ValueError(f"student z_dim {student_config.z_dim} != teacher z_dim {vae.config.z_dim}")
-    student = LightDecoder(student_config).to(device).train()
+    student = LightDecoder(student_config)
+    if init_from is not None and not ckpt_path.exists():
+        start = load_light_decoder(init_from)
+        if start.config != student_config:
+            raise ValueError(
+                f"--init-from {init_from} is a light decoder of {start.config}, not of the requested "
+                f"{student_config}: pass the --widths / --blocks-per-stage it was trained with"
+            )
+        student.load_state_dict(start.state_dict())
+        print(f"initialised from {init_from}; optimizer state starts fresh", file=sys.stderr)
+    student = student.to(device).train()
     optimizer = make_optimizer(student, cfg)
     ema = EMA(student, cfg.ema)
     parts = {"student": student, "optimizer": optimizer, "ema": ema}
@@ -383,6 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=4, help="game worker processes with --data onthefly")
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt (resumed if present), light_decoder.pt")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="a light_decoder.pt to start from when --out has no checkpoint yet (the last session's export)",
+    )
     teacher = p.add_argument_group("teacher VAE")
     teacher.add_argument("--vae-weights", help="Wan2.1_VAE.pth or a diffusers AutoencoderKLWan state dict")
     teacher.add_argument("--vae-export", help="a VAE exported by distillation.train_vae (folder with vae.json)")
@@ -494,7 +519,9 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
     )
     student_cfg = LightDecoderConfig(z_dim=vae.config.z_dim, widths=args.widths, blocks_per_stage=args.blocks_per_stage)
     val_videos = held_out() if args.val_batches > 0 else None
-    result = train_light_decoder(vae, source, args.out, student_cfg, cfg, device=device, val_videos=val_videos)
+    result = train_light_decoder(
+        vae, source, args.out, student_cfg, cfg, device=device, val_videos=val_videos, init_from=args.init_from
+    )
     summary = {
         "start_step": result.start_step,
         "step": result.step,

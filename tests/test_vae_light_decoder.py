@@ -180,6 +180,27 @@ def test_resume_continues_exactly(tmp_path):
     assert torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=False)["step"] == 1
 
 
+def test_a_new_run_starts_from_an_exported_student(tmp_path):
+    vae = random_vae()
+    cfg = TrainConfig(steps=2, lr=1e-3, progress=False)
+    train_light_decoder(vae, _stream, tmp_path / "a", TINY, cfg)
+    export = tmp_path / "a" / "light_decoder.pt"
+    zero = TrainConfig(steps=0, progress=False)  # no step: the export is the init, untouched
+    train_light_decoder(vae, _stream, tmp_path / "b", TINY, zero, init_from=export)
+    _same_state(
+        load_light_decoder(export).state_dict(),
+        load_light_decoder(tmp_path / "b" / "light_decoder.pt").state_dict(),
+        "init",
+    )
+    # A checkpoint wins over the init (a rerun resumes), and a student of other widths is refused by name.
+    before = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["student"]
+    train_light_decoder(vae, _stream, tmp_path / "b", TINY, zero, init_from=tmp_path / "missing.pt")
+    _same_state(before, load_light_decoder(tmp_path / "b" / "light_decoder.pt").state_dict(), "resume")
+    other = LightDecoderConfig(widths=(8, 8, 8, 8), blocks_per_stage=2)
+    with pytest.raises(ValueError, match="--widths"):
+        train_light_decoder(vae, _stream, tmp_path / "c", other, zero, init_from=export)
+
+
 def test_validation_lands_in_result_json(tmp_path):
     vae = random_vae()
     cfg = TrainConfig(steps=3, lr=1e-3, val_every=2, progress=False)

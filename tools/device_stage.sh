@@ -80,9 +80,11 @@ teacher)
     pack runs/doom_teacher/log.jsonl runs/eval_teacher runs/extra
     ;;
 light)
+    init=()  # continue the committed student (distilled from this or an earlier VAE decoder)
+    [ -f "$LIGHT" ] && init=(--init-from "$LIGHT")
     python3 -m distillation.train_light_decoder --device "$DEVICE" --data onthefly --workers "$WORKERS" \
         --vae-export checkpoints/doom_vae --out runs/light --widths 96,48,32,16 --blocks-per-stage 2 --frames 17 \
-        --max-minutes "$MINUTES" --no-progress "${TRAIN_ARGS[@]}"
+        --max-minutes "$MINUTES" --no-progress "${init[@]}" "${TRAIN_ARGS[@]}"
     cp runs/light/light_decoder.pt runs/light/result.json "$OUT"/
     evaluate vae:checkpoints/doom_vae runs/eval_vae --batch-size 25 --videos 1
     evaluate vae:checkpoints/doom_vae:runs/light/light_decoder.pt runs/eval_light --batch-size 25 --videos 1
