@@ -31,7 +31,7 @@ from distillation.training.cli import parse_config
 from distillation.training.ema import EMA
 from distillation.training.metrics import psnr, ssim
 from distillation.training.optim import clipped_step, fused_adamw
-from distillation.training.replay import ReplayBuffer
+from distillation.training.replay import replayed_videos
 from world_model import doom
 from world_model.vae import VAEConfig, WanVAE, is_encoder_key, vae_from_halves
 
@@ -222,17 +222,7 @@ def clip_source(batches, cfg: VAETrainConfig, device: torch.device, step: int):
     :class:`ReplayBuffer` behind it (None with ``replay_clips=0``: straight from ``batches``)."""
     if not cfg.replay_clips:
         return (lambda: next(batches)["video"]), None
-    replay = ReplayBuffer(batches, cfg.replay_clips, device, lambda b: {"video": b["video"].half()})
-    gen = torch.Generator().manual_seed(cfg.seed + step)
-
-    def draw() -> torch.Tensor:
-        replay.refill(min_size=cfg.batch_size * 4)
-        video = replay.sample(cfg.batch_size, gen)["video"].float()
-        mirror = (torch.rand(video.shape[0], generator=gen) < 0.5).to(video.device)
-        video = torch.where(mirror[:, None, None, None, None], video.flip(-1), video)
-        return video.contiguous(memory_format=torch.channels_last_3d) if cfg.channels_last and video.is_cuda else video
-
-    return draw, replay
+    return replayed_videos(batches, cfg.replay_clips, cfg.batch_size, device, cfg.seed + step, cfg.channels_last)
 
 
 def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:

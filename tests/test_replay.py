@@ -7,7 +7,7 @@ import torch
 from test_training import small_source, tracked, vae_cfg
 
 from distillation import train_vae
-from distillation.training.replay import ReplayBuffer
+from distillation.training.replay import ReplayBuffer, replayed_video_stream
 
 
 def numbered(closed):
@@ -63,3 +63,27 @@ def test_vae_trains_from_the_replay_and_stops_the_source(tmp_path):
     assert result["step"] == 3 and torch.isfinite(torch.tensor(result["val_psnr"]))
     assert "train" in closed
     assert (tmp_path / "export" / "vae_encoder.safetensors").exists()
+
+
+def test_replayed_clips_are_played_clips_some_mirrored_and_closing_stops_the_source():
+    closed: list[bool] = []
+    played: list[torch.Tensor] = []
+
+    def clips():
+        try:
+            for k in itertools.count():
+                video = torch.randint(0, 1000, (2, 3, 5, 4, 6), generator=torch.Generator().manual_seed(k)).float()
+                played.extend(video)  # integers below 2048: exact through the fp16 store
+                yield {"video": video}
+        finally:
+            closed.append(True)
+
+    stream = replayed_video_stream(clips(), capacity=8, batch_size=4, device="cpu", seed=0)
+    drawn = torch.cat([next(stream) for _ in range(10)])
+    assert drawn.shape == (40, 3, 5, 4, 6) and drawn.dtype == torch.float32
+    as_played = [any(torch.equal(c, p) for p in played) for c in drawn]
+    flipped = [any(torch.equal(c.flip(-1), p) for p in played) for c in drawn]
+    assert all(a or f for a, f in zip(as_played, flipped))
+    assert 0 < sum(flipped) < 40  # mirrored at random
+    stream.close()
+    assert closed == [True]

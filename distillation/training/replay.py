@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -114,3 +114,39 @@ class ReplayBuffer:
     def close(self, timeout: float = 120.0) -> None:
         self._stop.set()
         self._thread.join(timeout)
+
+
+def replayed_videos(
+    batches: Iterable[dict[str, Any]],
+    capacity: int,
+    batch_size: int,
+    device: torch.device | str,
+    seed: int,
+    channels_last: bool = False,
+) -> tuple[Callable[[], torch.Tensor], ReplayBuffer]:
+    """``(draw, replay)`` for trainers of pixels (the VAE, the light decoder): ``draw()`` -> ``batch_size`` clips
+    ``[B, 3, F, H, W]`` (float32) from the last ``capacity`` played (stored fp16), each mirrored left-right at
+    random; ``replay`` is the buffer behind it (close it to stop the game workers)."""
+    replay = ReplayBuffer(iter(batches), capacity, device, lambda b: {"video": b["video"].half()})
+    gen = torch.Generator().manual_seed(seed)
+
+    def draw() -> torch.Tensor:
+        replay.refill(min_size=batch_size * 4)
+        video = replay.sample(batch_size, gen)["video"].float()
+        mirror = (torch.rand(video.shape[0], generator=gen) < 0.5).to(video.device)
+        video = torch.where(mirror[:, None, None, None, None], video.flip(-1), video)
+        return video.contiguous(memory_format=torch.channels_last_3d) if channels_last and video.is_cuda else video
+
+    return draw, replay
+
+
+def replayed_video_stream(
+    batches: Iterable[dict[str, Any]], capacity: int, batch_size: int, device: torch.device | str, seed: int
+) -> Iterator[torch.Tensor]:
+    """:func:`replayed_videos` as an endless iterator of clips; closing it closes the buffer."""
+    draw, replay = replayed_videos(batches, capacity, batch_size, device, seed)
+    try:
+        while True:
+            yield draw()
+    finally:
+        replay.close()
