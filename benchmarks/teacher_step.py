@@ -2,6 +2,10 @@
 compiled), its parts, and the replay transform (VAE encode of a played batch). Writes JSON.
 
     python -m benchmarks.teacher_step --device cuda --out benchmarks/results/teacher_step_h100.json
+    python -m benchmarks.teacher_step --device cuda --compiled-only --batch-size 64 128 --out ...
+
+Each batch size compiles anew (static shapes, as the trainer's one fixed batch), a few minutes each on the H100:
+the JSON is rewritten after every row, so a run stopped by the device's time limit keeps the rows it finished.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, nargs="+", default=[64], help="first: every part; others: compiled step")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--vae", default="checkpoints/doom_vae", help="a VAE export: times encoding a played batch")
+    ap.add_argument("--compiled-only", action="store_true", help="skip the parts and the eager step")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -57,7 +62,6 @@ def main() -> None:
     cpu_gen = torch.Generator().manual_seed(0)
     opt = make_optimizer(dit, text, cfg)
     ema = EMA(dit)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     first = args.batch_size[0]
     drawn = {"latents": x0[:first], "actions": actions[:first], "captions": captions[:first]}
 
@@ -77,6 +81,31 @@ def main() -> None:
         sync(device)
         return n / (time.perf_counter() - t0)
 
+    res: dict[str, float] = {}
+
+    def save() -> None:
+        if args.out:
+            write_result(args.out, "teacher_step", args.device, vars(args), res)
+
+    if not args.compiled_only:
+        eager_parts(args, cfg, device, text, cond, drawn, actions, captions, step, steps_per_s, res)
+        save()
+    # Static shapes: after two sizes dynamo would otherwise switch to dynamic ones, which the trainer never sees.
+    model = torch.compile(dit, dynamic=False)  # as the trainer's --compile
+    for bs in args.batch_size:
+        drawn.update(latents=x0[:bs], actions=actions[:bs], captions=captions[:bs])
+        suffix = "" if bs == args.batch_size[0] else f"_batch{bs}"
+        res["step_compiled_ms" + suffix] = timed(step, args.iters)
+        res["steps_per_s_compiled" + suffix] = steps_per_s()
+        res["clips_per_s_compiled" + suffix] = bs * res["steps_per_s_compiled" + suffix]
+        save()
+    print(json.dumps(res, indent=1))
+
+
+def eager_parts(args, cfg, device, text, cond, drawn, actions, captions, step, steps_per_s, res) -> None:
+    """The step's parts (text, control, VAE encode of a played batch) and the eager step, into ``res``."""
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
     def text_only():
         with amp:
             encode_text(text, drawn["captions"])
@@ -84,7 +113,6 @@ def main() -> None:
     def control_only():
         cond.control(drawn["actions"])
 
-    res: dict[str, float] = {}
     res["text_ms"] = timed(text_only, args.iters)
     res["control_ms"] = timed(control_only, args.iters)
     vae = load_exported_vae(args.vae, device, decoder=False)
@@ -103,15 +131,6 @@ def main() -> None:
         print(table)
         print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=15))
     res["steps_per_s_eager"] = steps_per_s()
-    model = torch.compile(dit)  # as the trainer's --compile
-    for bs in args.batch_size:
-        drawn.update(latents=x0[:bs], actions=actions[:bs], captions=captions[:bs])
-        suffix = "" if bs == args.batch_size[0] else f"_batch{bs}"
-        res["step_compiled_ms" + suffix] = timed(step, args.iters)
-        res["steps_per_s_compiled" + suffix] = steps_per_s()
-    print(json.dumps(res, indent=1))
-    if args.out:
-        write_result(args.out, "teacher_step", args.device, vars(args), res)
 
 
 if __name__ == "__main__":
