@@ -10,7 +10,9 @@ name with weights (``doom-untrained``: random weights, the floor of the stabilit
 ``teacher:<teacher export>:<vae export>[:<light decoder>]`` (bidirectional, whole clips; longer horizons chain
 clips from the last generated frame), ``vae:<vae export>[:<light decoder>]`` (the real clip through the VAE: the
 reconstruction ceiling), ``real`` (the game replayed: must give capped PSNR and SSIM 1), ``noise`` (the floor),
-``static`` (the start frame held: the baseline to beat), ``tiny-random`` (a tiny random causal world, 48x32).
+``static`` (the start frame held: the baseline to beat), ``static:<vae export>[:<light decoder>]`` (the held
+start frame through the VAE: the baseline at a decoder's fidelity), ``tiny-random`` (a tiny random causal world,
+48x32).
 
 Outputs in --out: report.json (headline numbers, per-step PSNR / SSIM, probe accuracy, stability curves, and the
 exact definitions under "alignment"), metrics.npz, PNG plots vs horizon, side-by-side MP4s (real | generated),

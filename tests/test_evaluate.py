@@ -33,6 +33,7 @@ from distillation.evaluation.replay import ReplayConfig, per_step, run_replay
 from distillation.evaluation.stability import StabilityConfig, run_stability
 from distillation.training.metrics import MAX_PSNR
 from world_model.vae import LightDecoder, LightDecoderConfig, save_light_decoder
+from world_model.world import to_uint8, video_to_tensor
 
 SIZE = (48, 32)  # (W, H) of the tiny worlds; the game renders 160x120 and resizes
 
@@ -164,6 +165,19 @@ def test_reconstruction_model_sees_the_real_clip(tmp_path):
     assert full.name == "vae" and hasattr(full.vae, "decoder")
     with pytest.raises(ValueError, match="light decoder file"):
         model_from_spec(f"vae:{export}:{tmp_path / 'missing.pt'}")
+    # The no-motion baseline through a VAE: the held start frame goes through it, not the real clip.
+    held = model_from_spec(f"static:{export}:{light}", size=(128, 96))
+    assert held.name == "static+vae+light" and held.describe()["kind"] == "static-reconstruction"
+    first = np.random.default_rng(0).integers(0, 256, (2, 96, 128, 3), dtype=np.uint8)
+    acts = np.zeros((2, 2, 6), np.float32)
+    still = model_from_spec("static", size=(128, 96)).generate(first, ["", ""], acts)
+    with torch.no_grad():
+        want = to_uint8(held.decode(held.vae.encode(video_to_tensor(still, "cpu"), chunked=False)).float()).numpy()
+    assert np.array_equal(held.generate(first, ["", ""], acts), want)
+    ident = ReconstructionModel(game, IdentityVAE(), hold_start=True)
+    assert np.all(run_replay(ident, cfg, game, progress=False).psnr[:, 0] == MAX_PSNR)  # frame 0 is the real one
+    with pytest.raises(ValueError, match="static spec"):
+        model_from_spec("static:")
     with pytest.raises(ValueError, match="VAE export folder"):
         model_from_spec(f"vae:{tmp_path / 'missing'}")
 

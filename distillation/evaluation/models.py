@@ -305,24 +305,32 @@ class ReconstructionModel(RealGameModel):
 
     Not a world model: it sees the real frames, so its scores are the ceiling that the VAE (or the light decoder)
     puts on every world model decoding through it, measured on the same held-out clips and steps. ``decode`` maps
-    normalised latents to video (default: the VAE's own decoder).
+    normalised latents to video (default: the VAE's own decoder). ``hold_start``: the start frame held still goes
+    through the VAE instead of the real clip: the no-motion baseline at the decoder's fidelity, the score a world
+    model decoding through it would get by predicting that nothing moves.
     """
 
-    def __init__(self, config: DoomConfig, vae, decode=None, name: str = "vae") -> None:
+    def __init__(self, config: DoomConfig, vae, decode=None, name: str = "vae", hold_start: bool = False) -> None:
         from distillation.train_teacher import latent_decoder
 
         super().__init__(config, name)
         self.vae = vae
         self.decode = decode or latent_decoder(vae)
+        self.hold_start = hold_start
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": "reconstruction", "frame_size": list(self.frame_size)}
+        kind = "static-reconstruction" if self.hold_start else "reconstruction"
+        return {"name": self.name, "kind": kind, "frame_size": list(self.frame_size)}
 
     @torch.no_grad()
     def generate(self, start_frames, captions, actions, starts=None, seeds=None) -> np.ndarray:
-        real = super().generate(start_frames, captions, actions, starts, seeds)
+        if self.hold_start:
+            first, acts = check_inputs(self, start_frames, captions, actions)
+            clip = np.repeat(first[:, None], 1 + FRAMES_PER_STEP * acts.shape[1], axis=1)
+        else:
+            clip = super().generate(start_frames, captions, actions, starts, seeds)
         device = next(self.vae.parameters()).device
-        video = video_to_tensor(real, device).to(self.vae.dtype)
+        video = video_to_tensor(clip, device).to(self.vae.dtype)
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             out = self.decode(self.vae.encode(video, chunked=False))
         return to_uint8(out.float()).numpy()
@@ -394,6 +402,7 @@ MODEL_SPECS = (
     "real",
     "noise",
     "static",
+    "static:<vae export folder>[:<light decoder .pt>]",
     "tiny-random",
 )
 
@@ -449,11 +458,12 @@ def model_from_spec(
             )
         light = parts[3] if len(parts) == 4 else None
         return load_teacher(parts[1], parts[2], device, teacher, light)
-    if spec.startswith("vae:"):
-        parts = spec.split(":")
-        if len(parts) not in (2, 3) or not parts[1]:
-            raise ValueError(f"a VAE spec is 'vae:<vae export folder>[:<light decoder .pt>]', got {spec!r}")
-        return load_reconstruction(parts[1], parts[2] if len(parts) == 3 else None, device, size, wad)
+    if spec.startswith(("vae:", "static:")):
+        kind, *parts = spec.split(":")
+        if len(parts) not in (1, 2) or not parts[0]:
+            raise ValueError(f"a {kind} spec is '{kind}:<vae export folder>[:<light decoder .pt>]', got {spec!r}")
+        light = parts[1] if len(parts) == 2 else None
+        return load_reconstruction(parts[0], light, device, size, wad, hold_start=kind == "static")
     # Everything else is what load_world takes: the embedded default, a bundle folder or release root, a preset
     # name with weights, or "doom-untrained" (random weights: the floor of a causal world's stability curves).
     path = Path(spec).expanduser()
@@ -518,8 +528,15 @@ def load_teacher(
 
 
 def load_reconstruction(
-    vae_export: str | Path, light: str | Path | None, device: str | torch.device, size: tuple[int, int], wad: str
+    vae_export: str | Path,
+    light: str | Path | None,
+    device: str | torch.device,
+    size: tuple[int, int],
+    wad: str,
+    hold_start: bool = False,
 ) -> ReconstructionModel:
-    """The real game through a VAE export (``distillation.train_vae``), optionally decoded by a light decoder."""
+    """The real game (or with ``hold_start`` its start frame held still) through a VAE export
+    (``distillation.train_vae``), optionally decoded by a light decoder."""
     vae, decode = load_vae_and_decoder(vae_export, light, device)
-    return ReconstructionModel(game_config(size, wad), vae, decode, "vae" if light is None else "vae+light")
+    name = ("static+" if hold_start else "") + ("vae" if light is None else "vae+light")
+    return ReconstructionModel(game_config(size, wad), vae, decode, name, hold_start)
