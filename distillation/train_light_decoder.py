@@ -215,16 +215,16 @@ def train_light_decoder(
     student_config = student_config or LightDecoderConfig(z_dim=vae.config.z_dim)
     if student_config.z_dim != vae.config.z_dim:
         raise ValueError(f"student z_dim {student_config.z_dim} != teacher z_dim {vae.config.z_dim}")
-    student = LightDecoder(student_config)
     if init_from is not None and not ckpt_path.exists():
-        start = load_light_decoder(init_from)
-        if start.config != student_config:
+        student = load_light_decoder(init_from)
+        if student.config != student_config:
             raise ValueError(
-                f"--init-from {init_from} is a light decoder of {start.config}, not of the requested "
+                f"--init-from {init_from} is a light decoder of {student.config}, not of the requested "
                 f"{student_config}: pass the --widths / --blocks-per-stage it was trained with"
             )
-        student.load_state_dict(start.state_dict())
         print(f"initialised from {init_from}; optimizer state starts fresh", file=sys.stderr)
+    else:
+        student = LightDecoder(student_config)
     student = student.to(device).train()
     optimizer = make_optimizer(student, cfg)
     ema = EMA(student, cfg.ema)

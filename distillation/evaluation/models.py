@@ -325,8 +325,7 @@ class ReconstructionModel(RealGameModel):
     @torch.no_grad()
     def generate(self, start_frames, captions, actions, starts=None, seeds=None) -> np.ndarray:
         if self.hold_start:
-            first, acts = check_inputs(self, start_frames, captions, actions)
-            clip = np.repeat(first[:, None], 1 + FRAMES_PER_STEP * acts.shape[1], axis=1)
+            clip = StaticModel(self.frame_size).generate(start_frames, captions, actions)
         else:
             clip = super().generate(start_frames, captions, actions, starts, seeds)
         device = next(self.vae.parameters()).device
