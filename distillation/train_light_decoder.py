@@ -39,10 +39,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from distillation.training.budget import JsonlLog, TimeBudget
+from distillation.training.budget import JsonlLog, TimeBudget, learning_rate
 from distillation.training.checkpoint import atomic_write, restore_state, save_state
 from distillation.training.ema import EMA
 from distillation.training.metrics import psnr, ssim
+from distillation.training.optim import clipped_step, fused_adamw
 from distillation.training.replay import replayed_video_stream
 from world_model.vae import (
     LightDecoder,
@@ -67,7 +68,9 @@ VideoSource = Iterable[Tensor] | Callable[[int], Iterable[Tensor]]
 @dataclass
 class TrainConfig:
     steps: int = 20_000
-    lr: float = 3e-4
+    lr: float = 3e-4  # peak AdamW learning rate
+    warmup: int = 200  # steps of linear warm-up (again after --init-from: the optimizer starts fresh)
+    cooldown: float = 0.25  # fraction of max_minutes at the end over which the rate falls to 5% (needs max_minutes)
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = 1.0
@@ -111,7 +114,8 @@ def loss_terms(pred: Tensor, target: Tensor, cfg: TrainConfig) -> tuple[Tensor, 
 
 
 def make_optimizer(student: LightDecoder, cfg: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    """Fused AdamW, as in the other trainers: :func:`train_step` skips a non-finite update on the device."""
+    return fused_adamw(student.parameters(), cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
 def _autocast(device: torch.device):
@@ -122,7 +126,7 @@ def train_step(
     student: LightDecoder, vae: WanVAE, optimizer: torch.optim.Optimizer, video: Tensor, cfg: TrainConfig
 ) -> dict[str, float]:
     """One distillation step on a batch [B, 3, F, H, W]; returns the loss (before the update), its terms and the
-    gradient norm."""
+    gradient norm (not finite: the update was skipped)."""
     device = next(student.parameters()).device
     video = video.to(device, non_blocking=True)
     with _autocast(device):
@@ -131,8 +135,7 @@ def train_step(
     loss, terms = loss_terms(pred, target, cfg)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    gnorm = torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-    optimizer.step()
+    gnorm = clipped_step(optimizer, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
     return {"loss": float(loss.detach()), **terms, "grad_norm": float(gnorm)}
 
 
@@ -256,6 +259,9 @@ def train_light_decoder(
                 video = next(batches)
             except StopIteration:
                 break
+            lr = learning_rate(cfg.lr, step, warmup=cfg.warmup, budget=budget, cooldown=cfg.cooldown)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             terms = train_step(student, vae, optimizer, video, cfg)
             step += 1
             ema.update(student, step)
@@ -263,7 +269,7 @@ def train_light_decoder(
             bar.update(1)
             bar.set_postfix(loss=f"{terms['loss']:.4f}")
             if step % cfg.log_every == 0:
-                log.write(step=step, **terms, lr=optimizer.param_groups[0]["lr"], steps_per_s=budget.steps_per_s(step))
+                log.write(step=step, **terms, lr=lr, steps_per_s=budget.steps_per_s(step))
             if validator is not None and step % cfg.val_every == 0 and step < cfg.steps:
                 validate()
             out_of_time = budget.expired()
@@ -431,7 +437,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=4)
     train.add_argument("--frames", type=int, default=9, help="frames per clip, 4n+1")
     train.add_argument("--size", type=_ints, default=(256, 256), help="crop HxW, multiples of 8 (e.g. 240x320)")
-    train.add_argument("--lr", type=float, default=3e-4)
+    train.add_argument("--lr", type=float, default=3e-4, help="peak AdamW learning rate")
+    train.add_argument(
+        "--warmup", type=int, default=200, help="steps of linear warm-up (also after --init-from: fresh optimizer)"
+    )
+    train.add_argument(
+        "--cooldown",
+        type=float,
+        default=0.25,
+        help="with --max-minutes: the last fraction of the time over which the rate falls linearly to 5%%",
+    )
     train.add_argument("--weight-decay", type=float, default=0.0)
     train.add_argument("--grad-clip", type=float, default=1.0)
     train.add_argument("--ema", type=float, default=0.999, help="EMA decay of the student weights (with warm-up)")
@@ -520,6 +535,8 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
     cfg = TrainConfig(
         steps=args.steps,
         lr=args.lr,
+        warmup=args.warmup,
+        cooldown=args.cooldown,
         weight_decay=args.weight_decay,
         grad_clip=args.grad_clip,
         ema=args.ema,

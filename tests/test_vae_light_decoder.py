@@ -149,7 +149,7 @@ def _same_state(a, b, path=""):
 
 def test_resume_continues_exactly(tmp_path):
     vae = random_vae()
-    cfg = TrainConfig(steps=4, lr=1e-3, checkpoint_every=2, log_every=1, val_every=1, ema=0.9, progress=False)
+    cfg = TrainConfig(steps=4, lr=1e-3, warmup=2, checkpoint_every=2, log_every=1, val_every=1, ema=0.9, progress=False)
     straight = train_light_decoder(vae, _stream, tmp_path / "a", TINY, cfg, val_videos=VAL)
     assert (straight.start_step, straight.step) == (0, 4)
 
@@ -173,6 +173,7 @@ def test_resume_continues_exactly(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     train_steps = [r["step"] for r in log if "loss" in r]
     assert train_steps == [1, 2, 3, 4] and {"mse", "l1", "lr", "steps_per_s"} <= set(log[0])
+    assert [r["lr"] for r in log if "loss" in r] == pytest.approx([5e-4, 1e-3, 1e-3, 1e-3])  # warm-up, then flat
 
     # Out of time: stop after the running step with a checkpoint; a rerun picks it up.
     timed = train_light_decoder(vae, _stream, tmp_path / "c", TINY, TrainConfig(**{**cfg.__dict__, "max_minutes": 0}))
