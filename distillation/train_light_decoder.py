@@ -441,12 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--warmup", type=int, default=200, help="steps of linear warm-up (also after --init-from: fresh optimizer)"
     )
-    train.add_argument(
-        "--cooldown",
-        type=float,
-        default=0.25,
-        help="with --max-minutes: the last fraction of the time over which the rate falls linearly to 5%%",
-    )
+    train.add_argument("--cooldown", type=float, default=0.25, help="with --max-minutes: last share, rate down to 5%%")
     train.add_argument("--weight-decay", type=float, default=0.0)
     train.add_argument("--grad-clip", type=float, default=1.0)
     train.add_argument("--ema", type=float, default=0.999, help="EMA decay of the student weights (with warm-up)")
