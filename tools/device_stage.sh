@@ -20,7 +20,8 @@
 # which resumes from runs/ (kept while the machine stays warm) and cools down (--cooldown 1.0) and scores.
 # VAE: TRAIN_ARGS="--freeze-encoder --crop 64x64 --batch-size 32" fine-tunes the decoder alone (14.2 steps/s on
 # the H100, Nov 23) and keeps the latents, so the committed teacher stays valid; without --freeze-encoder the
-# teacher must be trained again on the new latents. The light stage continues the committed light decoder.
+# teacher must be trained again on the new latents. The light stage continues the committed light decoder; its
+# trainer cools down too (Nov 24), so chain it the same way.
 # Dry run here (CPU, tiny): DEVICE=cpu WORKERS=1 EVAL_CLIPS=2 SKIP_WHEELS=1 TRAIN_ARGS=... OUT=/tmp/o bash ... vae 0.2
 set -euo pipefail
 STAGE="${1:?usage: tools/device_stage.sh vae|teacher|light [MINUTES]}"
