@@ -26,6 +26,16 @@ def generation_config(steps: int, height: int = doom.HEIGHT, width: int = doom.W
     return GenerationConfig(env=env, maps=MapSplit(wad), steps_per_clip=steps)
 
 
+def held_out_batches(
+    source: str, batch_size: int, steps: int, device: torch.device | str, seed: int
+) -> Iterator[dict[str, Any]]:
+    """Batches from the held-out maps that are the same in every run and session, for trainers' validation.
+
+    One game stream: the clips of several workers interleave in arrival order, so a pool would draw another set
+    each run and make validation scores of different runs incomparable."""
+    return clip_batches(source, batch_size, steps, device, split="val", workers=1, seed=seed)
+
+
 def _collate(items: list[dict[str, Any]], device: torch.device) -> dict[str, Any]:
     video = video_to_tensor(torch.stack([it["frames"] for it in items]), device)  # from [B, F, H, W, 3] uint8
     actions = torch.stack([torch.as_tensor(it["actions"]) for it in items]).to(device)

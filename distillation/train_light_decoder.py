@@ -487,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
     if len(args.size) != 2:
         parser.error(f"--size needs HxW, got {args.size}")
     if args.data == "onthefly":
-        from distillation.doom_data import clip_batches
+        from distillation.doom_data import clip_batches, held_out_batches
 
         if (args.frames - 1) % 4:
             parser.error(f"--frames must be 4n + 1, got {args.frames}")
@@ -509,9 +509,7 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
 
         def held_out() -> list[Tensor]:
             steps = (args.frames - 1) // 4
-            batches = clip_batches(
-                "onthefly", args.batch_size, steps, device, split="val", workers=args.workers, seed=VAL_SEED
-            )
+            batches = held_out_batches("onthefly", args.batch_size, steps, device, seed=VAL_SEED)
             try:
                 return [b["video"] for b in itertools.islice(batches, args.val_batches)]
             finally:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from distillation.doom_data import clip_batches
+from distillation.doom_data import clip_batches, held_out_batches
 from distillation.train_vae import load_exported_vae, read_safetensors_folder
 from distillation.training.budget import JsonlLog, TimeBudget, learning_rate
 from distillation.training.checkpoint import export_step, restore_state, save_state
@@ -345,8 +345,7 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
         def batch_source(split: str, start: int):
             if split == "train":
                 return clip_batches(cfg.data, 16, cfg.clip_steps, device, workers=cfg.workers, seed=cfg.seed + start)
-            # One worker: the same clips in the same order in every run and session.
-            return clip_batches(cfg.data, cfg.val_clips, cfg.clip_steps, device, split="val", workers=1, seed=777)
+            return held_out_batches(cfg.data, cfg.val_clips, cfg.clip_steps, device, seed=777)
 
     val_batches = batch_source("val", 0)
     try:

@@ -94,3 +94,20 @@ def test_on_the_fly_workers_stream_the_generator():
         np.testing.assert_array_equal(item["frames"].numpy(), clip.frames)  # worker 0 = stream 0
         np.testing.assert_array_equal(item["actions"].numpy(), clip.actions)
         assert item["map"] in g.maps.maps("train")
+
+
+def test_held_out_batches_are_the_same_every_time():
+    pytest.importorskip("vizdoom")
+    from distillation.doom_data import held_out_batches
+
+    def first() -> dict:
+        batches = held_out_batches("onthefly", 2, 1, "cpu", seed=5)
+        try:
+            return next(batches)
+        finally:
+            batches.close()
+
+    a, b = first(), first()
+    assert a["video"].shape == (2, 3, 5, 96, 128)
+    assert torch.equal(a["video"], b["video"]) and torch.equal(a["actions"], b["actions"])
+    assert a["captions"] == b["captions"]

@@ -66,6 +66,18 @@ def test_vae_step_reduces_loss_on_a_fixed_batch():
     assert losses[-1] < losses[0] * 0.9
 
 
+def test_vae_mse_term_adds_the_squared_error_at_its_weight():
+    torch.manual_seed(0)
+    video = torch.rand(2, 3, 5, 16, 16) * 2 - 1
+    recon = video + 0.1 * torch.randn_like(video)
+    mu, logvar = torch.randn(2, 4, 2, 2, 2), torch.zeros(2, 4, 2, 2, 2)
+    base, terms = train_vae.vae_loss(video, recon, mu, logvar, train_vae.VAETrainConfig())
+    with_mse, _ = train_vae.vae_loss(video, recon, mu, logvar, train_vae.VAETrainConfig(mse_weight=2.0))
+    expected = torch.nn.functional.mse_loss(recon, video)
+    assert torch.allclose(terms["mse"], expected)
+    assert torch.allclose(with_mse - base, 2.0 * expected)
+
+
 def test_vae_resume_continues_exactly(tmp_path):
     src = small_source
     train_vae.train(vae_cfg(tmp_path / "straight", max_steps=4), src)
