@@ -23,8 +23,8 @@
 # teacher must be trained again on the new latents. The light stage continues the committed light decoder; its
 # trainer cools down too (Nov 24), so chain it the same way.
 # Two stages at once on one box (Nov 24): WORKERS=7 and OUT=$OUT/<stage> for each, one in the background, then
-# `wait`; none of the stages fills the H100 alone, so a pair gets 1.26x (vae + teacher) to 1.47x (light + teacher,
-# vae + light) the work of one stage per call, measured in steps/s against the same stage alone. Pack the two
+# `wait`; none of the stages fills the H100 alone, so a pair gets 1.2x (vae + teacher), 1.3x (vae + light) or 1.5x
+# (light + teacher) the work of one stage per call (steps/s of each against the same stage alone). Pack the two
 # exports so that at most 8 files come back. A light run paired with the VAE's follows an older VAE decoder.
 # Dry run here (CPU, tiny): DEVICE=cpu WORKERS=1 EVAL_CLIPS=2 SKIP_WHEELS=1 TRAIN_ARGS=... OUT=/tmp/o bash ... vae 0.2
 set -euo pipefail
