@@ -220,8 +220,9 @@ def default_batches(cfg: VAETrainConfig, split: str, start_step: int):
     """Doom clips for ``split``: on the fly from game workers, or from a collected data folder."""
     if split != "train":
         return held_out_batches(cfg.data, cfg.batch_size, cfg.steps, cfg.device, seed=12345)
-    seed = cfg.seed + start_step
-    return clip_batches(cfg.data, cfg.batch_size, cfg.steps, cfg.device, split=split, workers=cfg.workers, seed=seed)
+    return clip_batches(
+        cfg.data, cfg.batch_size, cfg.steps, cfg.device, workers=cfg.workers, seed=cfg.seed + start_step
+    )
 
 
 def clip_source(batches, cfg: VAETrainConfig, device: torch.device, step: int):
