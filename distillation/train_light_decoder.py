@@ -74,8 +74,13 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = 1.0
-    mse_weight: float = 1.0
-    l1_weight: float = 1.0
+    mse_weight: float = 1.0  # weight of the squared error in each of the two targets' losses below
+    l1_weight: float = 1.0  # weight of the absolute error in them
+    # Weights of the two targets: the VAE decoder's frames (distillation: a learnable, noise-free target) and the
+    # real frames (what the harness scores: a student trained on them alone is not capped by the teacher's own
+    # errors). 0 skips a target; without the teacher's frames a step needs no VAE decode and runs faster.
+    teacher_weight: float = 1.0
+    real_weight: float = 0.0
     ema: float = 0.999
     checkpoint_every: int = 500
     log_every: int = 50
@@ -98,19 +103,32 @@ class TrainResult:
 # ------------------------------------------------------------------------------------------- training
 
 
-def teacher_targets(vae: WanVAE, video: Tensor) -> tuple[Tensor, Tensor]:
-    """video [B, 3, F, H, W] -> (normalised latents [B, z, T, H/8, W/8], teacher frames [B, 3, F, H, W])."""
+def teacher_targets(vae: WanVAE, video: Tensor, decode: bool = True) -> tuple[Tensor, Tensor | None]:
+    """video [B, 3, F, H, W] -> (normalised latents [B, z, T, H/8, W/8], teacher frames [B, 3, F, H, W] or None
+    when ``decode`` is False)."""
     with torch.no_grad():
         # Whole-clip passes: training clips are short, and they equal the chunked passes (tests check it).
         latents = vae.encode(video, chunked=False)
-        target = vae.decode(latents, chunked=False)
+        target = vae.decode(latents, chunked=False) if decode else None
     return latents, target
 
 
-def loss_terms(pred: Tensor, target: Tensor, cfg: TrainConfig) -> tuple[Tensor, dict[str, float]]:
-    pred, target = pred.float(), target.float()
-    mse, l1 = F.mse_loss(pred, target), F.l1_loss(pred, target)
-    return cfg.mse_weight * mse + cfg.l1_weight * l1, {"mse": mse.item(), "l1": l1.item()}
+def loss_terms(
+    pred: Tensor, target: Tensor | None, cfg: TrainConfig, real: Tensor | None = None
+) -> tuple[Tensor, dict[str, float]]:
+    """The weighted loss of ``pred`` [B, 3, F, H, W] against the teacher's frames ``target`` and, when
+    ``cfg.real_weight`` > 0, the real frames ``real``; terms against the real frames are logged as real_*."""
+    pred = pred.float()
+    loss, terms = pred.new_zeros(()), {}
+    for prefix, ref, weight in (("", target, cfg.teacher_weight), ("real_", real, cfg.real_weight)):
+        if weight == 0:
+            continue
+        if ref is None:
+            raise ValueError(f"a {prefix or 'teacher '}target weight of {weight} needs those frames, got None")
+        mse, l1 = F.mse_loss(pred, ref.float()), F.l1_loss(pred, ref.float())
+        loss = loss + weight * (cfg.mse_weight * mse + cfg.l1_weight * l1)
+        terms.update({f"{prefix}mse": mse.item(), f"{prefix}l1": l1.item()})
+    return loss, terms
 
 
 def make_optimizer(student: LightDecoder, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -130,9 +148,9 @@ def train_step(
     device = next(student.parameters()).device
     video = video.to(device, non_blocking=True)
     with _autocast(device):
-        latents, target = teacher_targets(vae, video)
+        latents, target = teacher_targets(vae, video, decode=cfg.teacher_weight != 0)
         pred = student(latents)
-    loss, terms = loss_terms(pred, target, cfg)
+    loss, terms = loss_terms(pred, target, cfg, real=video)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     gnorm = clipped_step(optimizer, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
@@ -442,6 +460,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--warmup", type=int, default=200, help="steps of linear warm-up (also after --init-from: fresh optimizer)"
     )
     train.add_argument("--cooldown", type=float, default=0.25, help="with --max-minutes: last share, rate down to 5%%")
+    train.add_argument(
+        "--teacher-weight",
+        type=float,
+        default=1.0,
+        help="weight of the loss against the VAE decoder's frames (distillation); 0 skips the VAE decode",
+    )
+    train.add_argument(
+        "--real-weight",
+        type=float,
+        default=0.0,
+        help="weight of the loss against the real frames (what the harness scores; the teacher's errors do not "
+        "cap a student trained on them)",
+    )
     train.add_argument("--weight-decay", type=float, default=0.0)
     train.add_argument("--grad-clip", type=float, default=1.0)
     train.add_argument("--ema", type=float, default=0.999, help="EMA decay of the student weights (with warm-up)")
@@ -530,6 +561,8 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
         lr=args.lr,
         warmup=args.warmup,
         cooldown=args.cooldown,
+        teacher_weight=args.teacher_weight,
+        real_weight=args.real_weight,
         weight_decay=args.weight_decay,
         grad_clip=args.grad_clip,
         ema=args.ema,

@@ -121,6 +121,29 @@ def test_one_training_step_reduces_the_loss_on_a_fixed_batch():
     assert after < losses[1] < before
 
 
+def test_real_frame_weight_adds_the_loss_against_the_real_frames_and_can_skip_the_teacher():
+    vae = random_vae()
+    student = LightDecoder(TINY)
+    video = random_video(2, 5, 16, 16)
+    latents, target = teacher_targets(vae, video)
+    with torch.no_grad():
+        pred = student(latents)
+    distill, _ = loss_terms(pred, target, TrainConfig())
+    real_only, _ = loss_terms(pred, None, TrainConfig(teacher_weight=0.0, real_weight=1.0), real=video)
+    both, terms = loss_terms(pred, target, TrainConfig(real_weight=0.5), real=video)
+    assert both.item() == pytest.approx(distill.item() + 0.5 * real_only.item(), rel=1e-5)
+    assert set(terms) == {"mse", "l1", "real_mse", "real_l1"}
+    assert real_only.item() != pytest.approx(distill.item(), rel=1e-3)  # a random VAE's frames are not the video
+    with pytest.raises(ValueError, match="needs those frames"):
+        loss_terms(pred, None, TrainConfig(), real=video)
+    # Without the teacher's frames a step decodes nothing with the VAE and still trains.
+    cfg = TrainConfig(lr=1e-3, teacher_weight=0.0, real_weight=1.0)
+    opt = make_optimizer(student, cfg)
+    assert teacher_targets(vae, video, decode=False)[1] is None
+    losses = [train_step(student, vae, opt, video, cfg)["loss"] for _ in range(4)]
+    assert losses[-1] < losses[0]
+
+
 def _stream(start: int):
     step = start
     while True:

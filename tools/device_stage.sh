@@ -65,11 +65,12 @@ case "$STAGE" in
 vae)
     init=()
     [ -f checkpoints/doom_vae/result.json ] && init=(--init-from checkpoints/doom_vae)
-    python3 -m distillation.train_vae --device "$DEVICE" --out runs/doom_vae --workers "$WORKERS" \
+    run="${RUN:-runs/doom_vae}"  # RUN=runs/doom_vae_b: a second VAE run beside the first (an A/B on one box)
+    python3 -m distillation.train_vae --device "$DEVICE" --out "$run" --workers "$WORKERS" \
         --max-minutes "$MINUTES" --checkpoint-every 100000 --compile "${init[@]}" "${TRAIN_ARGS[@]}"
-    cp runs/doom_vae/export/vae* runs/doom_vae/export/result.json "$OUT"/
-    evaluate vae:runs/doom_vae/export runs/eval_vae --batch-size 16 --videos 2
-    pack runs/doom_vae/log.jsonl runs/eval_vae runs/extra
+    cp "$run"/export/vae* "$run"/export/result.json "$OUT"/
+    evaluate "vae:$run/export" "$run/eval" --batch-size 16 --videos 2
+    pack "$run"/log.jsonl "$run"/eval runs/extra
     ;;
 teacher)
     init=() decode=() spec_light=""
@@ -90,13 +91,14 @@ teacher)
 light)
     init=()  # continue the committed student (distilled from this or an earlier VAE decoder)
     [ -f "$LIGHT" ] && init=(--init-from "$LIGHT")
+    run="${RUN:-runs/light}"
     python3 -m distillation.train_light_decoder --device "$DEVICE" --data onthefly --workers "$WORKERS" \
-        --vae-export checkpoints/doom_vae --out runs/light --widths 96,48,32,16 --blocks-per-stage 2 --frames 17 \
+        --vae-export checkpoints/doom_vae --out "$run" --widths 96,48,32,16 --blocks-per-stage 2 --frames 17 \
         --max-minutes "$MINUTES" --no-progress "${init[@]}" "${TRAIN_ARGS[@]}"
-    cp runs/light/light_decoder.pt runs/light/result.json "$OUT"/
-    evaluate vae:checkpoints/doom_vae runs/eval_vae --batch-size 25 --videos 1
-    evaluate vae:checkpoints/doom_vae:runs/light/light_decoder.pt runs/eval_light --batch-size 25 --videos 1
-    pack runs/light/log.jsonl runs/eval_vae runs/eval_light runs/extra
+    cp "$run"/light_decoder.pt "$run"/result.json "$OUT"/
+    evaluate vae:checkpoints/doom_vae "$run"/eval_vae --batch-size 25 --videos 1
+    evaluate vae:checkpoints/doom_vae:"$run"/light_decoder.pt "$run"/eval --batch-size 25 --videos 1
+    pack "$run"/log.jsonl "$run"/eval_vae "$run"/eval runs/extra
     ;;
 *)
     echo "unknown stage $STAGE (vae | teacher | light)" >&2
