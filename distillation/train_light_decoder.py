@@ -473,6 +473,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of the loss against the real frames (what the harness scores; the teacher's errors do not "
         "cap a student trained on them)",
     )
+    train.add_argument(
+        "--mse-weight",
+        type=float,
+        default=1.0,
+        help="weight of the squared error (PSNR's term; at errors of a few hundredths L1 leads unless this is ~20)",
+    )
+    train.add_argument("--l1-weight", type=float, default=1.0, help="weight of the absolute error")
     train.add_argument("--weight-decay", type=float, default=0.0)
     train.add_argument("--grad-clip", type=float, default=1.0)
     train.add_argument("--ema", type=float, default=0.999, help="EMA decay of the student weights (with warm-up)")
@@ -561,6 +568,8 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
         lr=args.lr,
         warmup=args.warmup,
         cooldown=args.cooldown,
+        mse_weight=args.mse_weight,
+        l1_weight=args.l1_weight,
         teacher_weight=args.teacher_weight,
         real_weight=args.real_weight,
         weight_decay=args.weight_decay,

@@ -89,8 +89,10 @@ teacher)
     pack runs/doom_teacher/log.jsonl runs/eval_teacher runs/extra
     ;;
 light)
-    init=()  # continue the committed student (distilled from this or an earlier VAE decoder)
-    [ -f "$LIGHT" ] && init=(--init-from "$LIGHT")
+    # Continue the committed student (distilled from this or an earlier VAE decoder); LIGHT_INIT= (empty) starts a
+    # new one, e.g. with TRAIN_ARGS="--widths 128,64,48,24" (the later --widths wins).
+    init=() light_init="${LIGHT_INIT-$LIGHT}"
+    [ -n "$light_init" ] && [ -f "$light_init" ] && init=(--init-from "$light_init")
     run="${RUN:-runs/light}"
     python3 -m distillation.train_light_decoder --device "$DEVICE" --data onthefly --workers "$WORKERS" \
         --vae-export checkpoints/doom_vae --out "$run" --widths 96,48,32,16 --blocks-per-stage 2 --frames 17 \
