@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from distillation.doom_data import clip_batches, held_out_batches
-from distillation.train_vae import load_exported_vae, read_safetensors_folder
+from distillation.train_vae import latent_fingerprint, load_exported_vae, read_safetensors_folder
 from distillation.training.budget import JsonlLog, TimeBudget, learning_rate
 from distillation.training.checkpoint import export_step, restore_state, save_state
 from distillation.training.cli import parse_config
@@ -305,6 +305,14 @@ def guides_actions(folder: str | Path) -> bool:
     return result.exists() and json.loads(result.read_text()).get("action_dropout", 0) > 0
 
 
+def trained_on(folder: str | Path, vae_export: str | Path) -> bool:
+    """Whether the teacher exported in ``folder`` was trained on ``vae_export``'s latents (its result.json records
+    the VAE's :func:`latent_fingerprint`); True when it records none (exports before the record existed)."""
+    result = Path(folder) / "result.json"
+    recorded = json.loads(result.read_text()).get("vae_fingerprint") if result.exists() else None
+    return recorded is None or recorded == latent_fingerprint(vae_export)
+
+
 def load_export(folder: str | Path, dit: WanDiT, text: SmallTextEncoder) -> int:
     from safetensors.torch import load_file
 
@@ -331,6 +339,11 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
     if not ckpt_path.exists() and cfg.init_from:
         step = load_export(cfg.init_from, dit, text)
         print(f"initialised from {cfg.init_from} (step {step}); optimizer state starts fresh")
+        if not trained_on(cfg.init_from, cfg.vae):
+            print(
+                f"{cfg.init_from} was trained on the latents of another VAE encoder than {cfg.vae}'s: it adapts "
+                "to these from here (its samples are wrong until it has)"
+            )
     ema_dit, ema_text = EMA(dit, cfg.ema, start_step=step), EMA(text, cfg.ema, start_step=step)
     parts = {"dit": dit, "text": text, "optimizer": opt, "ema_dit": ema_dit, "ema_text": ema_text}
     resumed = restore_state(ckpt_path, parts, dataclasses.asdict(cfg), ("clip_steps",), device)
@@ -395,7 +408,13 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
         bar.close()
         metrics = validate(ema_dit.model, ema_text.model, cond, vae, decode, val_batch, cfg)
         log.write(step=step, **metrics)
-        export(ema_dit.model, ema_text.model, out / "export", step, {**metrics, "action_dropout": cfg.action_dropout})
+        export(
+            ema_dit.model,
+            ema_text.model,
+            out / "export",
+            step,
+            {**metrics, "action_dropout": cfg.action_dropout, "vae_fingerprint": latent_fingerprint(cfg.vae)},
+        )
         print(json.dumps({"step": step, **metrics}))
         return {"step": step, **metrics}
     finally:  # stop the game workers now, not at the interpreter's exit

@@ -170,6 +170,23 @@ def export_vae(vae: WanVAE, stats, out: Path, dtype: torch.dtype = torch.bfloat1
     return out
 
 
+def latent_fingerprint(folder: str | Path) -> str:
+    """What a model trained on this VAE's latents depends on, as 16 hex digits: the encoder half's tensors and the
+    latent statistics of ``vae.json``. A decoder-only fine-tune keeps it; any change to the encoder changes it.
+    A teacher records it at export, so that pairing it with another VAE's latents is caught."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    cfg = json.loads((folder / "vae.json").read_text())
+    digest = hashlib.sha256(json.dumps([cfg.get("latent_mean"), cfg.get("latent_std")]).encode())
+    for name, tensor in sorted(load_file(folder / ENCODER_FILE).items()):
+        digest.update(name.encode())
+        digest.update(tensor.to(torch.bfloat16).contiguous().view(torch.int16).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def read_safetensors_folder(folder: Path, prefix: str) -> dict[str, torch.Tensor]:
     """All tensors of ``<prefix>.safetensors`` or of the shards listed in ``<prefix>.safetensors.index.json``."""
     from safetensors.torch import load_file

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -94,6 +96,50 @@ def test_on_the_fly_workers_stream_the_generator():
         np.testing.assert_array_equal(item["frames"].numpy(), clip.frames)  # worker 0 = stream 0
         np.testing.assert_array_equal(item["actions"].numpy(), clip.actions)
         assert item["map"] in g.maps.maps("train")
+
+
+def test_on_the_fly_workers_end_when_their_consumer_is_killed(tmp_path):
+    """A trainer killed with SIGKILL leaves no game workers playing on (they held CPU cores until found)."""
+    pytest.importorskip("vizdoom")
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import os, sys, time\n"
+        "from distillation.data.dataset import OnTheFlyClipDataset\n"
+        "from distillation.data.clips import GenerationConfig, DEFAULT_ENV\n"
+        "g = GenerationConfig(env=DEFAULT_ENV.replace(frame_size=(64, 48)), steps_per_clip=2, clips_per_episode=1)\n"
+        "it = iter(OnTheFlyClipDataset(g, 'train', num_workers=2, seed=3))\n"
+        "next(it)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    consumer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert consumer.stdout.readline().strip() == "ready"
+        children = subprocess.run(
+            ["pgrep", "-P", str(consumer.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        workers = [int(pid) for pid in children if "spawn" in Path(f"/proc/{pid}/cmdline").read_text()]
+        assert len(workers) == 2, children
+        os.kill(consumer.pid, signal.SIGKILL)
+        consumer.wait()
+        deadline = time.monotonic() + 60
+        while any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in workers):
+            assert time.monotonic() < deadline, "game workers kept playing after their consumer was killed"
+            time.sleep(0.5)
+    finally:
+        consumer.kill()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return "Z"
 
 
 def test_held_out_batches_are_the_same_every_time():

@@ -341,6 +341,33 @@ def test_harness_guides_a_teacher_on_actions_as_trained_unless_told(tmp_path):
     assert guided_on == {None: "caption and actions", False: "caption"}
 
 
+def test_teacher_records_the_vae_latents_it_was_trained_on_and_the_harness_warns_on_another(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from distillation.evaluation.models import model_from_spec
+    from distillation.train_vae import DECODER_FILE, export_vae, latent_fingerprint
+    from world_model.vae import VAEConfig, WanVAE
+
+    vae = tiny_vae_export(tmp_path / "vae")
+    train_teacher.train(teacher_cfg(tmp_path / "run", vae, max_steps=1), source)
+    export = tmp_path / "run" / "export"
+    assert json.loads((export / "result.json").read_text())["vae_fingerprint"] == latent_fingerprint(vae)
+    assert train_teacher.trained_on(export, vae)
+    # A decoder-only fine-tune keeps the latents, so the teacher stays valid with it.
+    decoder = {k: v + 1 for k, v in load_file(vae / DECODER_FILE).items()}
+    save_file(decoder, str(vae / DECODER_FILE))
+    assert train_teacher.trained_on(export, vae)
+    # Another encoder (or other latent statistics) does not.
+    torch.manual_seed(1)
+    other = export_vae(WanVAE(VAEConfig(dim=8)), (tuple([0.0] * 16), tuple([1.0] * 16)), tmp_path / "other")
+    torch.manual_seed(1)  # the same weights as `other`, other latent statistics
+    restats = export_vae(WanVAE(VAEConfig(dim=8)), (tuple([0.1] * 16), tuple([1.0] * 16)), tmp_path / "restats")
+    assert not train_teacher.trained_on(export, other) and not train_teacher.trained_on(export, restats)
+    assert latent_fingerprint(other) != latent_fingerprint(restats)
+    with pytest.warns(UserWarning, match="another VAE encoder"):
+        model_from_spec(f"teacher:{export}:{other}")
+
+
 def test_learning_rate_warms_up_from_the_fresh_optimizer_and_cools_down_with_the_budget():
     from distillation.training.budget import TimeBudget, learning_rate
 

@@ -10,6 +10,7 @@ Consecutive clips of an episode share their boundary frame (the last frame of on
 
 from __future__ import annotations
 
+import os
 import queue as queue_mod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -217,20 +218,30 @@ def stream_worker(cfg: GenerationConfig, split: str, seed: int, stream: int, out
     Lives here rather than next to the torch dataset so that spawned workers do not import torch.
     A failure is reported as ``(stream, -1, message)`` so that the consumer raises instead of hanging.
     """
+    # A consumer killed outright (SIGKILL, or SIGTERM without cleanup) never sets ``stop``: the worker notices
+    # that it has been re-parented and ends, rather than playing on with nobody to read its clips.
+    parent = os.getppid()
+
+    def done() -> bool:
+        return stop.is_set() or os.getppid() != parent
+
     gen = ClipGenerator(cfg)
     try:
         for k, clip in enumerate(gen.clips(stream_rng(seed, split, stream, "online"), split)):
-            while not stop.is_set():
+            while not done():
                 try:
                     out.put((stream, k, clip), timeout=0.5)
                     break
                 except queue_mod.Full:
                     continue
-            if stop.is_set():
+            if done():
                 break
     except Exception as e:
         out.put((stream, -1, f"{type(e).__name__}: {e}"))
     finally:
         # The consumer drains the queue until this process has exited, so the queue's feeder thread
-        # can always flush (cancelling it instead could leave a half-written clip in the pipe).
+        # can always flush (cancelling it instead could leave a half-written clip in the pipe). Without a
+        # consumer nothing drains it, and waiting for the flush would keep this process alive for ever.
         gen.close()
+        if os.getppid() != parent:
+            out.cancel_join_thread()

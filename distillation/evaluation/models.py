@@ -20,6 +20,7 @@ still: the baseline a world model has to beat).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -500,11 +501,18 @@ def load_teacher(
 ) -> TeacherModel:
     """The teacher from its export folder and the VAE export it was trained with; with ``light`` (a light
     decoder file) it decodes through that, and only the VAE's encoder is loaded."""
-    from distillation.train_teacher import ClipConditioner, build_models, guides_actions, load_export
+    from distillation.train_teacher import ClipConditioner, build_models, guides_actions, load_export, trained_on
     from world_model import doom
 
     if not Path(export).is_dir():
         raise ValueError(f"teacher export folder {str(export)!r} does not exist")
+    if not trained_on(export, vae_export):
+        warnings.warn(
+            f"the teacher in {export} was trained on the latents of another VAE encoder than {vae_export}'s "
+            "(result.json's vae_fingerprint differs): its samples will be wrong. Pass the VAE it was trained with, "
+            "or train it on this one (train_teacher --init-from ... --vae ...).",
+            stacklevel=2,
+        )
     device = torch.device(device)
     vae, decode = load_vae_and_decoder(vae_export, light, device)
     dit, text = build_models(device)
