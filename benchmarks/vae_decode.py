@@ -43,7 +43,7 @@ def build(kind: str, dtype: torch.dtype, device: torch.device | str, args: argpa
     if kind == "wan":
         model = WanVAE(VAEConfig(dim=args.vae_dim))
     else:
-        model = LightDecoder(LightDecoderConfig(widths=args.light_widths))
+        model = LightDecoder(LightDecoderConfig(widths=args.light_widths, blocks_per_stage=args.light_blocks))
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
@@ -162,6 +162,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timed", type=int, default=8, help="chunks timed per setting")
     p.add_argument("--vae-dim", type=int, default=96, help="Wan VAE base width (96 = the released model)")
     p.add_argument("--light-widths", default="256,128,64,64")
+    p.add_argument("--light-blocks", type=int, default=3, help="light decoder blocks per stage (the Doom one: 2)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd steps (slow to start)")
     args = p.parse_args(argv)
     if args.quick:
@@ -250,6 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "quick": args.quick,
         "vae_dim": args.vae_dim,
         "light_widths": list(args.light_widths),
+        "light_blocks": args.light_blocks,
         "weights": "random",
         "compile": args.compile,
         "cudnn_benchmark": device.type == "cuda",
