@@ -216,6 +216,7 @@ def train_light_decoder(
     device: str | torch.device | None = None,
     val_videos: Sequence[Tensor] | None = None,
     init_from: str | os.PathLike | None = None,
+    vae_fingerprint: str | None = None,
 ) -> TrainResult:
     """Distil ``vae``'s decoder into a ``LightDecoder``; resumes from ``out_dir/checkpoint.pt`` if present.
 
@@ -320,7 +321,7 @@ def train_light_decoder(
             "scores": scores,
             "val_clips": validator.clips,
         }
-    save_light_decoder(student if chosen == "model" else ema.model, out / EXPORT_NAME)
+    save_light_decoder(student if chosen == "model" else ema.model, out / EXPORT_NAME, vae_fingerprint)
     if result.metrics is not None:
         text = json.dumps(result.metrics, indent=1)
         atomic_write(out / RESULT_NAME, lambda tmp: tmp.write_text(text))
@@ -584,8 +585,21 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
     )
     student_cfg = LightDecoderConfig(z_dim=vae.config.z_dim, widths=args.widths, blocks_per_stage=args.blocks_per_stage)
     val_videos = held_out() if args.val_batches > 0 else None
+    fingerprint = None
+    if args.vae_export:
+        from distillation.train_vae import latent_fingerprint
+
+        fingerprint = latent_fingerprint(args.vae_export)
     result = train_light_decoder(
-        vae, source, args.out, student_cfg, cfg, device=device, val_videos=val_videos, init_from=args.init_from
+        vae,
+        source,
+        args.out,
+        student_cfg,
+        cfg,
+        device=device,
+        val_videos=val_videos,
+        init_from=args.init_from,
+        vae_fingerprint=fingerprint,
     )
     summary = {
         "start_step": result.start_step,

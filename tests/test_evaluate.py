@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -165,6 +166,20 @@ def test_reconstruction_model_sees_the_real_clip(tmp_path):
     assert full.name == "vae" and hasattr(full.vae, "decoder")
     with pytest.raises(ValueError, match="light decoder file"):
         model_from_spec(f"vae:{export}:{tmp_path / 'missing.pt'}")
+    # A light decoder records the latents it was trained on: the same VAE passes quietly, another one warns.
+    from distillation.train_vae import latent_fingerprint
+    from world_model.vae import light_decoder_fingerprint
+
+    tiny = LightDecoder(LightDecoderConfig(widths=(16, 8, 8, 8), blocks_per_stage=1))
+    save_light_decoder(tiny, light, vae_fingerprint=latent_fingerprint(export))
+    assert light_decoder_fingerprint(light) == latent_fingerprint(export)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model_from_spec(f"vae:{export}:{light}", size=(128, 96))
+    save_light_decoder(tiny, light, vae_fingerprint="0" * 16)
+    with pytest.warns(UserWarning, match="another VAE encoder"):
+        model_from_spec(f"vae:{export}:{light}", size=(128, 96))
+    save_light_decoder(tiny, light)  # not recorded (older files): no warning, as before
     # The no-motion baseline through a VAE: the held start frame goes through it, not the real clip.
     held = model_from_spec(f"static:{export}:{light}", size=(128, 96))
     assert held.name == "static+vae+light" and held.describe()["kind"] == "static-reconstruction"

@@ -488,6 +488,17 @@ def load_vae_and_decoder(vae_export: str | Path, light: str | Path | None, devic
         raise ValueError(f"VAE export folder {str(vae_export)!r} does not exist")
     if light is not None and not Path(light).is_file():
         raise ValueError(f"light decoder file {str(light)!r} does not exist")
+    if light is not None:
+        from distillation.train_vae import latent_fingerprint
+        from world_model.vae import light_decoder_fingerprint
+
+        recorded = light_decoder_fingerprint(light)
+        if recorded is not None and recorded != latent_fingerprint(vae_export):
+            warnings.warn(
+                f"the light decoder {light} was trained on the latents of another VAE encoder than {vae_export}'s: "
+                "its frames will be off. Pass the VAE it was trained with, or train it on this one.",
+                stacklevel=2,
+            )
     vae = load_exported_vae(vae_export, device, decoder=light is None)
     return vae, latent_decoder(vae, light or "", device)
 

@@ -7,7 +7,13 @@ from .checkpoint import ENCODER_PREFIXES, is_encoder_key, load_wan_vae, read_sta
 from .diffusers_keys import is_diffusers_naming, to_diffusers_names, to_official_names
 from .feature_cache import FeatureCache
 from .i2v_condition import I2VConditionBuilder, i2v_condition_slow, i2v_mask
-from .light_decoder import LightDecoder, LightDecoderConfig, load_light_decoder, save_light_decoder
+from .light_decoder import (
+    LightDecoder,
+    LightDecoderConfig,
+    light_decoder_fingerprint,
+    load_light_decoder,
+    save_light_decoder,
+)
 from .streaming import StreamingDecoder, StreamingEncoder
 from .wan_vae import WAN21_LATENT_MEAN, WAN21_LATENT_STD, VAEConfig, WanVAE, count_parameters, infer_config
 
@@ -34,6 +40,7 @@ __all__ = [
     "load_wan_vae",
     "read_state_dict",
     "save_light_decoder",
+    "light_decoder_fingerprint",
     "to_diffusers_names",
     "to_official_names",
 ]

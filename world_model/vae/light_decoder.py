@@ -173,12 +173,21 @@ class LightDecoder(nn.Module):
         return video, state.advanced(tensors, latents)
 
 
-def save_light_decoder(model: LightDecoder, path: str | os.PathLike) -> None:
-    """Write {config, state_dict} atomically (temp file in the same folder, then rename)."""
+def save_light_decoder(model: LightDecoder, path: str | os.PathLike, vae_fingerprint: str | None = None) -> None:
+    """Write {config, state_dict} atomically (temp file in the same folder, then rename), with the fingerprint of
+    the VAE latents it decodes when known (``distillation.train_vae.latent_fingerprint``)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"config": asdict(model.config), "state_dict": model.state_dict()}, tmp)
+    blob = {"config": asdict(model.config), "state_dict": model.state_dict()}
+    if vae_fingerprint is not None:
+        blob["vae_fingerprint"] = vae_fingerprint
+    torch.save(blob, tmp)
     os.replace(tmp, path)
+
+
+def light_decoder_fingerprint(path: str | os.PathLike) -> str | None:
+    """The fingerprint of the VAE latents the light decoder in ``path`` was trained on (None: not recorded)."""
+    return torch.load(path, map_location="cpu", weights_only=True).get("vae_fingerprint")
 
 
 def load_light_decoder(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LightDecoder:
