@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from distillation.doom_data import clip_batches, held_out_batches
-from distillation.train_vae import latent_fingerprint, load_exported_vae, read_safetensors_folder
+from distillation.train_vae import latent_fingerprint, load_exported_vae, read_safetensors_folder, same_latents
 from distillation.training.budget import JsonlLog, TimeBudget, learning_rate
 from distillation.training.checkpoint import export_step, restore_state, save_state
 from distillation.training.cli import parse_config
@@ -309,8 +309,7 @@ def trained_on(folder: str | Path, vae_export: str | Path) -> bool:
     """Whether the teacher exported in ``folder`` was trained on ``vae_export``'s latents (its result.json records
     the VAE's :func:`latent_fingerprint`); True when it records none (exports before the record existed)."""
     result = Path(folder) / "result.json"
-    recorded = json.loads(result.read_text()).get("vae_fingerprint") if result.exists() else None
-    return recorded is None or recorded == latent_fingerprint(vae_export)
+    return same_latents(json.loads(result.read_text()).get("vae_fingerprint") if result.exists() else None, vae_export)
 
 
 def load_export(folder: str | Path, dit: WanDiT, text: SmallTextEncoder) -> int:

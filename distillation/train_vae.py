@@ -187,6 +187,12 @@ def latent_fingerprint(folder: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def same_latents(recorded: str | None, folder: str | Path) -> bool:
+    """Whether a model that recorded the :func:`latent_fingerprint` ``recorded`` at training decodes or predicts
+    the latents of the VAE export in ``folder``; True when it recorded none (files from before the record)."""
+    return recorded is None or recorded == latent_fingerprint(folder)
+
+
 def read_safetensors_folder(folder: Path, prefix: str) -> dict[str, torch.Tensor]:
     """All tensors of ``<prefix>.safetensors`` or of the shards listed in ``<prefix>.safetensors.index.json``."""
     from safetensors.torch import load_file

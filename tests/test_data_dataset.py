@@ -98,7 +98,7 @@ def test_on_the_fly_workers_stream_the_generator():
         assert item["map"] in g.maps.maps("train")
 
 
-def test_on_the_fly_workers_end_when_their_consumer_is_killed(tmp_path):
+def test_on_the_fly_workers_end_when_their_consumer_is_killed():
     """A trainer killed with SIGKILL leaves no game workers playing on (they held CPU cores until found)."""
     pytest.importorskip("vizdoom")
     import os
@@ -108,7 +108,7 @@ def test_on_the_fly_workers_end_when_their_consumer_is_killed(tmp_path):
     import time
 
     script = (
-        "import os, sys, time\n"
+        "import time\n"
         "from distillation.data.dataset import OnTheFlyClipDataset\n"
         "from distillation.data.clips import GenerationConfig, DEFAULT_ENV\n"
         "g = GenerationConfig(env=DEFAULT_ENV.replace(frame_size=(64, 48)), steps_per_clip=2, clips_per_episode=1)\n"

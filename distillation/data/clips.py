@@ -222,8 +222,11 @@ def stream_worker(cfg: GenerationConfig, split: str, seed: int, stream: int, out
     # that it has been re-parented and ends, rather than playing on with nobody to read its clips.
     parent = os.getppid()
 
+    def orphaned() -> bool:
+        return os.getppid() != parent
+
     def done() -> bool:
-        return stop.is_set() or os.getppid() != parent
+        return stop.is_set() or orphaned()
 
     gen = ClipGenerator(cfg)
     try:
@@ -243,5 +246,5 @@ def stream_worker(cfg: GenerationConfig, split: str, seed: int, stream: int, out
         # can always flush (cancelling it instead could leave a half-written clip in the pipe). Without a
         # consumer nothing drains it, and waiting for the flush would keep this process alive for ever.
         gen.close()
-        if os.getppid() != parent:
+        if orphaned():
             out.cancel_join_thread()

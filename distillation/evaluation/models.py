@@ -478,6 +478,15 @@ def model_from_spec(
     return CausalWorldModel(world, name, factory=lambda b: load_world(target, device=device, batch_size=b, seed=seed))
 
 
+def warn_other_latents(what: str, vae_export: str | Path, consequence: str) -> None:
+    """Warn that ``what`` recorded the latents of another VAE encoder than ``vae_export``'s at training."""
+    warnings.warn(
+        f"{what} was trained on the latents of another VAE encoder than {vae_export}'s (its recorded "
+        f"vae_fingerprint differs): {consequence}. Pass the VAE it was trained with, or train it on this one.",
+        stacklevel=3,
+    )
+
+
 def load_vae_and_decoder(vae_export: str | Path, light: str | Path | None, device: torch.device | str):
     """``(vae, decode)``: a VAE export and the decoder to use (``light``, a light decoder file, or the VAE's own;
     with a light decoder only the VAE's encoder is loaded)."""
@@ -489,16 +498,11 @@ def load_vae_and_decoder(vae_export: str | Path, light: str | Path | None, devic
     if light is not None and not Path(light).is_file():
         raise ValueError(f"light decoder file {str(light)!r} does not exist")
     if light is not None:
-        from distillation.train_vae import latent_fingerprint
+        from distillation.train_vae import same_latents
         from world_model.vae import light_decoder_fingerprint
 
-        recorded = light_decoder_fingerprint(light)
-        if recorded is not None and recorded != latent_fingerprint(vae_export):
-            warnings.warn(
-                f"the light decoder {light} was trained on the latents of another VAE encoder than {vae_export}'s: "
-                "its frames will be off. Pass the VAE it was trained with, or train it on this one.",
-                stacklevel=2,
-            )
+        if not same_latents(light_decoder_fingerprint(light), vae_export):
+            warn_other_latents(f"the light decoder {light}", vae_export, "its frames will be off")
     vae = load_exported_vae(vae_export, device, decoder=light is None)
     return vae, latent_decoder(vae, light or "", device)
 
@@ -518,12 +522,7 @@ def load_teacher(
     if not Path(export).is_dir():
         raise ValueError(f"teacher export folder {str(export)!r} does not exist")
     if not trained_on(export, vae_export):
-        warnings.warn(
-            f"the teacher in {export} was trained on the latents of another VAE encoder than {vae_export}'s "
-            "(result.json's vae_fingerprint differs): its samples will be wrong. Pass the VAE it was trained with, "
-            "or train it on this one (train_teacher --init-from ... --vae ...).",
-            stacklevel=2,
-        )
+        warn_other_latents(f"the teacher in {export}", vae_export, "its samples will be wrong")
     device = torch.device(device)
     vae, decode = load_vae_and_decoder(vae_export, light, device)
     dit, text = build_models(device)
