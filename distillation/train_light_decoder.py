@@ -30,7 +30,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,7 @@ from world_model.vae import (
     load_light_decoder,
     load_wan_vae,
     save_light_decoder,
+    widen_light_decoder,
 )
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -207,6 +208,12 @@ class Validator:
         return {"val_psnr": p, "val_ssim": torch.cat(ss).mean().item(), **self.vae, "gap_db": self.vae["vae_psnr"] - p}
 
 
+def _widens(old: LightDecoderConfig, new: LightDecoderConfig) -> bool:
+    """Whether ``new`` differs from ``old`` only in widths, each at least as wide (``widen_light_decoder``)."""
+    same_rest = replace(old, widths=new.widths) == new
+    return same_rest and all(n >= o for n, o in zip(new.widths, old.widths, strict=False))
+
+
 def train_light_decoder(
     vae: WanVAE,
     videos: VideoSource,
@@ -223,8 +230,9 @@ def train_light_decoder(
     ``videos`` yields batches [B, 3, F, H, W] in [-1, 1] (F = 4n + 1, H, W multiples of 8), or is a callable
     ``start_step -> iterable`` so a resumed run continues the same data stream. ``val_videos`` (held-out batches)
     drive the periodic validation and pick the export (raw or EMA student); without them the raw student is
-    exported and there is no ``result.json``. ``init_from`` (a ``light_decoder.pt`` of the same widths) is the
-    start when there is no checkpoint yet: a run on a new machine continues the last session's student.
+    exported and there is no ``result.json``. ``init_from`` (a ``light_decoder.pt`` of the same widths, or of
+    narrower ones, which are widened without changing its output) is the start when there is no checkpoint yet:
+    a run on a new machine continues the last session's student.
     """
     cfg = cfg or TrainConfig()
     out = Path(out_dir)
@@ -239,10 +247,14 @@ def train_light_decoder(
         raise ValueError(f"student z_dim {student_config.z_dim} != teacher z_dim {vae.config.z_dim}")
     if init_from is not None and not ckpt_path.exists():
         student = load_light_decoder(init_from)
+        if student.config != student_config and _widens(student.config, student_config):
+            student = widen_light_decoder(student, student_config.widths)
+            print(f"widened {init_from} to widths {student_config.widths} (same output at the start)", file=sys.stderr)
         if student.config != student_config:
             raise ValueError(
                 f"--init-from {init_from} is a light decoder of {student.config}, not of the requested "
-                f"{student_config}: pass the --widths / --blocks-per-stage it was trained with"
+                f"{student_config}: pass the --widths / --blocks-per-stage it was trained with (or widths at "
+                "least as wide, which widen it)"
             )
         print(f"initialised from {init_from}; optimizer state starts fresh", file=sys.stderr)
     else:

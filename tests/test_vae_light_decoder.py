@@ -26,6 +26,7 @@ from world_model.vae import (
     StreamingDecoder,
     count_parameters,
     load_light_decoder,
+    widen_light_decoder,
 )
 
 TOL = 1e-5
@@ -97,6 +98,25 @@ def test_errors_and_save_load(tmp_path):
     z = random_latents(1, 2)
     with torch.no_grad():
         assert torch.equal(loaded.decode(z), model.decode(z))
+
+
+def test_widening_keeps_the_frames_and_lets_the_new_channels_learn():
+    model = tiny_decoder()
+    wide = widen_light_decoder(model, (24, 12, 10, 9))
+    assert wide.config.widths == (24, 12, 10, 9) and count_parameters(wide) > count_parameters(model)
+    z = random_latents(2, 3)
+    with torch.no_grad():
+        assert max_diff(wide.decode(z), model.decode(z)) < TOL
+        stream = StreamingDecoder(wide)
+        chunks = torch.cat([stream(z[:, :, :1]), stream(z[:, :, 1:])], dim=2)
+        assert max_diff(chunks, model.decode(z)) < TOL
+    # The old outputs read the new channels through zero weights, which get a gradient: they can grow.
+    first = wide.stages[0].blocks[0].conv[0]
+    assert first.weight[:16, 16:24].abs().max() == 0
+    wide(z).square().mean().backward()
+    assert first.weight.grad[:16, 16:24].abs().max() > 0
+    with pytest.raises(ValueError, match="at least as wide"):
+        widen_light_decoder(model, (8, 8, 8, 8))
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -223,6 +243,13 @@ def test_a_new_run_starts_from_an_exported_student(tmp_path):
     other = LightDecoderConfig(widths=(8, 8, 8, 8), blocks_per_stage=2)
     with pytest.raises(ValueError, match="--widths"):
         train_light_decoder(vae, _stream, tmp_path / "c", other, zero, init_from=export)
+    # Wider widths start from the export, widened: the same frames before any step.
+    wider = LightDecoderConfig(widths=(24, 12, 8, 8), blocks_per_stage=2)
+    train_light_decoder(vae, _stream, tmp_path / "d", wider, zero, init_from=export)
+    widened = load_light_decoder(tmp_path / "d" / "light_decoder.pt")
+    z = random_latents(1, 2)
+    with torch.no_grad():
+        assert widened.config == wider and max_diff(widened.decode(z), load_light_decoder(export).decode(z)) < TOL
 
 
 def test_validation_lands_in_result_json(tmp_path):

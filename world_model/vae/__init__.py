@@ -14,6 +14,7 @@ from .light_decoder import (
     load_light_decoder,
     save_light_decoder,
 )
+from .light_widen import widen_light_decoder
 from .streaming import StreamingDecoder, StreamingEncoder
 from .wan_vae import WAN21_LATENT_MEAN, WAN21_LATENT_STD, VAEConfig, WanVAE, count_parameters, infer_config
 
@@ -38,6 +39,7 @@ __all__ = [
     "is_encoder_key",
     "vae_from_halves",
     "load_wan_vae",
+    "widen_light_decoder",
     "read_state_dict",
     "save_light_decoder",
     "light_decoder_fingerprint",
