@@ -333,6 +333,8 @@ def train_light_decoder(
             "scores": scores,
             "val_clips": validator.clips,
         }
+        if vae_fingerprint is not None:
+            result.metrics["vae_fingerprint"] = vae_fingerprint
     save_light_decoder(student if chosen == "model" else ema.model, out / EXPORT_NAME, vae_fingerprint)
     if result.metrics is not None:
         text = json.dumps(result.metrics, indent=1)

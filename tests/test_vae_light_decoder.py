@@ -255,9 +255,9 @@ def test_a_new_run_starts_from_an_exported_student(tmp_path):
 def test_validation_lands_in_result_json(tmp_path):
     vae = random_vae()
     cfg = TrainConfig(steps=3, lr=1e-3, val_every=2, progress=False)
-    result = train_light_decoder(vae, _stream, tmp_path, TINY, cfg, val_videos=VAL)
+    result = train_light_decoder(vae, _stream, tmp_path, TINY, cfg, val_videos=VAL, vae_fingerprint="ab" * 8)
     saved = json.loads((tmp_path / "result.json").read_text())
-    assert saved == json.loads(json.dumps(result.metrics))
+    assert saved == json.loads(json.dumps(result.metrics)) and saved["vae_fingerprint"] == "ab" * 8
     assert saved["step"] == 3 and saved["exported"] in ("model", "ema") and saved["val_clips"] == 2
     # The numbers are the student's and the VAE decoder's against the real frames, recomputed independently.
     video = VAL[0]

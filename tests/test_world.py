@@ -99,3 +99,21 @@ def test_world_size_must_be_a_multiple_of_16():
         with pytest.raises(ValueError, match=f"world size {h}x{w} must be a multiple of 16"):
             WorldSpec(h, w)
     assert WorldSpec(32, 48).frames_per_step == 4 * WorldSpec(32, 48).stream.block_frames  # sizes that fit pass
+
+
+def test_doom_shipped_weights_fit_the_40_mib_budget():
+    """What the embedded default ships in bf16: the DiT, the VAE encoder, the light decoder, the text encoder."""
+    from world_model import doom
+    from world_model.checkpoints.text_encoders import SmallTextEncoder
+    from world_model.dit import WanDiT
+    from world_model.vae import LightDecoder, WanVAE, is_encoder_key
+
+    with torch.device("meta"):
+        vae = WanVAE(doom.vae_config())
+        parts = {
+            "dit": sum(p.numel() for p in WanDiT(doom.dit_config()).parameters()),
+            "vae_encoder": sum(p.numel() for n, p in vae.state_dict().items() if is_encoder_key(n)),
+            "light": sum(p.numel() for p in LightDecoder(doom.light_decoder_config()).parameters()),
+            "text": sum(p.numel() for p in SmallTextEncoder(doom.text_encoder_config()).parameters()),
+        }
+    assert 2 * sum(parts.values()) <= 40 * 2**20, parts

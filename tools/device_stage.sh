@@ -89,14 +89,15 @@ teacher)
     pack runs/doom_teacher/log.jsonl runs/eval_teacher runs/extra
     ;;
 light)
+    # --steps: a timed run ends on --max-minutes (the trainer's 20,000-step default once ended a call early).
     # Continue the committed student (distilled from this or an earlier VAE decoder); LIGHT_INIT= (empty) starts a
     # new one, e.g. with TRAIN_ARGS="--widths 128,64,48,24" (the later --widths wins).
     init=() light_init="${LIGHT_INIT-$LIGHT}"
     [ -n "$light_init" ] && [ -f "$light_init" ] && init=(--init-from "$light_init")
     run="${RUN:-runs/light}"
     python3 -m distillation.train_light_decoder --device "$DEVICE" --data onthefly --workers "$WORKERS" \
-        --vae-export checkpoints/doom_vae --out "$run" --widths 96,48,32,16 --blocks-per-stage 2 --frames 17 \
-        --max-minutes "$MINUTES" --no-progress "${init[@]}" "${TRAIN_ARGS[@]}"
+        --vae-export checkpoints/doom_vae --out "$run" --widths 128,64,48,24 --blocks-per-stage 2 --frames 17 \
+        --steps 10000000 --max-minutes "$MINUTES" --no-progress "${init[@]}" "${TRAIN_ARGS[@]}"
     cp "$run"/light_decoder.pt "$run"/result.json "$OUT"/
     evaluate vae:checkpoints/doom_vae "$run"/eval_vae --batch-size 25 --videos 1
     evaluate vae:checkpoints/doom_vae:"$run"/light_decoder.pt "$run"/eval --batch-size 25 --videos 1
