@@ -55,6 +55,7 @@ from world_model.vae import (
     save_light_decoder,
     widen_light_decoder,
 )
+from world_model.vae.light_widen import widths_widen
 
 CHECKPOINT_NAME = "checkpoint.pt"
 EXPORT_NAME = "light_decoder.pt"
@@ -210,8 +211,8 @@ class Validator:
 
 def _widens(old: LightDecoderConfig, new: LightDecoderConfig) -> bool:
     """Whether ``new`` differs from ``old`` only in widths, each at least as wide (``widen_light_decoder``)."""
-    same_rest = replace(old, widths=new.widths) == new
-    return same_rest and all(n >= o for n, o in zip(new.widths, old.widths, strict=False))
+    # Widths first: ``replace`` with another number of stages would fail the config's own check.
+    return widths_widen(old.widths, new.widths) and replace(old, widths=new.widths) == new
 
 
 def train_light_decoder(

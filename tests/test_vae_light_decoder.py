@@ -243,6 +243,9 @@ def test_a_new_run_starts_from_an_exported_student(tmp_path):
     other = LightDecoderConfig(widths=(8, 8, 8, 8), blocks_per_stage=2)
     with pytest.raises(ValueError, match="--widths"):
         train_light_decoder(vae, _stream, tmp_path / "c", other, zero, init_from=export)
+    fewer_stages = LightDecoderConfig(widths=(16, 8, 8), time_upsample=(True, True), blocks_per_stage=2)
+    with pytest.raises(ValueError, match="--widths"):
+        train_light_decoder(vae, _stream, tmp_path / "c", fewer_stages, zero, init_from=export)
     # Wider widths start from the export, widened: the same frames before any step.
     wider = LightDecoderConfig(widths=(24, 12, 8, 8), blocks_per_stage=2)
     train_light_decoder(vae, _stream, tmp_path / "d", wider, zero, init_from=export)

@@ -35,11 +35,16 @@ def _grouped(old: int, new: int, groups: int) -> Tensor:
     return torch.cat([torch.arange(old) + g * new for g in range(groups)])
 
 
+def widths_widen(old: tuple[int, ...], new: tuple[int, ...]) -> bool:
+    """Whether ``new`` has as many stages as ``old``, each at least as wide: what ``widen_light_decoder`` takes."""
+    return len(new) == len(old) and all(n >= o for n, o in zip(new, old, strict=True))
+
+
 def widen_light_decoder(model: LightDecoder, widths: tuple[int, ...]) -> LightDecoder:
     """A ``LightDecoder`` with ``widths`` (each >= the old one) that decodes exactly as ``model`` does."""
     old_cfg = model.config
     widths = tuple(widths)
-    if len(widths) != len(old_cfg.widths) or any(n < o for n, o in zip(widths, old_cfg.widths, strict=True)):
+    if not widths_widen(old_cfg.widths, widths):
         raise ValueError(f"can only widen {old_cfg.widths} to as many stages, each at least as wide; got {widths}")
     cfg: LightDecoderConfig = replace(old_cfg, widths=widths)
     wide = LightDecoder(cfg).to(model.conv_in.weight.device, model.conv_in.weight.dtype)
