@@ -177,6 +177,8 @@ def bench(args: argparse.Namespace, num_envs: int, threads: int | None) -> tuple
         model = lambda batch_size: build_random_world(args, batch_size)  # noqa: E731
         kw = {}
     image = args.image
+    # The per-step DiT / decode timings are opt-in; the threads are this benchmark's (--threads), not the env's.
+    kw.update(timing_info=True, num_threads=None)
     if num_envs == 1:
         env: Any = LingBotWorldEnv(model=model, image=image, action_clip="clip", **kw)
     else:

@@ -18,7 +18,7 @@ import torch
 
 from benchmarks.common import write_result
 from distillation.doom_data import clip_batches
-from distillation.train_teacher import (
+from distillation.teacher import (
     ClipConditioner,
     build_models,
     encode_text,
@@ -27,8 +27,8 @@ from distillation.train_teacher import (
     load_export,
     sample_clip,
 )
-from distillation.train_vae import load_exported_vae
 from distillation.training.metrics import psnr
+from distillation.vae_export import load_exported_vae
 from world_model import sampling
 from world_model.doom import DoomTeacherConfig
 

@@ -18,17 +18,10 @@ import time
 import torch
 
 from benchmarks.common import cuda_time_ms, write_result
-from distillation.train_teacher import (
-    ClipConditioner,
-    TeacherTrainConfig,
-    build_models,
-    encode_clips,
-    encode_text,
-    make_optimizer,
-    optimisation_step,
-)
-from distillation.train_vae import load_exported_vae
+from distillation.teacher import ClipConditioner, build_models, encode_text
+from distillation.train_teacher import TeacherTrainConfig, encode_clips, make_optimizer, optimisation_step
 from distillation.training.ema import EMA
+from distillation.vae_export import load_exported_vae
 
 
 def sync(device: torch.device) -> None:

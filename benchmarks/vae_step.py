@@ -15,8 +15,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import cuda_time_ms, write_result
-from distillation.train_vae import VAETrainConfig, for_cuda_convs, optimisation_step, parse_crop, reconstruct
+from distillation.train_vae import VAETrainConfig, optimisation_step, parse_crop, reconstruct
 from distillation.training.optim import fused_adamw
+from distillation.vae_export import for_cuda_convs
 from world_model import doom
 from world_model.vae import WanVAE
 

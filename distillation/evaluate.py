@@ -14,9 +14,17 @@ reconstruction ceiling), ``real`` (the game replayed: must give capped PSNR and 
 start frame through the VAE: the baseline at a decoder's fidelity), ``tiny-random`` (a tiny random causal world,
 48x32).
 
-Outputs in --out: report.json (headline numbers, per-step PSNR / SSIM, probe accuracy, stability curves, and the
-exact definitions under "alignment"), metrics.npz, PNG plots vs horizon, side-by-side MP4s (real | generated),
-contact_sheet.png. See distillation/evaluation/ for what every number means.
+Besides PSNR / SSIM (which reward blur) every run measures, against the real frames of the same clips, a
+sharpness ratio (gradient energy of the generated frames over that of the real frames, and over that of the real
+frames through the model's own VAE where it decodes VAE latents: 1.0 = the decoder's ceiling) and a Fréchet
+distance in the features of a network trained here on real training-map frames (--features, default
+checkpoints/features; `python -m distillation.evaluation.features --train` trains one), over frames 1..16 of
+every clip and per horizon step, with the real frames split against themselves as the noise floor.
+
+Outputs in --out: report.json (headline numbers, per-step PSNR / SSIM, sharpness and Fréchet distance under
+"realism", probe accuracy, stability curves, and the exact definitions under "alignment"), metrics.npz, PNG plots
+vs horizon, side-by-side MP4s (real | generated), contact_sheet.png. See distillation/evaluation/ for what every
+number means.
 """
 
 from __future__ import annotations
@@ -92,6 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--probe-steps", type=int, default=1500, help="probe training steps (default 1500)")
     g.add_argument("--probe-data-steps", type=int, default=6000, help="real game steps to train on (default 6000)")
     g.add_argument("--probe-val-steps", type=int, default=400, help="real game steps for probe validation")
+    g = ap.add_argument_group("sharpness and realism")
+    g.add_argument(
+        "--features",
+        default=None,
+        help="feature network folder for the Fréchet distance (default: checkpoints/features if it is there)",
+    )
+    g.add_argument("--no-features", action="store_true", help="no Fréchet distance")
+    g.add_argument(
+        "--no-decoder-reference",
+        action="store_true",
+        help="skip the real clips through the model's VAE (the sharpness_vs_vae denominator; one VAE pass per clip)",
+    )
     g = ap.add_argument_group("stability (causal models)")
     g.add_argument("--stability-steps", type=int, default=1000, help="rollout steps (0 = skip; default 1000)")
     g.add_argument("--stability-rollouts", type=int, default=1, help="rollouts, one per held-out map (default 1)")
@@ -146,12 +166,18 @@ def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         args.videos, args.no_stability_video = 0, True
     if args.probe and not args.train_probe and not Path(args.probe).is_file():
         ap.error(f"--probe {args.probe} does not exist (add --train-probe to train it)")
+    if args.features and args.no_features:
+        ap.error("--features and --no-features exclude each other")
+    if args.features and not Path(args.features).is_dir():
+        ap.error(f"--features {args.features} is not a folder (python -m distillation.evaluation.features trains one)")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from distillation.data.splits import MapSplit
+    from distillation.evaluation.features import DEFAULT_DIR as FEATURES_DIR
+    from distillation.evaluation.features import FrameFeatures
     from distillation.evaluation.game import game_config
-    from distillation.evaluation.models import TeacherSampling, model_from_spec
+    from distillation.evaluation.models import TeacherSampling, decoder_reference, model_from_spec
     from distillation.evaluation.probe import Probe, ProbeConfig, train_probe
     from distillation.evaluation.replay import ReplayConfig, run_replay
     from distillation.evaluation.report import SideBySideVideo, write_report
@@ -228,8 +254,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         notes.append(f"the probe was trained on {probe.frame_size} frames, the model makes {model.frame_size}")
     seconds["probe"] = time.perf_counter() - t
 
+    features = None
+    if not args.no_features:
+        folder = Path(args.features) if args.features else FEATURES_DIR
+        if args.features or (folder / "features.json").is_file():
+            try:
+                features = FrameFeatures.load(folder)
+            except (FileNotFoundError, ValueError) as e:
+                ap.error(str(e))
+        else:
+            notes.append(f"no feature network in {folder}: no Fréchet distance")
+    reference = None if args.no_decoder_reference else decoder_reference(model)
+
     t = time.perf_counter()
-    replay = run_replay(model, replay_cfg, game, maps, probe, progress)
+    replay = run_replay(model, replay_cfg, game, maps, probe, progress, features=features, reference=reference)
     seconds["replay"] = time.perf_counter() - t
 
     stability, stability_skipped = None, None
@@ -267,7 +305,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
     )
     print(json.dumps({"out": str(out), **report["headline"]}, indent=1))
+    print(summary_line(report["headline"]))
     return report
+
+
+def summary_line(h: dict[str, Any]) -> str:
+    """One line of the numbers to quote (frames 1..16)."""
+
+    def f(key: str, fmt: str) -> str:
+        v = h.get(key)
+        return "n/a" if v is None else format(v, fmt)
+
+    return (
+        f"frames 1-16: PSNR {f('psnr_first16', '.2f')} dB, SSIM {f('ssim_first16', '.3f')}, "
+        f"sharpness {f('sharpness_vs_real_first16', '.3f')} of real / {f('sharpness_vs_vae_first16', '.3f')} of "
+        f"VAE, Fréchet {f('frechet_first16', '.3f')} (real split floor {f('frechet_real_split_first16', '.3f')}), "
+        f"probe ratio {f('probe_accuracy_ratio', '.2f')}"
+    )
 
 
 if __name__ == "__main__":

@@ -520,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
 def build_teacher(args: argparse.Namespace, device: torch.device) -> WanVAE:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if args.vae_export:
-        from distillation.train_vae import load_exported_vae
+        from distillation.vae_export import load_exported_vae
 
         return load_exported_vae(args.vae_export, device, dtype)
     if args.vae_weights:
@@ -602,7 +602,7 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
     val_videos = held_out() if args.val_batches > 0 else None
     fingerprint = None
     if args.vae_export:
-        from distillation.train_vae import latent_fingerprint
+        from distillation.vae_export import latent_fingerprint
 
         fingerprint = latent_fingerprint(args.vae_export)
     result = train_light_decoder(

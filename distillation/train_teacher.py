@@ -29,11 +29,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from distillation.doom_data import clip_batches, held_out_batches
-from distillation.train_vae import latent_fingerprint, load_exported_vae, read_safetensors_folder, same_latents
+from distillation.teacher import (
+    ClipConditioner,
+    build_models,
+    export,
+    flow_loss,
+    latent_decoder,
+    load_export,
+    sample_clip,
+    trained_on,
+)
 from distillation.training.budget import JsonlLog, TimeBudget, learning_rate
 from distillation.training.checkpoint import export_step, restore_state, save_state
 from distillation.training.cli import parse_config
@@ -41,13 +49,10 @@ from distillation.training.ema import EMA
 from distillation.training.metrics import psnr, ssim
 from distillation.training.optim import clipped_step, fused_adamw
 from distillation.training.replay import ReplayBuffer
+from distillation.vae_export import latent_fingerprint, load_exported_vae
 from world_model import doom
 from world_model.checkpoints.text_encoders import SmallTextEncoder
-from world_model.control import act_control_from_actions, default_intrinsics, pixel_rays
 from world_model.dit import WanDiT
-from world_model.sampling import guided, sample_unipc, shift_sigma, sigma_schedule
-from world_model.streaming import MASK_CHANNELS
-from world_model.transfer import to_device_async
 
 
 @dataclasses.dataclass
@@ -85,36 +90,6 @@ class TeacherTrainConfig:
     init_from: str = ""  # an export folder to start from when there is no checkpoint (next session)
 
 
-# -- conditioning of a clip --------------------------------------------------------------------------------------
-def image_condition(x0: torch.Tensor, noise_sigma: float | torch.Tensor = 0.0) -> torch.Tensor:
-    """``y`` ``[B, 20, T, h, w]``: mask ones on latent frame 0 + that frame's latent (optionally noised), zeros
-    for later frames (the convention the streaming generator uses with ``tail_latent=None``)."""
-    b, c, t, h, w = x0.shape
-    mask = torch.zeros(b, MASK_CHANNELS, t, h, w, device=x0.device, dtype=x0.dtype)
-    mask[:, :, 0] = 1
-    lat = torch.zeros_like(x0)
-    first = x0[:, :, 0]
-    if torch.is_tensor(noise_sigma) or noise_sigma > 0:
-        s = torch.as_tensor(noise_sigma, device=x0.device, dtype=x0.dtype).reshape(-1, 1, 1, 1)
-        first = (1 - s) * first + s * torch.randn_like(first)
-    lat[:, :, 0] = first
-    return torch.cat([mask, lat], dim=1)
-
-
-class ClipConditioner:
-    """Actions -> act control maps at the model resolution (rays computed once)."""
-
-    def __init__(self, device: torch.device) -> None:
-        cfg = doom.action_config()
-        self.cfg = cfg
-        self.rays = pixel_rays(
-            default_intrinsics(cfg.height, cfg.width, cfg.fov_deg), cfg.height, cfg.width, (cfg.height, cfg.width)
-        ).to(device)
-
-    def control(self, actions: torch.Tensor) -> torch.Tensor:
-        return act_control_from_actions(actions, self.rays, self.cfg)
-
-
 # -- data: game workers -> encoded latents in a GPU replay buffer ------------------------------------------------
 def encode_clips(vae) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """Replay transform: a batch of played clips -> normalised latents (bf16, to halve the buffer), actions and
@@ -129,21 +104,6 @@ def encode_clips(vae) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return transform
 
 
-# -- model pieces ------------------------------------------------------------------------------------------------
-def build_models(device: torch.device) -> tuple[WanDiT, SmallTextEncoder]:
-    dit = WanDiT(doom.dit_config()).to(device)
-    text = SmallTextEncoder(doom.text_encoder_config()).to(device)
-    return dit, text
-
-
-def encode_text(text: SmallTextEncoder, captions: list[str]) -> torch.Tensor:
-    """Captions -> ``[B, max_length, text_dim]``, zero after each caption (differentiable; the encoder trains with
-    the DiT). Always the full length, as the DiT pads it anyway: a length that followed the longest caption of the
-    batch changed the compiled DiT's input shape, and each new shape recompiled it."""
-    feats, _ = text(captions)
-    return F.pad(feats, (0, 0, 0, text.max_length - feats.shape[1]))
-
-
 def draw_dropout(
     captions: list[str], cfg: TeacherTrainConfig, generator: torch.Generator
 ) -> tuple[list[str], torch.Tensor]:
@@ -155,25 +115,6 @@ def draw_dropout(
     no_actions = torch.rand(n, generator=generator) < cfg.action_dropout
     no_caption = (torch.rand(n, generator=generator) < cfg.caption_dropout) | no_actions
     return ["" if d else c for c, d in zip(captions, no_caption.tolist())], ~no_actions
-
-
-def flow_loss(
-    dit: WanDiT, text: SmallTextEncoder, cond: ClipConditioner, x0, actions, captions, cfg, gen, keep_actions=None
-):
-    """Flow-matching loss of one batch: ``x0`` ``[B, 16, T, h, w]`` latents, ``actions`` ``[B, T - 1, 6]``,
-    captions as given; ``keep_actions`` ``[B]`` bool (None: all kept) zeroes the control of the others, the null
-    action of guidance (dropout is the caller's, :func:`draw_dropout`)."""
-    b = x0.shape[0]
-    dev = x0.device
-    sigma = shift_sigma(torch.rand(b, device=dev, generator=gen), cfg.shift)
-    noise = torch.randn(x0.shape, device=dev, generator=gen)
-    xt = (1 - sigma.view(-1, 1, 1, 1, 1)) * x0 + sigma.view(-1, 1, 1, 1, 1) * noise
-    y = image_condition(x0, torch.rand(b, device=dev, generator=gen) * cfg.cond_noise)
-    control = cond.control(actions)
-    if keep_actions is not None:
-        control = control * to_device_async(keep_actions, dev).view(-1, *[1] * (control.ndim - 1))
-    v = dit(xt, sigma * 1000, encode_text(text, captions), y, control)
-    return F.mse_loss(v.float(), (noise - x0).float())
 
 
 def optimisation_step(dit, text, cond, opt, drawn, cfg, gen, cpu_gen) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,47 +136,6 @@ def optimisation_step(dit, text, cond, opt, drawn, cfg, gen, cpu_gen) -> tuple[t
 def make_optimizer(dit: WanDiT, text: SmallTextEncoder, cfg: TeacherTrainConfig) -> torch.optim.AdamW:
     """AdamW over the DiT and the text encoder (fused: :func:`optimisation_step` skips non-finite updates)."""
     return fused_adamw([*dit.parameters(), *text.parameters()], cfg.lr, weight_decay=cfg.weight_decay)
-
-
-@torch.no_grad()
-def sample_clip(
-    dit,
-    text,
-    cond,
-    first_latent_clip,
-    actions,
-    captions,
-    steps: int,
-    guidance: float,
-    shift: float,
-    seed: int = 0,
-    guide_actions: bool = False,
-    solver: Callable = sample_unipc,
-    guidance_interval: tuple[float, float] | None = None,
-) -> torch.Tensor:
-    """Teacher sampling of a whole clip given the real first frame and the actions: latents ``[B, 16, T, h, w]``.
-
-    Guidance contrasts the caption with "" and, with ``guide_actions`` (for a teacher trained with action
-    dropout, :func:`guides_actions`), the actions with none: it then strengthens the motion the actions ask for.
-    ``solver``: :func:`~world_model.sampling.sample_unipc` or another of that module's samplers;
-    ``guidance_interval``: the noise levels ``(lo, hi)`` that are guided (see :func:`~world_model.sampling.guided`)."""
-    x0_shape = first_latent_clip.shape
-    y = image_condition(first_latent_clip)
-    control = cond.control(actions)
-    ctx_c = dit.prepare_context(encode_text(text, captions))
-    ctx_u = dit.prepare_context(encode_text(text, [""] * len(captions)))
-    ctrl = dit.prepare_control(control)
-    ctrl_u = dit.prepare_control(torch.zeros_like(control)) if guide_actions else ctrl
-
-    def v_cond(x, t):
-        return dit(x, t, ctx_c, y, ctrl)
-
-    def v_uncond(x, t):
-        return dit(x, t, ctx_u, y, ctrl_u)
-
-    g = torch.Generator(device=first_latent_clip.device).manual_seed(seed)
-    noise = torch.randn(x0_shape, generator=g, device=first_latent_clip.device)
-    return solver(guided(v_cond, v_uncond, guidance, guidance_interval), noise, sigma_schedule(steps, shift))
 
 
 @torch.no_grad()
@@ -271,54 +171,6 @@ def validate(dit, text, cond, vae, decode, batch, cfg) -> dict[str, float]:
         "val_psnr_all": psnr(gen[:, :, 1:], video[:, :, 1:].float()).mean().item(),
         "val_decoder_psnr": psnr(rec, video.float()).mean().item(),
     }
-
-
-def latent_decoder(vae, light_decoder: str | Path = "", device: torch.device | str = "cpu"):
-    """Normalised latents ``[B, 16, T, h, w]`` -> video ``[B, 3, 1 + 4(T-1), H, W]``: the light decoder in
-    ``light_decoder`` if given, else the VAE's own decoder."""
-    if light_decoder:
-        from world_model.vae import load_light_decoder
-
-        light = load_light_decoder(light_decoder, device).to(device).eval()
-        return light.decode
-    return lambda z: vae.decode(z.to(vae.dtype), chunked=False)
-
-
-def export(dit: WanDiT, text: SmallTextEncoder, out: Path, step: int, metrics: dict) -> None:
-    """bf16 teacher in the official sharded layout (shards <= 15 MiB) + text encoder + result.json."""
-    from safetensors.torch import save_file
-
-    from world_model.checkpoints.saving import save_checkpoint
-
-    save_checkpoint(dit, out, max_shard_size="15MiB", dtype=torch.bfloat16, overwrite=True)
-    save_file(
-        {k: v.detach().to(torch.bfloat16).contiguous().cpu() for k, v in text.state_dict().items()},
-        out / "text_encoder.safetensors",
-    )
-    (out / "result.json").write_text(json.dumps({"step": step, **metrics}, indent=1))
-
-
-def guides_actions(folder: str | Path) -> bool:
-    """Whether the teacher exported in ``folder`` learnt the no-action branch (trained with action dropout):
-    only then may guidance contrast its actions with none."""
-    result = Path(folder) / "result.json"
-    return result.exists() and json.loads(result.read_text()).get("action_dropout", 0) > 0
-
-
-def trained_on(folder: str | Path, vae_export: str | Path) -> bool:
-    """Whether the teacher exported in ``folder`` was trained on ``vae_export``'s latents (its result.json records
-    the VAE's :func:`latent_fingerprint`); True when it records none (exports before the record existed)."""
-    result = Path(folder) / "result.json"
-    return same_latents(json.loads(result.read_text()).get("vae_fingerprint") if result.exists() else None, vae_export)
-
-
-def load_export(folder: str | Path, dit: WanDiT, text: SmallTextEncoder) -> int:
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    dit.load_state_dict({k: v.float() for k, v in read_safetensors_folder(folder, "diffusion_pytorch_model").items()})
-    text.load_state_dict({k: v.float() for k, v in load_file(folder / "text_encoder.safetensors").items()})
-    return export_step(folder)
 
 
 def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:

@@ -10,7 +10,8 @@ Usage::
 
 ``--model`` takes a downloaded LingBot-World release root (the folder holding ``lingbot_world_fast/``,
 ``Wan2.1_VAE.pth``, ``models_t5_umt5-xxl-enc-bf16.pth`` and ``google/umt5-xxl/``; ``--size 720x1280`` picks
-another resolution than 480x832), a bundle folder or ``package.module:factory``.
+another resolution than 480x832), a bundle folder or ``factory:package.module:function`` (imports the module
+and calls the function: this runs that code).
 
 W/A/S/D move; the mouse (grabbed: click in the window) or the arrow keys / I J K L look around; Esc releases the
 mouse, Esc again or closing the window quits.
@@ -28,5 +29,5 @@ if __name__ == "__main__":
     if "--tiny" in argv:
         # The tiny world's factory lives next to this file; it ships a gradient start image.
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        argv = [a for a in argv if a != "--tiny"] + ["--model", "train_ppo_in_world:tiny_random_world"]
+        argv = [a for a in argv if a != "--tiny"] + ["--model", "factory:train_ppo_in_world:tiny_random_world"]
     sys.exit(main(argv))

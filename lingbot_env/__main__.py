@@ -37,7 +37,7 @@ examples:
   python -m lingbot_env --model /path/to/lingbot-world-release --device cuda --dtype bf16 --image start.png
       (a LingBot-World release root: lingbot_world_fast/, Wan2.1_VAE.pth, the umT5 .pth, google/umt5-xxl/;
       --size 720x1280 for the larger resolution, default 480x832)
-  python -m lingbot_env --headless --actions-preset tour --steps 64 --record tour.mp4
+  python -m lingbot_env --model doom-untrained --headless --actions-preset tour --steps 40 --record tour.mp4
   python -m lingbot_env --env real --record doom.mp4            # the real ViZDoom game, same controls
 """
 
@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         default=None,
         help="a model folder (a world bundle, or a LingBot-World release root holding lingbot_world_fast/), "
-        "'doom-untrained', a preset name with shipped weights, or package.module:factory "
+        "'doom-untrained' (random weights, runs offline), a preset name with shipped weights, or "
+        "factory:package.module:function (imports that module and calls the function: this runs its code) "
         "(default: the project's small Doom model)",
     )
     p.add_argument(
@@ -233,9 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="episode seed: same seed + same actions = same video")
     p.add_argument(
         "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (default: torch's choice; small models on a busy CPU often run faster with 1)",
+        default="auto",
+        help="torch CPU threads: a number, 'auto' (default: half the cores, at most 4, unless OMP_NUM_THREADS is "
+        "set; one thread per core runs up to 30x slower beside another busy process) or 'torch' (torch's choice)",
     )
     p.add_argument(
         "--steps",
@@ -279,7 +280,42 @@ def make_env(args: argparse.Namespace, render_mode: str | None) -> Any:
         seed=args.seed,
         window_scale=args.scale,
         model_kwargs={"size": _size(args.size)} if args.size else None,
+        num_threads=None,  # main() applied --threads already
     )
+
+
+def no_display_reason() -> str | None:
+    """Why no window can open here (None: one can). SDL falls back to its offscreen driver without a display, so
+    the interactive mode would run with nothing on screen."""
+    import os
+
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    import pygame
+
+    try:
+        pygame.display.init()
+        driver = pygame.display.get_driver()
+    except pygame.error as e:
+        return f"no display can be opened ({e})"
+    if driver in ("offscreen", "dummy"):
+        pygame.display.quit()
+        hint = "DISPLAY / WAYLAND_DISPLAY is not set" if not os.environ.get("SDL_VIDEODRIVER") else "SDL_VIDEODRIVER="
+        hint += os.environ.get("SDL_VIDEODRIVER", "")
+        return f"SDL found no display (driver {driver!r}: {hint})"
+    return None
+
+
+def cli_message(error: Exception, args: argparse.Namespace) -> str:
+    """The error in the CLI's words (``--model``, not ``model=``)."""
+    from world_model.bundle import WorldNotAvailableError
+
+    if isinstance(error, WorldNotAvailableError) and args.model is None:
+        return (
+            "the embedded default world (the project's small ViZDoom model) is not trained and shipped yet. Run "
+            "with --model doom-untrained (its architecture with random weights: runs offline, shows noise), "
+            "--model <world bundle folder> or --model <LingBot-World release root>"
+        )
+    return str(error).replace("model=", "--model ").replace("device=", "--device ")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -350,12 +386,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.record:
             print("note: --headless without --record writes no video; printing throughput only", file=sys.stderr)
 
-    if args.threads is not None:
-        if args.threads < 1:
+    threads: int | str | None = {"auto": "auto", "torch": None}.get(args.threads, args.threads)
+    if isinstance(threads, str) and threads != "auto":
+        try:
+            threads = int(threads)
+        except ValueError:
+            parser.error(f"--threads must be a number, 'auto' or 'torch', got {args.threads!r}")
+        if threads < 1:
             parser.error("--threads must be >= 1")
-        import torch
+    if not args.headless:
+        problem = no_display_reason()
+        if problem:
+            print(
+                f"error: the interactive mode needs a window, and {problem}. Replay an action script instead: "
+                "--headless --actions-preset tour --record out.mp4",
+                file=sys.stderr,
+            )
+            return 2
+    from lingbot_env.world_env import apply_num_threads
 
-        torch.set_num_threads(args.threads)
+    apply_num_threads(threads, "cpu" if args.env == "real" else args.device)
     from tqdm import tqdm
 
     with tqdm(
@@ -369,11 +419,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             env = make_env(args, None if args.headless or args.env == "real" else "human")
         except (FileNotFoundError, ImportError, ValueError, KeyError) as e:
             bar.close()
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {cli_message(e, args)}", file=sys.stderr)
             return 2
         bar.update()
 
-    recorder = VideoRecorder(args.record, env.metadata.get("render_fps", 16.0)) if args.record else None
+    fps = env.metadata.get("video_fps", env.metadata.get("render_fps", 16.0))
+    recorder = VideoRecorder(args.record, fps) if args.record else None
+    from world_model.world import NonFiniteError
+
     try:
         if args.headless:
             stats = run_headless(env, actions, args.seed, recorder)
@@ -394,6 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"error: cannot open a window ({e}); use --headless --actions ...", file=sys.stderr)
                 return 2
             print(f"played {steps} steps")
+    except NonFiniteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     finally:
         if recorder is not None:
             recorder.close()

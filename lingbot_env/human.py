@@ -266,7 +266,9 @@ def play(
         viewer = base.viewer
     elif viewer is None:
         h, w = env.observation_space.shape[:2]
-        viewer = HumanRenderer(h, w, scale=scale, fps=env.metadata.get("render_fps", 16.0))
+        viewer = HumanRenderer(
+            h, w, scale=scale, fps=env.metadata.get("video_fps", env.metadata.get("render_fps", 16.0))
+        )
     if not draws_itself:
         viewer.show(info["frames"])
     if on_frames is not None:

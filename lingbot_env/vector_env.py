@@ -30,6 +30,7 @@ from lingbot_env.world_env import (
     RewardFn,
     TerminationFn,
     action_spec_for,
+    apply_num_threads,
     call_reset_hook,
     check_actions,
     check_env_args,
@@ -38,6 +39,7 @@ from lingbot_env.world_env import (
     load_image,
     prepare_image,
     release_cuda_memory,
+    render_rates,
     resolve_world,
 )
 
@@ -85,7 +87,8 @@ class LingBotWorldVectorEnv(VectorEnv):
 
     metadata: dict[str, Any] = {
         "render_modes": ["rgb_array"],
-        "render_fps": 16,
+        "render_fps": 4,
+        "video_fps": 16.0,
         "autoreset_mode": AutoresetMode.NEXT_STEP,
     }
 
@@ -103,8 +106,9 @@ class LingBotWorldVectorEnv(VectorEnv):
         image: ImageArg | Sequence[ImageArg] | None = None,
         prompt: str | Sequence[str] | None = None,
         seed: int | None = None,
-        timing_info: bool = True,
+        timing_info: bool = False,
         model_kwargs: dict[str, Any] | None = None,
+        num_threads: int | str | None = "auto",
     ) -> None:
         if int(num_envs) != num_envs or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
@@ -115,13 +119,16 @@ class LingBotWorldVectorEnv(VectorEnv):
         # Inputs are checked before the (slow) model load; images are fitted once the model's size is known.
         raw_images = self._load_images(image, "image")
         prompts = self._per_env_prompts(prompt, "prompt")
+        if num_threads != "auto":
+            apply_num_threads(num_threads)  # checks it before the load
         self.world: InteractiveWorld | None
         self.world, self._owns_world = resolve_world(
             model, device=device, dtype=dtype, batch_size=n, seed=seed or 0, model_kwargs=model_kwargs
         )
+        self.num_threads = apply_num_threads(num_threads, self.world.device)  # torch's CPU threads now in force
         spec = self.world.spec
         self.height, self.width, self.frames_per_step = spec.height, spec.width, spec.frames_per_step
-        self.metadata = {**self.metadata, "render_fps": spec.fps}
+        self.metadata = {**self.metadata, **render_rates(spec)}
         self.render_mode = render_mode
         self.reward_fn, self.termination_fn = reward_fn, termination_fn
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)

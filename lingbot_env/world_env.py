@@ -31,6 +31,7 @@ ModelArg = Union[None, str, os.PathLike, "InteractiveWorld", Callable[..., "Inte
 ImageArg = np.ndarray | str | os.PathLike | Any  # Any: a PIL image (PIL is imported only when used)
 
 ACTION_CLIP_MODES = ("clip_warn", "clip", "error")
+FACTORY_PREFIX = "factory:"  # model="factory:package.module:function" imports that module and calls the function
 _FACTORY_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 
@@ -98,7 +99,11 @@ def _call_factory(factory: Callable[..., Any], batch_size: int) -> Any:
 
 
 def _import_factory(spec: str) -> Callable[..., Any]:
-    module_name, attr = spec.split(":")
+    """``"factory:package.module:function"`` -> that function. Importing the module runs its code."""
+    target = spec.removeprefix(FACTORY_PREFIX)
+    if not _FACTORY_SPEC.fullmatch(target):
+        raise ValueError(f"model={spec!r}: a factory is {FACTORY_PREFIX!r} + 'package.module:function'")
+    module_name, attr = target.split(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
@@ -107,6 +112,63 @@ def _import_factory(spec: str) -> Callable[..., Any]:
     if not callable(factory):
         raise ValueError(f"model={spec!r}: {module_name} has no callable {attr!r}")
     return factory
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device``, or ``ValueError`` saying what to use when it does not exist here (CUDA asked
+    for on a machine or a torch build without it, a GPU index beyond the count)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device={device!r} is not a torch device ({e}); use 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                f"this torch ({torch.__version__}) is a CPU-only build"
+                if torch.version.cuda is None
+                else "no CUDA GPU is visible (driver, CUDA_VISIBLE_DEVICES?)"
+            )
+            raise ValueError(f"device={device!r}, but {why}; use device='cpu' (or install a CUDA build of torch)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r}, but only {torch.cuda.device_count()} CUDA device(s) are visible "
+                f"(cuda:0..cuda:{torch.cuda.device_count() - 1})"
+            )
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"device={device!r}, but MPS is not available here; use device='cpu'")
+    return dev
+
+
+def default_num_threads() -> int:
+    """The torch CPU threads the env and the CLI use unless told otherwise: half the cores, at most 4, at least 1.
+
+    The worlds here are small per step (the Doom model's DiT has 48 tokens), so more threads gain little even on
+    an idle machine, while one thread per core loses badly as soon as another process takes a core: torch's
+    threads wait for each other at every op (measured on 2 cores beside a CPU burner: 7.5 s per step with torch's
+    2 threads, 0.24 s with 1; ``benchmarks/busy_cpu_threads.py``)."""
+    return max(1, min(4, (os.cpu_count() or 1) // 2))
+
+
+def apply_num_threads(num_threads: int | str | None, device: str | torch.device = "cpu") -> int:
+    """Set torch's CPU threads for ``num_threads``: ``"auto"`` lowers them to :func:`default_num_threads` (only for
+    a CPU device, and not when ``OMP_NUM_THREADS`` is set); an int sets them; None leaves torch's choice. The
+    setting is process-wide (torch has no other). Returns the thread count in force."""
+    if num_threads is None:
+        return torch.get_num_threads()
+    if num_threads == "auto":
+        try:
+            on_cpu = torch.device(device).type == "cpu"
+        except (RuntimeError, TypeError):
+            on_cpu = False  # a bad device string is reported where the world loads
+        if on_cpu and not os.environ.get("OMP_NUM_THREADS"):
+            want = min(torch.get_num_threads(), default_num_threads())
+            if want != torch.get_num_threads():
+                torch.set_num_threads(want)
+        return torch.get_num_threads()
+    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
+        raise ValueError(f"num_threads must be 'auto', None or an int >= 1, got {num_threads!r}")
+    torch.set_num_threads(int(num_threads))
+    return torch.get_num_threads()
 
 
 def resolve_world(
@@ -124,17 +186,27 @@ def resolve_world(
 
     * an ``InteractiveWorld``: used as is (``device``/``dtype`` are ignored: it already lives somewhere);
     * a callable: a factory returning one, called with ``batch_size=`` when it has that parameter, else with none;
-    * ``"package.module:function"`` (and no such path exists): that factory, imported;
+    * ``"factory:package.module:function"``: that factory, imported and called. This runs that module's code, as
+      an import does: pass only names you would import yourself. Without the ``factory:`` prefix such a string
+      is never imported;
     * ``None``, a preset name or a folder: ``world_model.bundle.load_world(model, device=, dtype=, batch_size=,
       **model_kwargs)`` (e.g. ``model_kwargs={"size": (720, 1280)}`` for a LingBot release root).
     """
     from world_model.world import InteractiveWorld
 
     owned = True
+    if not isinstance(model, InteractiveWorld):
+        check_device(device)  # before any loading: torch's own error for a missing CUDA is a bare AssertionError
     if isinstance(model, InteractiveWorld):
         world, owned = model, False
-    elif isinstance(model, str) and _FACTORY_SPEC.fullmatch(model) and not Path(model).exists():
+    elif isinstance(model, str) and model.startswith(FACTORY_PREFIX):
         world = _call_factory(_import_factory(model), batch_size)
+    elif isinstance(model, str) and _FACTORY_SPEC.fullmatch(model) and not Path(model).exists():
+        raise ValueError(
+            f"model={model!r} is neither a folder nor a preset name. To import and call a factory (this runs the "
+            f"module's code) write model='{FACTORY_PREFIX}{model}'; for random weights that run offline use "
+            "model='doom-untrained'"
+        )
     elif model is None or isinstance(model, (str, os.PathLike)):
         try:
             from world_model.bundle import load_world
@@ -252,16 +324,60 @@ def check_prompt(prompt: Any, what: str = "prompt") -> str:
 
 
 # ----------------------------------------------------------------------------------------- actions
+def _is_zero(value: Any) -> bool:
+    try:
+        return not isinstance(value, (str, bytes)) and complex(value) == 0
+    except (TypeError, ValueError):
+        return False
+
+
+def _bad_kind(arr: np.ndarray) -> str | None:
+    """``"strings"`` / ``"complex numbers"`` / ``"objects (...)"`` when ``arr`` is not real numbers, else None."""
+    if arr.dtype.kind in "USa":
+        return "strings"
+    if arr.dtype.kind == "c":
+        return "complex numbers"
+    if arr.dtype.kind == "O":
+        types = {type(v).__name__ for v in arr.flat}
+        if any(isinstance(v, (str, bytes)) for v in arr.flat):
+            return "strings"
+        if any(isinstance(v, (complex, np.complexfloating)) for v in arr.flat):
+            return "complex numbers"
+        if not all(isinstance(v, (int, float, bool, np.number, np.bool_)) for v in arr.flat):
+            return f"objects ({', '.join(sorted(types))})"
+    if arr.dtype.kind not in "biufO":
+        return f"{arr.dtype} values"
+    return None
+
+
 def check_actions(actions: Any, num_envs: int | None, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """Validate one action ``[6]`` (``num_envs=None``) or a batch ``[num_envs, 6]``.
 
-    Returns ``(actions float32, clipped bool [] or [num_envs])``. A wrong shape, a non-numeric value, NaN or inf
-    raises ``ValueError``; values outside the Box (keys [0, 1], yaw/pitch [-1, 1]) are clipped (``"clip"``),
+    Returns ``(actions float32, clipped bool [] or [num_envs])``. A wrong shape, strings, complex numbers, other
+    non-numeric values, NaN or inf raise ``ValueError``; a single env also takes the scalar 0 as the no-op (what
+    ``gymnasium.utils.play.play`` sends while no key is held). Values outside the Box (keys [0, 1], yaw/pitch
+    [-1, 1]) are clipped (``"clip"``),
     clipped with an :class:`ActionClippedWarning` (``"clip_warn"``) or refused with ``ValueError`` (``"error"``).
     """
     what = "action" if num_envs is None else "actions"
+    if num_envs is None and np.ndim(actions) == 0 and _is_zero(actions):
+        actions = np.zeros(ACTION_DIM)  # the no-op that gymnasium.utils.play sends while no mapped key is held
     try:
-        arr = np.asarray(actions, dtype=np.float64)
+        raw = np.asarray(actions)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} must be numeric [W, A, S, D, yaw, pitch], got {type(actions).__name__}: {e}") from e
+    kind = _bad_kind(raw)
+    if kind is not None:
+        fix = {
+            "strings": "convert them first, e.g. np.asarray(action, dtype=np.float32)",
+            "complex numbers": "pass the real parts (np.real(action)) if that is what you mean",
+        }.get(kind, "pass a list or array of 6 floats")
+        raise ValueError(
+            f"{what} must be numeric (real numbers) [W, A, S, D, yaw, pitch], got {kind} "
+            f"({np.asarray(raw).tolist()!r:.80}); {fix}"
+        )
+    try:
+        arr = raw.astype(np.float64)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{what} must be numeric [W, A, S, D, yaw, pitch], got {type(actions).__name__}: {e}") from e
     want = (ACTION_DIM,) if num_envs is None else (num_envs, ACTION_DIM)
@@ -387,6 +503,31 @@ class PoseTracker:
         return np.stack([self.yaw[idx], self.pitch[idx]], -1).astype(np.float32)
 
 
+def keys_to_action() -> dict[tuple[int, ...], np.ndarray]:
+    """All combinations of the play keys (:data:`lingbot_env.human.TRACKED_KEYS`) -> their action (the empty one,
+    which ``play`` cannot take as a key, is its ``noop`` 0)."""
+    from itertools import combinations
+
+    from lingbot_env.human import TRACKED_KEYS, InputState
+
+    keys = sorted(TRACKED_KEYS)
+    table: dict[tuple[int, ...], np.ndarray] = {}
+    state = InputState()
+    for n in range(1, len(keys) + 1):
+        for combo in combinations(keys, n):
+            state.pressed = set(combo)
+            table[combo] = state.action()
+    return table
+
+
+def render_rates(spec: Any) -> dict[str, Any]:
+    """``render_fps``: ``render()`` frames per second of real time, an int as Gymnasium's tools want (``play``
+    paces its loop with it, ``RecordVideo`` writes one frame per step at it): the step rate, rounded, at least 1.
+    ``video_fps``: the model's video frame rate (every step makes ``frames_per_step`` frames), for all-frame video
+    (``info["frames"]``, the CLI's ``--record``, the human window)."""
+    return {"render_fps": max(1, round(spec.fps / spec.frames_per_step)), "video_fps": float(spec.fps)}
+
+
 def release_cuda_memory() -> None:
     """Return cached CUDA blocks once the world's tensors are unreferenced (cycles collected first)."""
     if torch.cuda.is_available():
@@ -435,12 +576,16 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
     ``TimeLimit`` wrapper instead, with the same effect).
 
     ## Arguments
-    * ``model``: ``None`` (the project's small Doom model; an error says so while it has not landed), a preset
-      name, a model folder (the project's bundle or a full-size LingBot folder), ``"package.module:factory"``, an
-      ``InteractiveWorld`` with ``batch_size=1`` (the caller keeps ownership: ``close()`` does not close it) or a
-      factory returning one (called with ``batch_size=1`` if it takes that argument, else with none).
+    * ``model``: ``None`` (the project's small Doom model; an error says so while it has not landed),
+      ``"doom-untrained"`` (its architecture with random weights: runs offline, shows noise), a preset name, a
+      model folder (the project's bundle or a full-size LingBot folder), an ``InteractiveWorld`` with
+      ``batch_size=1`` (the caller keeps ownership: ``close()`` does not close it), a factory returning one
+      (called with ``batch_size=1`` if it takes that argument, else with none), or
+      ``"factory:package.module:function"``, which imports that module and calls the function: **this runs
+      code**, as an import does (a string without the ``factory:`` prefix is never imported).
     * ``device``, ``dtype``: where and in which dtype to load the model (``"bfloat16"``, ``torch.float16``, ...;
-      None = the model's default); ignored for an already built world.
+      None = the model's default); ignored for an already built world. A device that does not exist here (e.g.
+      ``"cuda"`` on a CPU-only torch) raises ``ValueError`` before anything loads.
     * ``render_mode``: ``None``, ``"rgb_array"`` (``render()`` returns the last frame) or ``"human"`` (a pygame
       window, see :mod:`lingbot_env.human`; frames are shown during ``reset``/``step``, keyboard and mouse are read
       into ``env.viewer`` so ``env.viewer.action()`` gives the player's action).
@@ -450,8 +595,12 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
       defaults to ``world.spec.default_prompt``.
     * ``seed``: seeds the first ``reset`` when it gets no seed of its own.
     * ``window_scale``: integer upscaling of the human window (default: fit about 1280 x 800).
-    * ``timing_info``: add the wall-clock ``*_ms`` entries to ``info`` (default True). They differ between two
-      otherwise identical runs, which Gymnasium's ``check_env`` reports as non-determinism: pass False there.
+    * ``timing_info``: add the wall-clock ``*_ms`` entries to ``info`` (default False: they differ between two
+      otherwise identical runs, which Gymnasium's ``check_env`` reports as non-determinism).
+    * ``num_threads``: torch's CPU threads. ``"auto"`` (default) lowers them to :func:`default_num_threads` (half
+      the cores, at most 4) on a CPU device unless ``OMP_NUM_THREADS`` is set, because one thread per core runs
+      up to 30x slower as soon as another process takes a core; an int sets them; None leaves torch's choice.
+      Process-wide, as torch's setting is.
     * ``model_kwargs``: extra keyword arguments for ``load_world``; for a LingBot release root ``size`` (e.g.
       ``{"size": (720, 1280)}``), ``release_preset`` (a Fast-layout preset of another shape) and
       ``text_encoder_kwargs``.
@@ -478,6 +627,17 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
     float32 [2] degrees, and with ``timing_info``: ``step_ms`` (the whole ``step``), ``generate_ms`` (DiT:
     denoising + cache pass), ``decode_ms`` (streaming decoder), all in milliseconds.
 
+    ## Corrupt weights
+    Every ``reset`` and ``step`` checks the latents and the decoded frames once (a sum: well under 1% of a step):
+    NaN or inf raises :class:`~world_model.world.NonFiniteError` naming the step, never a black frame.
+
+    ## Playing with Gymnasium's tools
+    ``get_keys_to_action()`` maps W/A/S/D, the arrow keys and I/J/K/L (look without the mouse) onto the action, so
+    ``gymnasium.utils.play.play(gym.make("LingBotWorld-v0", model=..., render_mode="rgb_array"))`` works; the
+    scalar 0 it sends while no key is held is the no-op. ``metadata["render_fps"]`` is the step rate (an int: one
+    ``render()`` frame per step), ``metadata["video_fps"]`` the model's frame rate (``info["frames"]``).
+    ``RecordVideo`` and ``ResizeObservation`` need ``pip install -e ".[video]"`` (moviepy, OpenCV).
+
     ## Closing
     ``close()`` drops the KV caches and decoder state and the env's reference to the model, then empties the
     CUDA cache, so the GPU memory is freed once nothing else holds the model. Idempotent.
@@ -486,7 +646,7 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
     * v0: initial version.
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "render_fps": 16}
+    metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "render_fps": 4, "video_fps": 16.0}
 
     def __init__(
         self,
@@ -502,8 +662,9 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
         prompt: str | None = None,
         seed: int | None = None,
         window_scale: int | None = None,
-        timing_info: bool = True,
+        timing_info: bool = False,
         model_kwargs: dict[str, Any] | None = None,
+        num_threads: int | str | None = "auto",
     ) -> None:
         check_env_args(
             self.metadata["render_modes"], render_mode, action_clip, max_episode_steps, reward_fn, termination_fn
@@ -511,12 +672,15 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
         # Inputs are checked before the (slow) model load; the image is fitted once the model's size is known.
         raw_image = None if image is None else load_image(image)
         prompt = None if prompt is None else check_prompt(prompt)
+        if num_threads != "auto":
+            apply_num_threads(num_threads)  # checks it before the load
         self.world, self._owns_world = resolve_world(
             model, device=device, dtype=dtype, batch_size=1, seed=seed or 0, model_kwargs=model_kwargs
         )
+        self.num_threads = apply_num_threads(num_threads, self.world.device)  # torch's CPU threads now in force
         spec = self.world.spec
         self.height, self.width = spec.height, spec.width
-        self.metadata = {**self.metadata, "render_fps": spec.fps}
+        self.metadata = {**self.metadata, **render_rates(spec)}
         self.render_mode = render_mode
         self.reward_fn, self.termination_fn = reward_fn, termination_fn
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
@@ -663,7 +827,7 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
             from lingbot_env.human import HumanRenderer
 
             self.viewer = HumanRenderer(
-                self.height, self.width, scale=self.window_scale, fps=self.metadata["render_fps"], title="LingBot-World"
+                self.height, self.width, scale=self.window_scale, fps=self.metadata["video_fps"], title="LingBot-World"
             )
         self.viewer.show(frames, step_ms=step_ms)
 
@@ -681,3 +845,9 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
     def step_count(self) -> int:
         """Steps taken since the last reset."""
         return self._step
+
+    def get_keys_to_action(self) -> dict[tuple[int, ...], np.ndarray]:
+        """For ``gymnasium.utils.play.play``: every combination of W/A/S/D (move), the arrow keys and I/J/K/L
+        (yaw left/right, pitch up/down) -> its action ``float32 [6]``, as in the CLI's window
+        (:class:`~lingbot_env.human.InputState`; pygame key codes)."""
+        return keys_to_action()

@@ -35,7 +35,7 @@ def clip_inputs(model: WanDiT, batch: int = 2, frames: int = 6, hw: tuple[int, i
 
 def tiny_vae_export(folder):
     """A tiny random VAE (dim 8) exported as ``distillation.train_vae`` does, with unit latent statistics."""
-    from distillation.train_vae import export_vae
+    from distillation.vae_export import export_vae
     from world_model.vae import VAEConfig, WanVAE
 
     torch.manual_seed(0)

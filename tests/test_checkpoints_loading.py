@@ -216,7 +216,7 @@ def test_save_in_official_layout_and_reload(tmp_path):
     n = len(saved.files)
     assert n >= 3 and names == sorted(
         [f"diffusion_pytorch_model-{k:05d}-of-{n:05d}.safetensors" for k in range(1, n + 1)]
-        + [EXPERT_INDEX, "config.json"]
+        + [EXPERT_INDEX, "config.json", "SHA256SUMS"]
     )
     index = json.loads((tmp_path / "expert" / EXPERT_INDEX).read_text())
     assert index["metadata"]["total_size"] == total and index["weight_map"].keys() == src.state_dict().keys()

@@ -167,7 +167,7 @@ def test_reconstruction_model_sees_the_real_clip(tmp_path):
     with pytest.raises(ValueError, match="light decoder file"):
         model_from_spec(f"vae:{export}:{tmp_path / 'missing.pt'}")
     # A light decoder records the latents it was trained on: the same VAE passes quietly, another one warns.
-    from distillation.train_vae import latent_fingerprint
+    from distillation.vae_export import latent_fingerprint
     from world_model.vae import light_decoder_fingerprint
 
     tiny = LightDecoder(LightDecoderConfig(widths=(16, 8, 8, 8), blocks_per_stage=1))
@@ -213,7 +213,7 @@ def test_causal_adapter_streams_and_pads():
 
 
 def test_teacher_adapter_chains_clips():
-    from distillation.train_teacher import ClipConditioner
+    from distillation.teacher import ClipConditioner
     from world_model.checkpoints.text_encoders import SmallTextEncoder, SmallTextEncoderConfig
     from world_model.config import WanDiTConfig
     from world_model.dit import WanDiT

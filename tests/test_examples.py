@@ -66,11 +66,11 @@ def test_env_throughput_records_the_loaded_models_shape(tmp_path, keep_torch_thr
     image = tmp_path / "start.png"
     Image.fromarray(np.full((32, 48, 3), 128, np.uint8)).save(image)
     out = tmp_path / "bench.json"
-    argv = ["--model", "helpers:tiny_world", "--image", str(image), "--steps", "2", "--warmup", "0"]
+    argv = ["--model", "factory:helpers:tiny_world", "--image", str(image), "--steps", "2", "--warmup", "0"]
     env_throughput.main([*argv, "--num-envs", "1,2", "--out", str(out)])
     record = json.loads(out.read_text())
     config = record["config"]
-    assert config["model"] == "helpers:tiny_world"
+    assert config["model"] == "factory:helpers:tiny_world"
     assert not set(env_throughput.SHAPE_FLAGS) & set(config)  # the random world's flags were not used
     shape = config["model_shape"]
     from helpers import tiny_world

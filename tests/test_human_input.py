@@ -172,7 +172,7 @@ class RecordActions(gym.Wrapper):
 
 def test_play_loop_on_the_generated_world_reads_keys_and_quits():
     env = RecordActions(LingBotWorldEnv(model=tiny_world, image=IMG, render_mode="human", window_scale=2))
-    env.unwrapped.metadata["render_fps"] = 1000.0  # do not pace the test at video speed
+    env.unwrapped.metadata["video_fps"] = 1000.0  # do not pace the test at video speed
     frames = []
     pygame.display.init()
     pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_w, mod=0, unicode="w", scancode=0))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import tiny_vae_export
 
-from distillation import train_teacher, train_vae
+from distillation import teacher, train_teacher, train_vae, vae_export
 from distillation.training.checkpoint import load_checkpoint
 from world_model.vae import VAEConfig, WanVAE, is_encoder_key
 
@@ -92,7 +92,7 @@ def test_vae_resume_continues_exactly(tmp_path):
     assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
     # The export carries what the next session needs.
     export = tmp_path / "resumed" / "export"
-    vae = train_vae.load_exported_vae(export)
+    vae = vae_export.load_exported_vae(export)
     assert vae.config.dim == 8 and len(vae.config.latent_std) == 16
     assert json.loads((export / "result.json").read_text())["exported"] in ("model", "ema")
     ema = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["ema"]
@@ -101,13 +101,13 @@ def test_vae_resume_continues_exactly(tmp_path):
     got = vae.state_dict()
     assert all(torch.equal(got[k], chosen[k].to(torch.bfloat16).float()) for k in chosen)
     # The encoder half loads alone (what the teacher's GPU box needs); a missing half is named.
-    encoder = train_vae.load_exported_vae(export, decoder=False)
+    encoder = vae_export.load_exported_vae(export, decoder=False)
     assert not hasattr(encoder, "decoder") and torch.equal(encoder.encoder.conv1.weight, vae.encoder.conv1.weight)
     clip = video_batch(0, hw=(32, 48))["video"]
     assert encoder.dtype == torch.float32 and torch.equal(encoder.encode(clip), vae.encode(clip))
-    (export / train_vae.DECODER_FILE).unlink()
+    (export / vae_export.DECODER_FILE).unlink()
     with pytest.raises(FileNotFoundError, match="vae_decoder.safetensors is missing"):
-        train_vae.load_exported_vae(export)
+        vae_export.load_exported_vae(export)
 
 
 def test_vae_trains_on_random_windows_and_validates_on_whole_frames(tmp_path, monkeypatch):
@@ -154,7 +154,7 @@ def test_vae_decoder_fine_tuning_keeps_the_latents_of_its_init(tmp_path):
     first = tmp_path / "first" / "export"
     cfg = vae_cfg(tmp_path / "tuned", max_steps=3, freeze_encoder=True, init_from=str(first), lr=1e-2)
     train_vae.train(cfg, small_source)
-    before, after = train_vae.load_exported_vae(first), train_vae.load_exported_vae(tmp_path / "tuned" / "export")
+    before, after = vae_export.load_exported_vae(first), vae_export.load_exported_vae(tmp_path / "tuned" / "export")
     assert after.config.latent_mean == before.config.latent_mean and after.config.latent_std == before.config.latent_std
     old, new = before.state_dict(), after.state_dict()
     encoder_keys = [k for k in old if is_encoder_key(k)]
@@ -239,9 +239,9 @@ def teacher_cfg(tmp_path, vae, **kw):
 def test_teacher_step_reduces_loss_on_a_fixed_batch(tmp_path):
     dev = torch.device("cpu")
     torch.manual_seed(0)
-    dit, text = train_teacher.build_models(dev)
+    dit, text = teacher.build_models(dev)
     torch.nn.init.normal_(dit.head.head.weight, std=0.01)  # leave the zero init so gradients reach every layer
-    cond = train_teacher.ClipConditioner(dev)
+    cond = teacher.ClipConditioner(dev)
     x0 = torch.randn(2, 16, 2, 12, 16)
     actions = torch.rand(2, 1, 6)
     cfg = teacher_cfg(tmp_path, "unused", caption_dropout=0.0)
@@ -249,7 +249,7 @@ def test_teacher_step_reduces_loss_on_a_fixed_batch(tmp_path):
     losses = []
     for _ in range(5):
         gen = torch.Generator().manual_seed(0)  # same noise and timesteps every step
-        loss = train_teacher.flow_loss(dit, text, cond, x0, actions, ["a room", "a door"], cfg, gen)
+        loss = teacher.flow_loss(dit, text, cond, x0, actions, ["a room", "a door"], cfg, gen)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -276,14 +276,14 @@ def test_dropout_draws_on_the_cpu_at_its_rates_and_drops_captions_with_actions(t
 def test_dropped_actions_are_the_null_control(tmp_path):
     """A clip whose actions are dropped is seen with zero control (whatever its actions), the others unchanged."""
     torch.manual_seed(0)
-    dit, text = train_teacher.build_models(torch.device("cpu"))
-    cond = train_teacher.ClipConditioner(torch.device("cpu"))
+    dit, text = teacher.build_models(torch.device("cpu"))
+    cond = teacher.ClipConditioner(torch.device("cpu"))
     seen = []
     dit.forward = lambda x, t, ctx, y, control: seen.append(control) or torch.zeros_like(x)
     cfg = teacher_cfg(tmp_path, "unused")
     x0, actions = torch.randn(2, 16, 2, 12, 16), torch.rand(2, 1, 6)
     keep = torch.tensor([True, False])
-    train_teacher.flow_loss(dit, text, cond, x0, actions, ["a", "b"], cfg, torch.Generator(), keep)
+    teacher.flow_loss(dit, text, cond, x0, actions, ["a", "b"], cfg, torch.Generator(), keep)
     full = cond.control(actions)
     assert torch.equal(seen[0][0], full[0]) and full[1].abs().sum() > 0 and torch.equal(seen[0][1], 0 * full[1])
 
@@ -291,12 +291,12 @@ def test_dropped_actions_are_the_null_control(tmp_path):
 @pytest.mark.parametrize("guide_actions", [False, True])
 def test_guidance_contrasts_the_actions_only_when_asked(guide_actions):
     torch.manual_seed(0)
-    dit, text = train_teacher.build_models(torch.device("cpu"))
-    cond = train_teacher.ClipConditioner(torch.device("cpu"))
+    dit, text = teacher.build_models(torch.device("cpu"))
+    cond = teacher.ClipConditioner(torch.device("cpu"))
     prepared, real = [], dit.prepare_control
     dit.prepare_control = lambda c: prepared.append(c) or real(c)
     actions = torch.rand(1, 1, 6)
-    train_teacher.sample_clip(
+    teacher.sample_clip(
         dit, text, cond, torch.randn(1, 16, 2, 12, 16), actions, ["a"], 1, 3.0, 3.0, guide_actions=guide_actions
     )
     assert torch.equal(prepared[0], cond.control(actions))
@@ -307,11 +307,11 @@ def test_guidance_contrasts_the_actions_only_when_asked(guide_actions):
 
 
 def test_an_export_without_action_dropout_is_not_guided_on_actions(tmp_path):
-    assert not train_teacher.guides_actions(tmp_path)  # no result.json
+    assert not teacher.guides_actions(tmp_path)  # no result.json
     (tmp_path / "result.json").write_text(json.dumps({"step": 5}))  # exports before action dropout existed
-    assert not train_teacher.guides_actions(tmp_path)
+    assert not teacher.guides_actions(tmp_path)
     (tmp_path / "result.json").write_text(json.dumps({"step": 5, "action_dropout": 0.1}))
-    assert train_teacher.guides_actions(tmp_path)
+    assert teacher.guides_actions(tmp_path)
 
 
 def test_teacher_resumes_from_its_checkpoint(tmp_path):
@@ -319,7 +319,7 @@ def test_teacher_resumes_from_its_checkpoint(tmp_path):
     train_teacher.train(teacher_cfg(tmp_path / "run", vae, max_steps=2), source)
     first = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert first["step"] == 2 and (tmp_path / "run" / "export" / "text_encoder.safetensors").exists()
-    assert train_teacher.guides_actions(tmp_path / "run" / "export")  # trained with action dropout (default)
+    assert teacher.guides_actions(tmp_path / "run" / "export")  # trained with action dropout (default)
     result = train_teacher.train(teacher_cfg(tmp_path / "run", vae, max_steps=3), source)
     assert result["step"] == 3
     second = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
@@ -345,24 +345,24 @@ def test_teacher_records_the_vae_latents_it_was_trained_on_and_the_harness_warns
     from safetensors.torch import load_file, save_file
 
     from distillation.evaluation.models import model_from_spec
-    from distillation.train_vae import DECODER_FILE, export_vae, latent_fingerprint
+    from distillation.vae_export import DECODER_FILE, export_vae, latent_fingerprint
     from world_model.vae import VAEConfig, WanVAE
 
     vae = tiny_vae_export(tmp_path / "vae")
     train_teacher.train(teacher_cfg(tmp_path / "run", vae, max_steps=1), source)
     export = tmp_path / "run" / "export"
     assert json.loads((export / "result.json").read_text())["vae_fingerprint"] == latent_fingerprint(vae)
-    assert train_teacher.trained_on(export, vae)
+    assert teacher.trained_on(export, vae)
     # A decoder-only fine-tune keeps the latents, so the teacher stays valid with it.
     decoder = {k: v + 1 for k, v in load_file(vae / DECODER_FILE).items()}
     save_file(decoder, str(vae / DECODER_FILE))
-    assert train_teacher.trained_on(export, vae)
+    assert teacher.trained_on(export, vae)
     # Another encoder (or other latent statistics) does not.
     torch.manual_seed(1)
     other = export_vae(WanVAE(VAEConfig(dim=8)), (tuple([0.0] * 16), tuple([1.0] * 16)), tmp_path / "other")
     torch.manual_seed(1)  # the same weights as `other`, other latent statistics
     restats = export_vae(WanVAE(VAEConfig(dim=8)), (tuple([0.1] * 16), tuple([1.0] * 16)), tmp_path / "restats")
-    assert not train_teacher.trained_on(export, other) and not train_teacher.trained_on(export, restats)
+    assert not teacher.trained_on(export, other) and not teacher.trained_on(export, restats)
     assert latent_fingerprint(other) != latent_fingerprint(restats)
     with pytest.warns(UserWarning, match="another VAE encoder"):
         model_from_spec(f"teacher:{export}:{other}")
@@ -427,9 +427,9 @@ def test_teacher_step_never_waits_for_the_gpu():
     from distillation.training.replay import ReplayBuffer
 
     dev = torch.device("cuda")
-    dit, text = train_teacher.build_models(dev)
+    dit, text = teacher.build_models(dev)
     model = torch.compile(dit)  # as the trainer's --compile
-    cond = train_teacher.ClipConditioner(dev)
+    cond = teacher.ClipConditioner(dev)
     cfg = train_teacher.TeacherTrainConfig(device="cuda", batch_size=4)
     played = {
         "latents": torch.randn(8, 16, 3, 12, 16, device=dev),
@@ -464,10 +464,10 @@ def test_compiled_training_step_keeps_one_input_shape_whatever_the_captions():
     torch._dynamo.reset()
     dev = torch.device("cpu")
     torch.manual_seed(0)
-    dit, text = train_teacher.build_models(dev)
+    dit, text = teacher.build_models(dev)
     counter = CompileCounter()
     model = torch.compile(dit, backend=counter)
-    cond = train_teacher.ClipConditioner(dev)
+    cond = teacher.ClipConditioner(dev)
     cfg = train_teacher.TeacherTrainConfig(device="cpu", batch_size=2, caption_dropout=0.5, action_dropout=0.3)
     opt = train_teacher.make_optimizer(dit, text, cfg)
     gen, cpu_gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
@@ -483,8 +483,8 @@ def test_teacher_step_with_a_non_finite_gradient_changes_nothing():
     """A NaN batch once made every weight NaN for good; the step must skip it and the next one must train."""
     torch.manual_seed(0)
     dev = torch.device("cpu")
-    dit, text = train_teacher.build_models(dev)
-    cond = train_teacher.ClipConditioner(dev)
+    dit, text = teacher.build_models(dev)
+    cond = teacher.ClipConditioner(dev)
     cfg = train_teacher.TeacherTrainConfig(device="cpu", batch_size=2)
     opt = train_teacher.make_optimizer(dit, text, cfg)
     gen, cpu_gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)

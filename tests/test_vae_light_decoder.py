@@ -18,6 +18,7 @@ from distillation.train_light_decoder import (
     train_light_decoder,
     train_step,
 )
+from distillation.training.checkpoint import load_checkpoint
 from distillation.training.metrics import psnr, ssim
 from world_model.vae import (
     FeatureCache,
@@ -203,8 +204,8 @@ def test_resume_continues_exactly(tmp_path):
     resumed = train_light_decoder(vae, _stream, tmp_path / "b", TINY, cfg, val_videos=VAL)
     assert (resumed.start_step, resumed.step) == (2, 4)
     assert resumed.losses == straight.losses[2:]
-    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert a["step"] == b["step"] == 4
     for part in ("student", "optimizer", "ema"):  # model, Adam moments and step counts, EMA weights
         _same_state(a[part], b[part], part)
@@ -221,7 +222,7 @@ def test_resume_continues_exactly(tmp_path):
     # Out of time: stop after the running step with a checkpoint; a rerun picks it up.
     timed = train_light_decoder(vae, _stream, tmp_path / "c", TINY, TrainConfig(**{**cfg.__dict__, "max_minutes": 0}))
     assert timed.stopped_early and timed.step == 1
-    assert torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=False)["step"] == 1
+    assert load_checkpoint(tmp_path / "c" / "checkpoint.pt")["step"] == 1
 
 
 def test_a_new_run_starts_from_an_exported_student(tmp_path):
@@ -237,7 +238,7 @@ def test_a_new_run_starts_from_an_exported_student(tmp_path):
         "init",
     )
     # A checkpoint wins over the init (a rerun resumes), and a student of other widths is refused by name.
-    before = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["student"]
+    before = load_checkpoint(tmp_path / "b" / "checkpoint.pt")["student"]
     train_light_decoder(vae, _stream, tmp_path / "b", TINY, zero, init_from=tmp_path / "missing.pt")
     _same_state(before, load_light_decoder(tmp_path / "b" / "light_decoder.pt").state_dict(), "resume")
     other = LightDecoderConfig(widths=(8, 8, 8, 8), blocks_per_stage=2)

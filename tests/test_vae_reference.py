@@ -93,7 +93,9 @@ def weight_fingerprint(state_dict: dict[str, torch.Tensor]) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def golden() -> dict:
-    return torch.load(GOLDEN, map_location="cpu", weights_only=True)
+    from world_model.safe_files import safe_torch_load
+
+    return safe_torch_load(GOLDEN, "golden reference file")  # tensors only, nothing in it runs
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,12 @@ def random_actions(n: int, steps: int, seed: int = 1) -> np.ndarray:
 
 def test_make_vec_returns_the_batched_env():
     env = gym.make_vec(
-        "LingBotWorld-v0", num_envs=3, vectorization_mode="vector_entry_point", model=tiny_world, image=IMG
+        "LingBotWorld-v0",
+        num_envs=3,
+        vectorization_mode="vector_entry_point",
+        model=tiny_world,
+        image=IMG,
+        timing_info=True,
     )
     assert isinstance(env, LingBotWorldVectorEnv) and env.world.batch_size == 3
     assert env.metadata["autoreset_mode"] is AutoresetMode.NEXT_STEP

@@ -48,8 +48,8 @@ def rollout(env, seed, actions) -> list[np.ndarray]:
 def test_gymnasium_check_env_passes_without_warnings():
     from gymnasium.utils.env_checker import check_env
 
-    # timing_info=False: wall-clock timings in info would differ between check_env's identical runs.
-    env = gym.make("LingBotWorld-v0", model=tiny_world, image=IMG, render_mode="rgb_array", timing_info=False)
+    # Default arguments: wall-clock timings stay out of info unless asked for (timing_info=True).
+    env = gym.make("LingBotWorld-v0", model=tiny_world, image=IMG, render_mode="rgb_array")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         # unwrapped: check the env itself; its spec lets check_env also build the human and rgb_array modes.
@@ -64,7 +64,7 @@ def test_gymnasium_check_env_passes_without_warnings():
 def test_sb3_check_env_passes_without_warnings():
     from stable_baselines3.common.env_checker import check_env
 
-    env = make_env(model=lambda: tiny_world(1, 48, 64), timing_info=False)  # >= 36 px: NatureCNN's minimum
+    env = make_env(model=lambda: tiny_world(1, 48, 64))  # >= 36 px: NatureCNN's minimum
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_env(env, warn=True)
@@ -102,7 +102,7 @@ def test_same_seed_same_actions_same_frames():
 
 
 def test_reset_and_step_info():
-    env = make_env(prompt="a stone corridor")
+    env = make_env(prompt="a stone corridor", timing_info=True)
     obs, info = env.reset(seed=0)
     assert obs.shape == (32, 48, 3) and obs.dtype == np.uint8
     assert np.array_equal(obs, fit_image(IMG, 32, 48))  # the image itself, not the VAE reconstruction
@@ -288,7 +288,8 @@ def test_bad_constructor_arguments():
         (dict(model=3.5), TypeError, "model must be"),
         (dict(model=lambda: tiny_world(2)), ValueError, "batch_size=2"),
         (dict(model=lambda: "not a world"), TypeError, "not an InteractiveWorld"),
-        (dict(model="helpers:no_such_factory"), ValueError, "no callable"),
+        (dict(model="factory:helpers:no_such_factory"), ValueError, "no callable"),
+        (dict(model="helpers:tiny_world"), ValueError, "factory:helpers:tiny_world"),  # never imported unasked
         (dict(image=np.zeros((8, 8), np.uint8)), ValueError, "grayscale"),
     ]:
         with pytest.raises(exc, match=match):
@@ -306,7 +307,7 @@ def test_default_model_gives_a_clear_error_until_it_lands():
 
 
 def test_factory_string_and_close():
-    env = make_env(model="helpers:tiny_world")
+    env = make_env(model="factory:helpers:tiny_world")
     env.reset(seed=0)
     env.step(FORWARD_RIGHT)
     world = env.world
@@ -349,7 +350,7 @@ def test_500_steps_rolling_cache_constant_memory():
     # One denoising pass instead of four: memory does not depend on it and the test runs 2.5x faster.
     gen = world.generator
     gen.config = dataclasses.replace(gen.config, schedule=FewStepSchedule((1000.0,)))
-    env = make_env(model=world)
+    env = make_env(model=world, timing_info=True)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     cache, decoder, rss, gen_ms = [world.generator.cache.nbytes], [world.decoder_stream.state.nbytes()], [], []
@@ -429,7 +430,7 @@ def test_cli_headless_replays_a_script_into_a_video(tmp_path, capsys):
     script = tmp_path / "walk.json"
     script.write_text(json.dumps([{"keys": "W", "yaw": 0.5, "repeat": 2}, [0, 0, 0, 1, 0, 0]]))
     out = tmp_path / "walk.mp4"
-    argv = ["--headless", "--model", "helpers:tiny_world", "--image", str(tmp_path / "start.png")]
+    argv = ["--headless", "--model", "factory:helpers:tiny_world", "--image", str(tmp_path / "start.png")]
     assert main([*argv, "--actions", str(script), "--steps", "5", "--record", str(out), "--seed", "3"]) == 0
     frames = imageio.mimread(out)
     assert len(frames) == 1 + 5 * 4 and frames[0].shape == (32, 48, 3)
@@ -437,7 +438,7 @@ def test_cli_headless_replays_a_script_into_a_video(tmp_path, capsys):
     assert np.abs(frames[0].astype(int) - smooth.astype(int)).mean() < 8
     assert "5 steps, 20 frames" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        main(["--headless", "--model", "helpers:tiny_world"])  # no actions
+        main(["--headless", "--model", "factory:helpers:tiny_world"])  # no actions
     with pytest.raises(SystemExit):
         main(["--env", "real", "--image", "x.png"])
     assert main(["--headless", "--actions-preset", "forward", "--model", "/no/such/model/folder"]) == 2
@@ -479,7 +480,8 @@ def test_same_interface_as_the_real_game():
         w_spec, g_spec = world.unwrapped.action_spec, game.unwrapped.config.action_spec
         for name in ("max_yaw_deg_per_frame", "max_pitch_deg_per_frame", "frames_per_step", "key_threshold"):
             assert getattr(w_spec, name) == getattr(g_spec, name), name
-        assert world.metadata["render_fps"] == game.metadata["render_fps"] == 17.5
+        assert world.metadata["video_fps"] == game.metadata["render_fps"] == 17.5
+        assert world.metadata["render_fps"] == 4  # render() frames per second: one per step of 4 frames
         h, w, _ = world.observation_space.shape
         sized = gym.make("ViZDoomWASD-v0", frame_size=(w, h), labels=False)
         try:

@@ -102,6 +102,7 @@ def fast_release(tmp_path):
 def test_release_root_runs_through_the_env(fast_release):
     root, preset, dit, te_kwargs = fast_release
     assert sorted(p.name for p in (root / "lingbot_world_fast").iterdir()) == [  # the official Fast names
+        "SHA256SUMS",  # the digests this project records beside the shards it writes
         "config.json",
         "diffusion_pytorch_model.safetensors.index.json",
         "model-00001-of-00002.safetensors",
@@ -192,7 +193,8 @@ def test_default_model_raises_until_it_ships(monkeypatch, tmp_path):
     monkeypatch.setattr(bundle, "DEFAULT_BUNDLE", missing)
     message = re.escape(
         "the embedded default world (the project's small ViZDoom model) is not trained and shipped yet: "
-        f"nothing at {missing}. Pass model=<bundle folder or LingBot-World release root>"
+        f"nothing at {missing}. Pass model='doom-untrained' (its architecture with random weights: runs offline, "
+        "shows noise), model=<bundle folder> or model=<LingBot-World release root>"
     )
     assert issubclass(bundle.WorldNotAvailableError, FileNotFoundError)
     with pytest.raises(bundle.WorldNotAvailableError, match=f"^{message}$"):

@@ -9,6 +9,9 @@ Our own format (the shipped Doom model, distilled students)::
     text_encoder.safetensors        the small text encoder + text_encoder.json
     start.png                       a start frame for reset() without an image
 
+``world.json`` records the SHA-256 of every other file (``"sha256": {relative path: hex}``); loading checks them
+all before it builds anything, and a file whose bytes changed is refused by name.
+
 :func:`load_world` also accepts a full-size LingBot-World release root (``lingbot_world_fast/`` +
 ``Wan2.1_VAE.pth`` + umT5), a registered preset name with a bundle, or None for the embedded default.
 """
@@ -27,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from world_model.control import ActionControlConfig
 from world_model.kv_cache import CacheConfig
+from world_model.safe_files import check_sha256, sha256_file
 from world_model.sampling import FewStepSchedule
 from world_model.streaming import StreamConfig
 from world_model.world import InteractiveWorld, WorldSpec
@@ -99,9 +103,30 @@ def save_world(
     _save_module(world.text_encoder, folder / "text_encoder.safetensors", world.text_encoder.config, dtype)
     if start_image is not None:
         Image.fromarray(np.asarray(start_image, dtype=np.uint8)).save(folder / "start.png")
-    meta = {"format": FORMAT, "version": 1, "spec": spec_to_dict(world.spec), "notes": notes or {}}
+    files = sorted(
+        p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != "world.json"
+    )
+    digests = {name: sha256_file(folder / name) for name in files}
+    meta = {"format": FORMAT, "version": 1, "spec": spec_to_dict(world.spec), "notes": notes or {}, "sha256": digests}
     (folder / "world.json").write_text(json.dumps(meta, indent=1))
     return folder
+
+
+def check_bundle_files(folder: str | Path, meta: dict[str, Any] | None = None) -> bool:
+    """Check every file ``world.json`` records against its SHA-256 (:class:`~world_model.safe_files.IntegrityError`
+    naming the first that differs, ``FileNotFoundError`` for a missing one). False for an older bundle that records
+    none (nothing checked)."""
+    folder = Path(folder)
+    meta = meta if meta is not None else json.loads((folder / "world.json").read_text())
+    digests = meta.get("sha256")
+    if not digests:
+        return False
+    for name, digest in digests.items():
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: listed in {folder / 'world.json'} but missing; the bundle is incomplete")
+        check_sha256(path, digest, "world bundle file")
+    return True
 
 
 # -- loading -------------------------------------------------------------------------------------------------------
@@ -119,8 +144,17 @@ def _load_bundle(folder: Path, device, dtype, batch_size: int, seed: int) -> Int
     if meta.get("format") != FORMAT:
         raise ValueError(f"{folder / 'world.json'} is not a {FORMAT} bundle (format={meta.get('format')!r})")
     spec = spec_from_dict(meta["spec"])
+    checked = check_bundle_files(folder, meta)
+    if not checked:
+        import warnings
+
+        warnings.warn(
+            f"{folder / 'world.json'} records no SHA-256 of its files (a bundle written before they were): only "
+            "the DiT is checked (finite weights). Save it again with save_world to record them.",
+            stacklevel=3,
+        )
     dtype = dtype or (torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32)
-    dit = load_dit(folder / "dit", device=device, dtype=dtype).eval()
+    dit = load_dit(folder / "dit", device=device, dtype=dtype, integrity="none" if checked else "auto").eval()
 
     state = {k: v.float() for k, v in load_file(folder / "vae_encoder.safetensors").items()}
     # Only the encoder half ships: the light decoder decodes.
@@ -240,7 +274,8 @@ def load_world(
         if not (DEFAULT_BUNDLE / "world.json").exists():
             raise WorldNotAvailableError(
                 "the embedded default world (the project's small ViZDoom model) is not trained and shipped yet: "
-                f"nothing at {DEFAULT_BUNDLE}. Pass model=<bundle folder or LingBot-World release root>"
+                f"nothing at {DEFAULT_BUNDLE}. Pass model='doom-untrained' (its architecture with random weights: "
+                "runs offline, shows noise), model=<bundle folder> or model=<LingBot-World release root>"
             )
         return _load_bundle(DEFAULT_BUNDLE, device, dtype, batch_size, seed)
     path = Path(model).expanduser()
@@ -259,7 +294,10 @@ def load_world(
     try:
         preset = get_preset(str(model))
     except KeyError:
-        raise WorldNotAvailableError(f"{model!r} is not a folder here nor a known preset name") from None
+        raise WorldNotAvailableError(
+            f"{model!r} is not a folder here nor a known preset name (for random weights that run offline use "
+            "'doom-untrained')"
+        ) from None
     bundle = DEFAULT_BUNDLE.parent / preset.name
     if (bundle / "world.json").exists():
         return _load_bundle(bundle, device, dtype, batch_size, seed)

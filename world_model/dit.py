@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from einops import rearrange
 from torch import nn
 
@@ -223,6 +224,7 @@ class WanDiT(nn.Module):
         self.blocks = nn.ModuleList(WanBlock(cfg) for _ in range(cfg.num_layers))
         self.head = Head(cfg)
         self.rope = Rope3D(cfg.head_dim, cfg.rope_max_positions)
+        self.gradient_checkpointing = False  # recompute blocks in backward (training memory for compute)
         self.reset_parameters()
 
     # -- init ----------------------------------------------------------------------------------------------
@@ -370,8 +372,15 @@ class WanDiT(nn.Module):
             attn = BlockCausalAttention(self.rope, f, (h, w), block_frames, x.device, first_block_frames)
         else:
             attn = CachedAttention(kv_cache, f, write_cache, cache_rows)
+        # Gradient checkpointing recomputes a block in the backward pass: only where the block has no side effect
+        # (a pass that writes the KV cache would write twice).
+        recompute = self.gradient_checkpointing and torch.is_grad_enabled() and not write_cache
         for i, blk in enumerate(self.blocks):
-            tokens = blk(tokens, e0, ctx.kv[i], attn, i, None if ctrl is None else ctrl.layers[i])
+            c = None if ctrl is None else ctrl.layers[i]
+            if recompute:
+                tokens = torch.utils.checkpoint.checkpoint(blk, tokens, e0, ctx.kv[i], attn, i, c, use_reentrant=False)
+            else:
+                tokens = blk(tokens, e0, ctx.kv[i], attn, i, c)
         if isinstance(attn, CachedAttention):
             attn.finish()
         return self.unpatchify(self.head(tokens, e), (f, h, w))

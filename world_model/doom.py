@@ -14,12 +14,21 @@ Sizing (the README has the measurements): frames are 128x96 (4:3, the smallest a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
+import torch
+
+from world_model.checkpoints.text_encoders import SmallTextEncoder, SmallTextEncoderConfig
 from world_model.config import WanDiTConfig
 from world_model.control import ActionControlConfig
+from world_model.dit import WanDiT
 from world_model.kv_cache import CacheConfig
 from world_model.sampling import FewStepSchedule
 from world_model.streaming import StreamConfig
+from world_model.vae.light_decoder import LightDecoder, LightDecoderConfig
+from world_model.vae.wan_vae import VAEConfig, WanVAE
+from world_model.world import InteractiveWorld, WorldSpec
 
 HEIGHT, WIDTH = 96, 128
 FPS = 35 / 2  # ViZDoom records every 2nd tic of 35 Hz
@@ -43,21 +52,15 @@ def dit_config() -> WanDiTConfig:
     )
 
 
-def vae_config(latent_mean: tuple[float, ...] = (), latent_std: tuple[float, ...] = ()):
-    from world_model.vae import VAEConfig
-
+def vae_config(latent_mean: tuple[float, ...] = (), latent_std: tuple[float, ...] = ()) -> VAEConfig:
     return VAEConfig(dim=32, z_dim=16, latent_mean=latent_mean, latent_std=latent_std)
 
 
-def light_decoder_config():
-    from world_model.vae import LightDecoderConfig
-
+def light_decoder_config() -> LightDecoderConfig:
     return LightDecoderConfig(z_dim=16, widths=(128, 64, 48, 24), blocks_per_stage=2)
 
 
-def text_encoder_config():
-    from world_model.checkpoints.text_encoders import SmallTextEncoderConfig
-
+def text_encoder_config() -> SmallTextEncoderConfig:
     return SmallTextEncoderConfig(
         out_dim=TEXT_DIM, dim=192, num_layers=2, num_heads=4, ffn_dim=768, max_length=TEXT_LEN
     )
@@ -108,47 +111,12 @@ class DoomModel:
 UNTRAINED_NAME = "doom-untrained"
 
 
-def presets():
-    """``doom-teacher`` (bidirectional, UniPC + CFG) and ``doom`` (the causal student the env streams)."""
-    from world_model.checkpoints.presets import ExpertSpec, Preset, SamplingDefaults
-
-    t = DoomTeacherConfig()
-    common = dict(sizes=((HEIGHT, WIDTH),), fps=FPS, vae="doom", text_encoder="small")
-    teacher = Preset(
-        name="doom-teacher",
-        experts=(ExpertSpec("model", dit_config()),),
-        sampling=SamplingDefaults("unipc", t.sample_steps, shift=t.shift, guidance_scale=t.guidance_scale),
-        num_frames=4 * t.clip_steps + 1,
-        description="the project's bidirectional ViZDoom teacher (act control, 128x96)",
-        **common,
-    )
-    stream = student_stream()
-    student = Preset(
-        name="doom",
-        experts=(ExpertSpec("model", dit_config()),),
-        sampling=SamplingDefaults(
-            "few_step", len(stream.schedule.timesteps), shift=t.shift, schedule=stream.schedule, stream=stream
-        ),
-        num_frames=4 * t.clip_steps + 1,
-        causal=True,
-        description="the project's causal ViZDoom student, the embedded default world (once trained)",
-        **common,
-    )
-    return teacher, student
-
-
 def build_world(
     batch_size: int = 1, seed: int = 0, device="cpu", dtype=None, vae=None, light=None, dit=None, text=None
-):
+) -> InteractiveWorld:
     """An :class:`~world_model.world.InteractiveWorld` of the Doom architecture from the parts given; parts left
-    out are freshly initialised (random weights: it runs at full speed but shows noise, and says so)."""
-    import torch
-
-    from world_model.checkpoints.text_encoders import SmallTextEncoder
-    from world_model.dit import WanDiT
-    from world_model.vae import LightDecoder, WanVAE
-    from world_model.world import InteractiveWorld, WorldSpec
-
+    out are freshly initialised (random weights: it runs at full speed but shows noise, and says so). It starts
+    from the shipped default world's start frame (a real game frame) when no image is given."""
     torch.manual_seed(seed)
     dtype = dtype or torch.float32
     dit = dit or WanDiT(dit_config())
@@ -158,17 +126,19 @@ def build_world(
     spec = WorldSpec(HEIGHT, WIDTH, FPS, action_config(), student_stream(), default_prompt="a dark corridor")
     parts = [m.to(device).eval() for m in (dit.to(dtype), vae, light, text)]
     world = InteractiveWorld(*parts, spec, batch_size=batch_size, seed=seed)
-    world.start_image = real_start_frame()
+    world.start_image = default_start_frame()
     return world
 
 
-def real_start_frame(map_name: str = "MAP01", seed: int = 0):
-    """The real game's first frame at the model size (``uint8 [96, 128, 3]``), rendered by ViZDoom."""
-    from lingbot_env.doom.env import ViZDoomWASDEnv
+# The real game's first frame of MAP01 at the model size, rendered once by ViZDoom and shipped as data, so that
+# the core never launches the game (the default world's bundle holds the same frame as its start.png).
+DEFAULT_START = Path(__file__).resolve().parent / "assets" / "doom_start.png"
 
-    env = ViZDoomWASDEnv(map=map_name, frame_size=(WIDTH, HEIGHT), labels=False, monsters=False)
-    try:
-        obs, _ = env.reset(seed=seed)
-    finally:
-        env.close()
-    return obs
+
+def default_start_frame() -> np.ndarray | None:
+    """The shipped start frame ``uint8 [96, 128, 3]`` (None if the package data is missing)."""
+    if not DEFAULT_START.exists():
+        return None
+    from PIL import Image  # pillow comes with imageio; imported only where an image is read
+
+    return np.asarray(Image.open(DEFAULT_START).convert("RGB"))

@@ -144,7 +144,15 @@ class UniPC:
         )
         return x_t - alpha_t * b_h * (float(rho[0]) * d1 + float(rho[1]) * d1_t)
 
-    def sample(self, fn: VelocityFn, noise: torch.Tensor, progress: bool = False) -> torch.Tensor:
+    def sample(
+        self,
+        fn: VelocityFn,
+        noise: torch.Tensor,
+        progress: bool = False,
+        callback: Callable[[int, float, torch.Tensor], None] | None = None,
+    ) -> torch.Tensor:
+        """Integrate from ``noise`` at ``sigmas[0]`` to ``sigmas[-1]``. ``callback(i, sigma_i, x)`` sees the state
+        at every noise level of the list but the last (after its correction), e.g. to store ODE trajectories."""
         sig = self.sigmas
         n = len(sig) - 1
         x = noise.float()
@@ -156,6 +164,8 @@ class UniPC:
             if last_x is not None:  # correct the point we just predicted, using the new x0 estimate
                 prev = history[-2] if len(history) >= 2 and self.order == 2 else None
                 x = self._update(last_x, history[-1][0], history[-1][1], s, prev, m)
+            if callback is not None:
+                callback(i, s, x)
             history.append((m, s))
             history = history[-2:]
             order = min(self.order, len(history), n - i)  # warm up, and finish first-order
@@ -212,14 +222,23 @@ class FewStepSchedule:
         noise: torch.Tensor,
         generator: torch.Generator | None = None,
         noise_fn: Callable[[], torch.Tensor] | None = None,
+        exit_step: int | None = None,
     ) -> torch.Tensor:
         """Denoise ``noise`` (taken to sit at ``timesteps[0]``) to a clean ``x0`` estimate. Fresh noise for each
-        re-noising comes from ``noise_fn()`` if given (e.g. one generator per batch row), else from ``generator``."""
+        re-noising comes from ``noise_fn()`` if given (e.g. one generator per batch row), else from ``generator``.
+
+        ``exit_step`` (training a student, Self-Forcing): stop at that denoising step and return its ``x0``; only
+        that pass records gradients (when grad mode is on), the ones before it run without. None runs them all."""
         x = noise.float()
         sig = self.sigmas
-        for i, s in enumerate(sig):
-            x0 = x - s * fn(x, _t(s, x)).float()
-            if i + 1 < len(sig):
+        stop = len(sig) - 1 if exit_step is None else exit_step
+        if not 0 <= stop < len(sig):
+            raise ValueError(f"exit_step must be in [0, {len(sig) - 1}], got {exit_step}")
+        grad = torch.is_grad_enabled()
+        for i, s in enumerate(sig[: stop + 1]):
+            with torch.set_grad_enabled(grad and i == stop):
+                x0 = x - s * fn(x, _t(s, x)).float()
+            if i < stop:
                 if noise_fn is not None:
                     fresh = noise_fn().to(x)
                 else:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from world_model.dit import PreparedContext, WanDiT
+from world_model.dit import ControlFeatures, PreparedContext, WanDiT
 from world_model.kv_cache import CacheConfig, KVCache
 from world_model.sampling import FewStepSchedule
 
@@ -205,22 +205,43 @@ class StreamingGenerator:
         Returns:
             clean latents ``[B, 16, block_frames, H, W]`` float32.
         """
+        return self._generate(control, None)
+
+    def training_step(self, control: torch.Tensor | None, exit_step: int) -> torch.Tensor:
+        """:meth:`step` for training a student on its own rollouts (Self-Forcing): the few-step schedule stops at
+        denoising step ``exit_step`` and returns that ``x0`` estimate, the only pass that records gradients (with
+        the chunk's control features); the cache pass then writes the detached result. With ``exit_step`` = the
+        last step and the same seeds it returns what :meth:`step` returns: training rolls out through the very
+        code that inference runs."""
+        return self._generate(control, exit_step)
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, control: ControlFeatures | None) -> torch.Tensor:
+        """One denoising pass of the next chunk ``x`` ``[B, 16, block_frames, H, W]`` at timesteps ``t`` ``[B]``
+        against the cache, which it leaves as it is: the flow velocity ``[B, 16, block_frames, H, W]``.
+        ``control``: the chunk's prepared features (``dit.prepare_control``). Records gradients in grad mode."""
+        y = self._y(x.shape[2], tuple(range(self.batch_size)))
+        return self.dit(x, t, self.context, y, control, attention="streaming", kv_cache=self.cache)
+
+    @torch.no_grad()
+    def append(self, clean: torch.Tensor, control: ControlFeatures | torch.Tensor | None) -> None:
+        """The cache pass: write the clean chunk ``[B, 16, F, H, W]`` (run at ``t = 0``) as context for the next."""
+        self._write(clean.detach(), control, tuple(range(self.batch_size)))
+
+    def _generate(self, control: torch.Tensor | None, exit_step: int | None) -> torch.Tensor:
         if not self.primed:
             raise RuntimeError("call prime(first_latent, context) before step()")
         dit = self.dit
-        rows = tuple(range(self.batch_size))
         _, c, _, h, w = self.first_latent.shape
+        rows = tuple(range(self.batch_size))
         shape = (c, self.config.block_frames, h, w)
         ctrl = None if control is None else dit.prepare_control(control.to(dit.device))
-        y = self._y(self.config.block_frames, rows)
-
-        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return dit(x, t, self.context, y, ctrl, attention="streaming", kv_cache=self.cache)
-
         clean = self.config.schedule.sample(
-            velocity, self._noise(shape, rows), noise_fn=lambda: self._noise(shape, rows)
+            lambda x, t: self.velocity(x, t, ctrl),
+            self._noise(shape, rows),
+            noise_fn=lambda: self._noise(shape, rows),
+            exit_step=exit_step,
         )
-        self._write(clean, ctrl, rows)
+        self.append(clean, ctrl)
         return clean
 
     def reset(self) -> None:

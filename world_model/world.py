@@ -65,6 +65,17 @@ def to_uint8(video: torch.Tensor) -> torch.Tensor:
     return ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu()
 
 
+class NonFiniteError(RuntimeError):
+    """A step (or reset) produced NaN / inf latents or frames: nothing is returned for it. The message names the
+    step; the usual cause is corrupt or diverged weights."""
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    """True iff every element of ``x`` is finite: its sum (one reduction, no temporary), confirmed element-wise only
+    when the sum is not finite (an overflow of finite values is not an error)."""
+    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
+
+
 class InteractiveWorld:
     """A batch of ``batch_size`` generated worlds driven by actions.
 
@@ -128,6 +139,7 @@ class InteractiveWorld:
             raise ValueError(f"got {images.shape[0]} images and {len(prompts)} prompts for {len(rows)} worlds")
         video = images.to(self.device, torch.float32)[:, :, None]
         latent = self.encoder.encode(video.to(next(self.encoder.parameters()).dtype)).float()
+        self._check_finite(latent, "the VAE encoder's latents of the start image", "reset", rows)
         ctx = self._context(prompts)
         ctrl0 = None
         if self.control is not None:
@@ -146,6 +158,7 @@ class InteractiveWorld:
         # Decode latent frame 0 of the new rows on a fresh decoder state, then splice their state in.
         fresh = StreamingDecoder(self.decoder)
         first = fresh(latent.to(self._decoder_dtype()))
+        self._check_finite(first, "the decoded start frame", "reset", rows)
         if all_rows:
             self.decoder_stream.state = fresh.state
         else:
@@ -156,6 +169,21 @@ class InteractiveWorld:
 
     def _decoder_dtype(self) -> torch.dtype:
         return next(self.decoder.parameters()).dtype
+
+    def _check_finite(self, x: torch.Tensor, what: str, when: str, rows: Sequence[int] | None = None) -> None:
+        """Raise :class:`NonFiniteError` naming the step when ``x`` holds NaN / inf (once per step, cheap)."""
+        if _all_finite(x):
+            return
+        rows = list(range(self.batch_size)) if rows is None else list(rows)
+        flat = x.reshape(x.shape[0], -1)
+        bad = [r for r, ok in zip(rows, torch.isfinite(flat).all(dim=1).tolist()) if not ok] or rows
+        at = "reset" if when == "reset" else ", ".join(f"step {n}" for n in sorted({self.steps[r] + 1 for r in bad}))
+        rows_txt = f" (batch rows {bad})" if self.batch_size > 1 else ""
+        raise NonFiniteError(
+            f"{at}{rows_txt}: NaN or inf in {what}, so no frame is returned. The weights are corrupt or have "
+            "diverged (a world bundle checks its files' SHA-256 at load; a checkpoint without digests is checked "
+            "for finite weights), or the dtype overflows (try dtype='float32'). Reset the env to continue."
+        )
 
     @torch.no_grad()
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -182,10 +210,12 @@ class InteractiveWorld:
                 control = torch.cat([self.control.identity(), control], dim=2)
             control = control.to(self.device)
         latents = self.generator.step(control)
+        self._check_finite(latents, "the DiT's latents", "step")
         if regenerates_first:  # LingBot Fast layout: the decoder already holds the image as latent frame 0
             latents = latents[:, :, 1:]
         t1 = time.perf_counter()
         video = self.decoder_stream(latents.to(self._decoder_dtype()))
+        self._check_finite(video, "the decoded frames", "step")
         frames = to_uint8(video)
         t2 = time.perf_counter()
         for r in range(self.batch_size):

@@ -20,8 +20,9 @@ import numpy as np
 
 from distillation.data.clips import DEFAULT_ENV
 from distillation.data.policy import PLAYER_RADIUS, ExplorationPolicy, free_distance
+from distillation.data.splits import MapSplit
 from lingbot_env.doom.game import SUPPORTED_RESOLUTIONS, DoomConfig
-from lingbot_env.doom.wad import map_walls, resolve_wad
+from lingbot_env.doom.wad import list_maps, map_walls, resolve_wad
 
 StepPolicy = Callable[[np.ndarray, dict[str, Any]], np.ndarray]
 
@@ -38,11 +39,27 @@ def render_resolution(frame_size: tuple[int, int]) -> tuple[int, int]:
     return SUPPORTED_RESOLUTIONS[-1]
 
 
+def start_map(wad: str, preferred: str = "MAP01") -> str:
+    """``preferred`` if ``wad`` has that map, else the first training map of the WAD's own split
+    (:class:`~distillation.data.splits.MapSplit`; MAP01 is not in Doom I-style WADs such as freedoom1, whose maps
+    are E1M1 ...), or the WAD's first map if it has no default split. Only the map the game process starts on:
+    every clip resets onto its own map."""
+    path = resolve_wad(wad)
+    if str(preferred).strip().upper() in list_maps(path):
+        return str(preferred).strip().upper()
+    try:
+        return MapSplit(wad).maps("train")[0]
+    except ValueError:
+        return list_maps(path)[0]
+
+
 def game_config(frame_size: tuple[int, int], wad: str = "freedoom2", base: DoomConfig | None = None) -> DoomConfig:
     """The real game as the data engine plays it (random start, god mode, labels and depth for captions), with
-    frames resized to ``frame_size`` (W, H), the size of the model under test."""
+    frames resized to ``frame_size`` (W, H), the size of the model under test, starting on a map of ``wad``."""
     base = DEFAULT_ENV if base is None else base
-    return base.replace(wad=wad, resolution=render_resolution(frame_size), frame_size=tuple(frame_size))
+    return base.replace(
+        wad=wad, map=start_map(wad, base.map), resolution=render_resolution(frame_size), frame_size=tuple(frame_size)
+    )
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,17 @@ import numpy as np
 import torch
 
 from distillation.evaluation.game import EpisodeStart, game_config, replay_clip
+from distillation.teacher import (
+    ClipConditioner,
+    guides_actions,
+    latent_decoder,
+    load_teacher_export,
+    sample_clip,
+    trained_on,
+)
+from distillation.vae_export import load_exported_vae, same_latents
 from lingbot_env.doom.game import DoomConfig
+from world_model import doom
 from world_model.world import InteractiveWorld, images_to_tensor, to_uint8, video_to_tensor
 
 FRAMES_PER_STEP = 4
@@ -167,7 +177,7 @@ class CausalWorldModel:
 
 # -- the bidirectional teacher --------------------------------------------------------------------------------------
 class TeacherModel:
-    """The bidirectional teacher (``distillation.train_teacher``): a whole clip at once, given the first frame.
+    """The bidirectional teacher (``distillation.teacher``): a whole clip at once, given the first frame.
 
     It samples clips of ``clip_steps`` actions (its training length). A horizon longer than that is *chained*:
     the next clip starts from the last generated frame (re-encoded by the VAE), with the same caption, so errors
@@ -193,14 +203,12 @@ class TeacherModel:
         guide_actions: bool = False,
         guidance_interval: tuple[float, float] | None = None,
     ) -> None:
-        from distillation.train_teacher import latent_decoder
-
         if steps < 1 or clip_steps < 1:
             raise ValueError(f"steps and clip_steps must be >= 1, got {steps}, {clip_steps}")
         self.vae, self.dit, self.text, self.cond = vae, dit, text, cond
         self.decode = decode or latent_decoder(vae)  # latents -> video: the VAE decoder or a light decoder
         self.steps, self.guidance, self.shift, self.clip_steps = steps, guidance, shift, clip_steps
-        self.guide_actions = guide_actions  # guidance also along the actions (see train_teacher.sample_clip)
+        self.guide_actions = guide_actions  # guidance also along the actions (see distillation.teacher.sample_clip)
         self.guidance_interval = guidance_interval  # guided noise levels (lo, hi); None: all
         self.name = name
         self.frame_size = (cond.cfg.width, cond.cfg.height)
@@ -225,8 +233,6 @@ class TeacherModel:
     @torch.no_grad()
     def _clip(self, first: np.ndarray, captions: list[str], actions: np.ndarray, seed: int) -> np.ndarray:
         """One clip: first uint8 [B, H, W, 3], actions [B, clip_steps, 6] -> uint8 [B, 1 + 4 clip_steps, H, W, 3]."""
-        from distillation.train_teacher import sample_clip
-
         device = next(self.dit.parameters()).device
         b, n = actions.shape[:2]
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
@@ -312,8 +318,6 @@ class ReconstructionModel(RealGameModel):
     """
 
     def __init__(self, config: DoomConfig, vae, decode=None, name: str = "vae", hold_start: bool = False) -> None:
-        from distillation.train_teacher import latent_decoder
-
         super().__init__(config, name)
         self.vae = vae
         self.decode = decode or latent_decoder(vae)
@@ -490,15 +494,12 @@ def warn_other_latents(what: str, vae_export: str | Path, consequence: str) -> N
 def load_vae_and_decoder(vae_export: str | Path, light: str | Path | None, device: torch.device | str):
     """``(vae, decode)``: a VAE export and the decoder to use (``light``, a light decoder file, or the VAE's own;
     with a light decoder only the VAE's encoder is loaded)."""
-    from distillation.train_teacher import latent_decoder
-    from distillation.train_vae import load_exported_vae
 
     if not Path(vae_export).is_dir():
         raise ValueError(f"VAE export folder {str(vae_export)!r} does not exist")
     if light is not None and not Path(light).is_file():
         raise ValueError(f"light decoder file {str(light)!r} does not exist")
     if light is not None:
-        from distillation.train_vae import same_latents
         from world_model.vae import light_decoder_fingerprint
 
         if not same_latents(light_decoder_fingerprint(light), vae_export):
@@ -516,17 +517,13 @@ def load_teacher(
 ) -> TeacherModel:
     """The teacher from its export folder and the VAE export it was trained with; with ``light`` (a light
     decoder file) it decodes through that, and only the VAE's encoder is loaded."""
-    from distillation.train_teacher import ClipConditioner, build_models, guides_actions, load_export, trained_on
-    from world_model import doom
-
     if not Path(export).is_dir():
         raise ValueError(f"teacher export folder {str(export)!r} does not exist")
     if not trained_on(export, vae_export):
         warn_other_latents(f"the teacher in {export}", vae_export, "its samples will be wrong")
     device = torch.device(device)
     vae, decode = load_vae_and_decoder(vae_export, light, device)
-    dit, text = build_models(device)
-    step = load_export(export, dit, text)
+    dit, text, step = load_teacher_export(export, device)
     t = doom.DoomTeacherConfig()
     return TeacherModel(
         vae,
@@ -553,7 +550,30 @@ def load_reconstruction(
     hold_start: bool = False,
 ) -> ReconstructionModel:
     """The real game (or with ``hold_start`` its start frame held still) through a VAE export
-    (``distillation.train_vae``), optionally decoded by a light decoder."""
+    (``distillation.vae_export``), optionally decoded by a light decoder."""
     vae, decode = load_vae_and_decoder(vae_export, light, device)
     name = ("static+" if hold_start else "") + ("vae" if light is None else "vae+light")
     return ReconstructionModel(game_config(size, wad), vae, decode, name, hold_start)
+
+
+# -- the real frames through a model's own decoder (the sharpness ceiling) ------------------------------------------
+def decoder_reference(model: WorldModelUnderTest) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+    """``reference(real, generated) -> uint8 [B, 1 + 4n, H, W, 3]``: the real clips encoded by the model's VAE and
+    decoded by the decoder it decodes with (the VAE's or a light decoder), for models that decode VAE latents
+    (:class:`TeacherModel`, :class:`ReconstructionModel`); ``None`` for the others. For the real clip through
+    the VAE (``vae:``), that is the model's own output, which is returned as it is."""
+    if isinstance(model, ReconstructionModel) and not model.hold_start:
+        return lambda real, generated: generated
+    vae, decode = getattr(model, "vae", None), getattr(model, "decode", None)
+    if vae is None or decode is None:
+        return None
+
+    @torch.no_grad()
+    def reference(real: np.ndarray, generated: np.ndarray) -> np.ndarray:
+        device = next(vae.parameters()).device
+        video = video_to_tensor(real, device).to(vae.dtype)
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            out = decode(vae.encode(video, chunked=False))
+        return to_uint8(out.float()).numpy()
+
+    return reference

@@ -230,8 +230,10 @@ class Probe:
         return np.concatenate(keys).reshape(b, n, 4), np.concatenate(turns).reshape(b, n)
 
     def save(self, path: str | Path) -> Path:
+        """Write the probe as a state file (safetensors + JSON + SHA-256; no pickle), atomically."""
+        from world_model.safe_files import save_state_file
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {
             "format": FORMAT,
             "config": dataclasses.asdict(self.config),
@@ -239,22 +241,28 @@ class Probe:
             "metrics": self.metrics,
             "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
         }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        save_state_file(path, state, FORMAT)
         return path
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> Probe:
+        """Read a file written by :meth:`save`. Pickles (older ``torch.save`` probes) are refused with the command
+        that converts them; a corrupt file or a missing key raises an error naming the file."""
+        from world_model.safe_files import StateFileError, load_state_file, require_keys
+
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no probe at {path}: train one with --train-probe")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
+        state = load_state_file(path, FORMAT, "inverse-dynamics probe")
+        require_keys(state, ("format", "config", "frame_size", "state_dict"), path, "inverse-dynamics probe")
+        if state.get("format") != FORMAT:
             raise ValueError(f"{path} is not an inverse-dynamics probe ({FORMAT})")
-        cfg = ProbeConfig(**state["config"])
-        model = InverseDynamicsProbe(cfg)
-        model.load_state_dict(state["state_dict"])
+        try:
+            cfg = ProbeConfig(**state["config"])
+            model = InverseDynamicsProbe(cfg)
+            model.load_state_dict(state["state_dict"])
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise StateFileError(f"{path}: the probe's weights do not fit its config ({exc})") from exc
         return cls(model.to(device), cfg, tuple(state["frame_size"]), state.get("metrics", {}))
 
 

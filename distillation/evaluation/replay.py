@@ -6,7 +6,9 @@ For each of ``clips`` clips on the held-out (val) maps:
    somewhere inside the level), then ``horizon`` actions: either the exploration policy's own (``recorded``) or a
    scripted pattern (``scripted:<name>``, see :mod:`~distillation.evaluation.patterns`);
 2. the model gets the real start frame, its caption and the same actions;
-3. PSNR and SSIM (:mod:`distillation.training.metrics`) of every generated frame against the real one.
+3. PSNR and SSIM (:mod:`distillation.training.metrics`) of every generated frame against the real one, and
+   the sharpness ratio and Fréchet distance of the generated frames against the real frames of the same clips
+   (:mod:`~distillation.evaluation.realism`).
 
 Horizon indexing: frame ``f`` of a clip belongs to horizon step ``ceil(f / 4)``: step 0 is the start frame
 alone (how the model reproduces it), step ``j >= 1`` is the 4 frames ``4j-3 .. 4j`` that answer action ``j - 1``.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +31,7 @@ from distillation.evaluation.game import RealClip, record_clip, step_displacemen
 from distillation.evaluation.models import WorldModelUnderTest
 from distillation.evaluation.patterns import MOVE_DIRECTIONS, PATTERNS, check_patterns, scripted_actions
 from distillation.evaluation.probe import Probe, ProbeAccuracy, controllability, scorable
+from distillation.evaluation.realism import RealismScores
 from distillation.training.metrics import MAX_PSNR, psnr, ssim
 from lingbot_env.doom.game import DoomConfig
 from world_model.world import video_to_tensor
@@ -169,6 +173,8 @@ class ReplayResult:
     kept: list[KeptClip] = field(default_factory=list)
     controllability: dict[str, Any] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    realism: dict[str, Any] | None = None  # sharpness ratios and Fréchet distances (see realism.py)
+    realism_arrays: dict[str, np.ndarray] = field(default_factory=dict)  # per-clip energies and features
 
     def summary(self) -> dict[str, Any]:
         """The report's ``replay`` section (see the module docstring for what each number averages)."""
@@ -206,8 +212,15 @@ def run_replay(
     maps: MapSplit | None = None,
     probe: Probe | None = None,
     progress: bool = True,
+    features: Any | None = None,
+    reference: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> ReplayResult:
-    """Replay ``cfg.clips`` clips in ``model`` and the game (``game.output_size`` must be the model's frame size)."""
+    """Replay ``cfg.clips`` clips in ``model`` and the game (``game.output_size`` must be the model's frame size).
+
+    ``features``: a :class:`~distillation.evaluation.features.FrameFeatures` for the Fréchet distance (None: not
+    measured). ``reference(real, generated)``: the real clips through the model's own decoder, the second
+    denominator of the sharpness ratio (see :func:`~distillation.evaluation.models.decoder_reference`).
+    """
     from tqdm.auto import tqdm
 
     if tuple(game.output_size) != tuple(model.frame_size):
@@ -220,7 +233,8 @@ def run_replay(
     if probe is not None:
         real_acc = ProbeAccuracy(cfg.horizon, probe.config.dead_zone)
         gen_acc = ProbeAccuracy(cfg.horizon, probe.config.dead_zone)
-    t_game = t_model = t_score = 0.0
+    realism = RealismScores(features)
+    t_game = t_model = t_score = t_realism = 0.0
     bar = tqdm(total=cfg.clips, desc=f"replay {model.name}", unit="clip", disable=not progress)
     for lo in range(0, cfg.clips, cfg.batch_size):
         t0 = time.perf_counter()
@@ -245,6 +259,9 @@ def run_replay(
             mask = scorable(actions, np.stack([step_displacement(c.poses) for c in clips]))
             real_acc.update(*probe.predict(real), actions, mask)
             gen_acc.update(*probe.predict(generated), actions, mask)
+        t3 = time.perf_counter()
+        realism.update(real, generated, None if reference is None else reference(real, generated))
+        t4 = time.perf_counter()
         for k, c in enumerate(clips):
             meta["sources"].append(c.source)
             meta["maps"].append(c.start.map)
@@ -253,7 +270,8 @@ def run_replay(
             meta["captions"].append(c.caption)
             if len(kept) < cfg.keep_clips:
                 kept.append(KeptClip(c.frames, generated[k], c.source, c.caption, c.start.map, float(p[k, 1:].mean())))
-        t_game, t_model, t_score = t_game + t1 - t0, t_model + t2 - t1, t_score + time.perf_counter() - t2
+        t_game, t_model, t_score = t_game + t1 - t0, t_model + t2 - t1, t_score + t3 - t2
+        t_realism += t4 - t3
         bar.update(len(clips))
         bar.set_postfix(psnr=f"{np.concatenate(psnrs)[:, 1:].mean():.2f}")
     bar.close()
@@ -262,7 +280,9 @@ def run_replay(
         np.concatenate(psnrs),
         np.concatenate(ssims),
         kept=kept,
-        seconds={"game": t_game, "model": t_model, "scoring": t_score},
+        seconds={"game": t_game, "model": t_model, "scoring": t_score, "realism": t_realism},
+        realism=realism.summary(groups=meta["maps"]),
+        realism_arrays=realism.arrays(),
         **meta,
     )
     if probe is not None:

@@ -1,7 +1,8 @@
 """The evaluation's outputs in one folder.
 
 - ``report.json``: everything measured (see :func:`write_report` for the layout) and how it was measured;
-- ``metrics.npz``: per-clip, per-frame PSNR / SSIM and the stability curves, for later analysis;
+- ``metrics.npz``: per-clip, per-frame PSNR / SSIM, gradient energies and realism features, and the stability
+  curves, for later analysis;
 - ``psnr_vs_horizon.png``, ``ssim_vs_horizon.png``: mean +- std over clips per horizon step, with the recorded and
   scripted clips separately; ``probe_accuracy_vs_horizon.png`` (with a probe); ``stability.png`` (causal models);
 - ``videos/clip_XXX.mp4``: real | generated side by side; ``stability.mp4`` is written while the rollout runs
@@ -20,6 +21,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from distillation.evaluation.plots import Series, line_plot, panel_plot
+from distillation.evaluation.realism import DEFINITIONS as REALISM_DEFINITIONS
+from distillation.evaluation.realism import headline as realism_headline
 from distillation.evaluation.replay import RECORDED, KeptClip, ReplayResult, per_step
 from distillation.evaluation.stability import StabilityResult
 from lingbot_env.video import mp4_writer
@@ -34,6 +37,7 @@ ALIGNMENT = {
     "first16": "mean over frames 1..16 (steps 1..4 = the first 4 latent frames after the start frame)",
     "psnr": "dB on [0, 1] pixels, per frame, capped at psnr_cap for identical frames",
     "ssim": "Gaussian window 11, sigma 1.5, per channel then averaged, per frame",
+    **REALISM_DEFINITIONS,
 }
 
 
@@ -174,6 +178,7 @@ def _headline(replay: ReplayResult, ctrl: dict[str, Any] | None, stab: dict[str,
         "psnr_first16": s["psnr"]["first16"],
         "ssim_first16": s["ssim"]["first16"],
         "psnr_last_step": s["psnr"]["last_step"],
+        **realism_headline(replay.realism),
     }
     if ctrl is not None:
         out["probe_accuracy_real"] = ctrl["real"]["joint"]
@@ -202,6 +207,7 @@ def write_report(
 
     Layout: ``headline`` (the numbers to quote), ``model``, ``game`` (the real game's config), ``alignment`` (how
     frames, steps and means are defined), ``replay`` (PSNR / SSIM per step, per source, per map counts),
+    ``realism`` (sharpness ratios and Fréchet distances against the real frames, per step and over frames 1..16),
     ``controllability`` (probe accuracy real / generated / ratio, or ``skipped``), ``stability`` (curves and
     drift, or ``skipped``), ``files``, plus ``extra`` (command line, timings).
     """
@@ -234,6 +240,7 @@ def write_report(
         "maps": np.array(replay.maps),
         "seeds": np.array(replay.seeds),
     }
+    arrays.update(replay.realism_arrays)
     if stability is not None:
         arrays.update({f"stability_{k}": v for k, v in stability.per_step.items()})
     np.savez_compressed(out / "metrics.npz", **arrays)
@@ -246,6 +253,7 @@ def write_report(
         "game": game,
         "alignment": ALIGNMENT,
         "replay": replay.summary(),
+        "realism": replay.realism if replay.realism is not None else {"skipped": "not measured"},
         "controllability": ctrl if ctrl is not None else {"skipped": probe_skipped or "no probe"},
         "stability": stab if stab is not None else {"skipped": stability_skipped or "not run"},
         "files": files,

@@ -1,9 +1,13 @@
-"""Atomic, resumable training checkpoints.
+"""Atomic, resumable training checkpoints, read without unpickling anything.
 
-A checkpoint is one ``torch.save`` file holding everything a stage needs to continue exactly where it stopped:
-model and optimizer state dicts, EMA weights, the step, the RNG states and the config it was started with. It is
-written to a temporary file and moved into place with ``os.replace``, so a kill at any moment leaves either the
-previous checkpoint or the new one, never a torn file.
+A checkpoint (``checkpoint.pt`` in a run folder) holds everything a stage needs to continue exactly where it
+stopped: model and optimizer state dicts, EMA weights, the step, the RNG states and the config it was started
+with. It is a state file of :mod:`world_model.safe_files`: one safetensors file whose tensors are the weights,
+optimizer moments and RNG states (numpy's as uint8 bytes) and whose metadata holds the rest as JSON (config, step,
+the optimizer's param groups, Python's RNG state) and the file's SHA-256, checked at every load. It is written to
+a temporary file and moved into place with ``os.replace``, so a kill at any moment leaves either the previous
+checkpoint or the new one, never a torn file. Checkpoints of the earlier ``torch.save`` format are refused with
+the command that converts them (``python -m tools.convert_legacy_checkpoint``): a pickle can run code.
 """
 
 from __future__ import annotations
@@ -11,32 +15,32 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from world_model.safe_files import (  # noqa: F401  (atomic_write is part of this module's API)
+    StateFileError,
+    atomic_write,
+    load_state_file,
+    require_keys,
+    save_state_file,
+)
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
-    """``write(tmp)`` fills a temporary file beside ``path``, which then replaces ``path`` in one rename: a kill
-    leaves the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # some writers create 0600 files; a checkpoint is as readable as any file here
-    with open(tmp, "rb") as f:  # make the bytes durable before the rename makes them visible
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+KIND = "training-checkpoint"
+WHAT = "training checkpoint"
+REQUIRED = ("step", "rng", "config")
+
+
+class CheckpointFormatError(StateFileError):
+    """A file in a run folder is not a usable training checkpoint (the message names it and says why)."""
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """Write ``obj`` (nested dicts / lists of tensors, arrays and JSON values) as a training checkpoint."""
+    return save_state_file(path, obj, KIND)
 
 
 def rng_state() -> dict[str, Any]:
@@ -57,22 +61,33 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-    """The checkpoint at ``path``, or None if there is none yet (a fresh run)."""
+    """The checkpoint at ``path``, or None if there is none yet (a fresh run).
+
+    Raises :class:`CheckpointFormatError` (or :class:`~world_model.safe_files.UnsafeFileError` for a pickle)
+    naming the file when it is not a training checkpoint, is corrupt or lacks the step / RNG / config."""
     path = Path(path)
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # a checkpoint we wrote atomically should never be torn; say which file is bad
-        raise RuntimeError(f"cannot read checkpoint {path}: {exc}; delete it to start over") from exc
+        ckpt = load_state_file(path, KIND, WHAT, map_location)
+        require_keys(ckpt, REQUIRED, path, WHAT)
+    except CheckpointFormatError:
+        raise
+    except StateFileError as exc:
+        hint = "" if "delete it" in str(exc) else "; delete it (or use another --out folder) to start over"
+        raise CheckpointFormatError(f"{exc}{hint}") from None
+    return ckpt
 
 
-def check_same_config(saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...]) -> None:
+def check_same_config(
+    saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...], path: str | os.PathLike | None = None
+) -> None:
     """Refuse to resume a run whose shape-defining settings changed (the weights would not fit)."""
     diff = {k: (saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)}
     if diff:
+        where = f"{path}: " if path is not None else ""
         raise ValueError(
-            f"the checkpoint was made with different settings {diff} (saved, now); "
+            f"{where}the checkpoint was made with different settings {diff} (saved, now); "
             "use the same settings or a new --out folder"
         )
 
@@ -95,9 +110,21 @@ def restore_state(
     ckpt = load_checkpoint(path, map_location)
     if ckpt is None:
         return None
-    check_same_config(ckpt["config"], config, same_keys)
+    missing = [name for name in parts if name not in ckpt]
+    if missing:
+        raise CheckpointFormatError(
+            f"{path}: this training checkpoint has no {missing} (it holds {sorted(ckpt)}): it was written by "
+            "another trainer or version; use another --out folder, or delete it to start over"
+        )
+    check_same_config(ckpt["config"], config, same_keys, path)
     for name, part in parts.items():
-        part.load_state_dict(ckpt[name])
+        try:
+            part.load_state_dict(ckpt[name])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise CheckpointFormatError(
+                f"{path}: the checkpoint's {name!r} does not fit this run ({type(exc).__name__}: {str(exc)[:300]}); "
+                "use the settings it was made with, or another --out folder"
+            ) from exc
     set_rng_state(ckpt["rng"])
     return int(ckpt["step"])
 

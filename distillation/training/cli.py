@@ -21,11 +21,14 @@ _COMMENT = re.compile(r"^\s+#\s?(.*)$")
 def field_comments(cls: type) -> dict[str, str]:
     """``name -> help`` for the fields of dataclass ``cls``: the comment lines just above a field and the comment
     at the end of its line (``name: type = default  # comment``)."""
+    comments: dict[str, str] = {}
+    # Base classes first, so a subclass that redefines a field (a stage's own default) also redefines its help.
+    for base in reversed([c for c in cls.__mro__ if c is not cls and dataclasses.is_dataclass(c)]):
+        comments.update(field_comments(base))
     try:
         lines = inspect.getsource(cls).splitlines()[1:]  # [0] is the class line
     except (OSError, TypeError):  # no source (e.g. a frozen app): no help texts, the flags still work
-        return {}
-    comments: dict[str, str] = {}
+        return comments
     above: list[str] = []
     for line in lines:
         if m := _COMMENT.match(line):

@@ -16,6 +16,15 @@ CPU) plus the pages of one shard; the fp32 model never exists.
 Safety: every shard header is read and every name and shape checked against the model *before* the first tensor
 is copied, so a missing shard, a truncated or corrupt file, a wrong shape or an unknown tensor fails with the file
 named and the model untouched. Loading is strict by default.
+
+Integrity (``integrity=``): a checkpoint this project wrote has a ``SHA256SUMS`` file beside its shards
+(:func:`~world_model.checkpoints.saving.save_checkpoint`); by default (``"auto"``) every listed file is hashed and
+compared before the first tensor is copied, so flipped bytes anywhere are refused with the file named. Official
+releases record no digests, and full-size shards (tens of GB) are too large to hash at every load: there (or with
+``integrity="finite"``) every tensor is checked to be finite as it is copied (its sum on the target device, no
+temporary, confirmed element-wise only when not finite; one host sync per shard), and the first NaN / inf names
+its tensor and shard.
+``"sha256"`` requires the digests; ``"none"`` skips both checks.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ from world_model.checkpoints.keys import (
 from world_model.checkpoints.presets import Preset, get_preset, list_presets
 from world_model.config import WanDiTConfig
 from world_model.dit import WanDiT
+from world_model.safe_files import SHA256SUMS, IntegrityError, check_sha256, read_sha256sums
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +62,7 @@ INDEX_SUFFIX = ".safetensors.index.json"
 PREFERRED_INDEX = "diffusion_pytorch_model.safetensors.index.json"
 SHARD_RE = re.compile(r"^(?P<prefix>.+)-(?P<k>\d{5})-of-(?P<n>\d{5})\.safetensors$")
 RELEASE_FOLDERS = ("high_noise_model", "low_noise_model", "lingbot_world_fast")
+INTEGRITY_MODES = ("auto", "sha256", "finite", "none")
 _SHOW = 5  # names listed per category in error messages
 
 _SAFETENSORS_DTYPES = {
@@ -158,6 +169,7 @@ class LoadReport:
     seconds: float
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    integrity: str = "none"  # the check that ran: "sha256", "finite" or "none"
 
 
 # -- finding the files -------------------------------------------------------------------------------------------
@@ -404,6 +416,60 @@ def _read_error(path: Path, loaded: int, total: int, exc: Exception) -> Checkpoi
     )
 
 
+def check_integrity(files: CheckpointFiles, integrity: str = "auto") -> str:
+    """Hash the checkpoint's files against its ``SHA256SUMS`` when it has one (``"auto"``, ``"sha256"``); returns
+    the check left for the load: ``"sha256"`` (done here), ``"finite"`` or ``"none"``.
+
+    Raises :class:`CheckpointError` naming the file whose bytes differ from their digest (or, for ``"sha256"``,
+    when no digest is recorded)."""
+    if integrity not in INTEGRITY_MODES:
+        raise ValueError(f"integrity must be one of {INTEGRITY_MODES}, got {integrity!r}")
+    if integrity in ("finite", "none"):
+        return integrity
+    folder = files.files[0].parent
+    try:
+        sums = read_sha256sums(folder)
+    except IntegrityError as exc:
+        raise CheckpointError(str(exc)) from None
+    listed = {f.name for f in files.files} | ({files.index.name} if files.index is not None else set())
+    if sums is None or not listed <= set(sums):
+        if integrity == "sha256":
+            absent = sorted(listed - set(sums or {}))
+            raise CheckpointError(
+                f"{folder}: integrity='sha256' but {SHA256SUMS} records no digest for {absent[:_SHOW]} (official "
+                "releases record none: use integrity='finite' for them)"
+            )
+        return "finite"
+    for name, digest in sums.items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: listed in {folder / SHA256SUMS} but missing. Restore or download it.")
+        try:
+            check_sha256(path, digest, "checkpoint file")
+        except IntegrityError as exc:
+            raise CheckpointError(str(exc)) from None
+    return "sha256"
+
+
+def _check_finite(path: Path, names: list[str], sums: list[torch.Tensor], targets: dict, loaded: int, total: int):
+    """One host sync per shard. A tensor is finite iff its sum is, barring an overflow of the sum itself, so a
+    non-finite sum is confirmed element-wise (``isfinite().all()``, ~50x slower, only then) before the error names
+    the first bad tensor."""
+    if not sums:
+        return
+    ok = torch.isfinite(torch.stack([s.float() for s in sums])).cpu()
+    if bool(ok.all()):
+        return
+    bad = [n for n, good in zip(names, ok.tolist()) if not good and not bool(torch.isfinite(targets[n]).all())]
+    if not bad:
+        return  # huge but finite values whose sum overflowed
+    raise CheckpointError(
+        f"{path}: tensor {bad[0]!r}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''} holds NaN or inf "
+        f"(after {loaded} of {total} tensors). The file's data is corrupt: download it again. The model is "
+        "partially loaded: discard it."
+    )
+
+
 @torch.no_grad()
 def load_weights_(
     model: torch.nn.Module,
@@ -412,6 +478,7 @@ def load_weights_(
     strict: bool = True,
     expected: str | None = None,
     device: torch.device | str | None = None,
+    integrity: str = "auto",
 ) -> LoadReport:
     """Copy a checkpoint into ``model`` in place, shard by shard, converting to the model's dtype on the way.
 
@@ -423,8 +490,11 @@ def load_weights_(
             :class:`LoadReport` (and logged); parameters the checkpoint lacks keep their values (freshly
             initialised ones for a model that was on ``meta``). Wrong shapes are always errors.
         expected: what the model is, for error messages (e.g. ``"preset 'lingbot-world-base-cam', expert 'high'"``).
+        integrity: ``"auto"`` (default: SHA-256 of every file when the checkpoint has a ``SHA256SUMS``, else every
+            tensor checked finite), ``"sha256"``, ``"finite"`` or ``"none"`` (see the module docstring).
     Raises:
-        CheckpointError: unreadable or missing files (nothing has been copied yet).
+        CheckpointError: unreadable, missing or corrupt files (a digest mismatch: nothing has been copied yet; a
+            non-finite tensor: found while copying, the model is partially loaded).
         CheckpointMismatchError: names / shapes / dtypes do not fit (nothing has been copied yet).
     """
     t0 = time.perf_counter()
@@ -432,6 +502,7 @@ def load_weights_(
     if expected is None:
         expected = f"the model ({_short_config(model.cfg)})" if isinstance(model, WanDiT) else "the model"
     targets, missing, unexpected = _check_against(model, info, strict, expected)
+    integrity = check_integrity(info.files, integrity)  # "sha256" is done by now; "finite" runs while copying
 
     if any(t.is_meta for t in targets.values()):
         model.to_empty(device=device or "cpu")
@@ -453,6 +524,7 @@ def load_weights_(
             handle = safe_open(str(path), framework="pt", device="cpu")
         except Exception as exc:
             raise _read_error(path, loaded, len(targets), exc) from exc
+        names, sums = [], []
         with handle as f:
             for name, entry in entries:
                 try:  # memory-mapped: the pages are read from disk as they are copied below
@@ -462,9 +534,13 @@ def load_weights_(
                 dst = targets[name]
                 # Move first (fp32, one tensor at a time) so a GPU target converts on the GPU.
                 dst.copy_(src if src.device == dst.device else src.to(dst.device))
+                if integrity == "finite":  # on the target: also catches values that overflow its dtype
+                    names.append(name)
+                    sums.append(dst.sum())  # no temporary; as fast as reading the tensor once
                 nbytes += src.numel() * src.element_size()
                 loaded += 1
                 del src
+        _check_finite(path, names, sums, targets, loaded, len(targets))
     if torch.cuda.is_available() and any(t.is_cuda for t in targets.values()):
         torch.cuda.synchronize()
     report = LoadReport(
@@ -477,6 +553,7 @@ def load_weights_(
         time.perf_counter() - t0,
         missing,
         unexpected,
+        integrity,
     )
     if missing or unexpected:
         logger.warning(
@@ -516,11 +593,12 @@ def load_dit(
     strict: bool = True,
     expected: str | None = None,
     preset: Preset | None = None,
+    integrity: str = "auto",
 ) -> WanDiT:
     """One DiT from a file or expert folder, in ``dtype`` on ``device``.
 
     ``config`` defaults to the shape read from the checkpoint (tensor shapes + ``config.json``); when given, the
-    checkpoint's control type (read from its tensors) must match it."""
+    checkpoint's control type (read from its tensors) must match it. ``integrity``: see :func:`load_weights_`."""
     info = inspect_checkpoint(path)
     cfg = config or info.config
     if cfg is None:
@@ -528,7 +606,7 @@ def load_dit(
     expected = expected or (f"config {_short_config(cfg)}" if config else f"the shape read from {info.files.path}")
     _check_control(info, cfg, expected, preset)
     model = build_dit(cfg, "meta", dtype)
-    load_weights_(model, info, strict=strict, expected=expected, device=device)
+    load_weights_(model, info, strict=strict, expected=expected, device=device, integrity=integrity)
     return model.eval()
 
 
@@ -553,6 +631,7 @@ def load_model(
     device: torch.device | str = "cpu",
     dtype: torch.dtype | None = None,
     strict: bool = True,
+    integrity: str = "auto",
 ) -> WanDiT | ExpertPair:
     """Load a released model as downloaded: a release root, an expert folder, or a single file.
 
@@ -563,7 +642,8 @@ def load_model(
             pair's expert switch comes from the one registered pair preset of that shape.
         device: where the weights go (materialised there directly; the host keeps at most one shard).
         dtype: parameter dtype (default: the preset's, else bf16).
-        strict: see :func:`load_weights_`.
+        strict, integrity: see :func:`load_weights_` (official releases record no digests: with ``"auto"`` every
+            tensor is checked finite as it loads).
     Returns:
         a :class:`WanDiT`, or an :class:`ExpertPair` for two-expert models.
     """
@@ -589,13 +669,21 @@ def load_model(
                     strict=strict,
                     expected=f"preset {p.name!r}, expert {e.name!r}",
                     preset=p,
+                    integrity=integrity,
                 )
             return ExpertPair(experts["high"], experts["low"], p.sampling.boundary_t).eval()
         e = p.experts[0]
         folder = _expert_dir(root, e.subfolder)
         folder = folder if folder.exists() and root.is_dir() else root  # also accept the expert folder itself
         return load_dit(
-            folder, e.config, device=device, dtype=dtype, strict=strict, expected=f"preset {p.name!r}", preset=p
+            folder,
+            e.config,
+            device=device,
+            dtype=dtype,
+            strict=strict,
+            expected=f"preset {p.name!r}",
+            preset=p,
+            integrity=integrity,
         )
 
     if root.is_dir() and (root / "high_noise_model").is_dir() and (root / "low_noise_model").is_dir():
@@ -608,7 +696,7 @@ def load_model(
                 "pass preset=... (it gives the expert switch timestep)"
             )
         logger.info("%s: read as preset %r from its tensors", root, match.name)
-        return load_model(root, match, device=device, dtype=dtype, strict=strict)
+        return load_model(root, match, device=device, dtype=dtype, strict=strict, integrity=integrity)
     if root.is_dir() and (root / "lingbot_world_fast").is_dir():
         root = root / "lingbot_world_fast"
-    return load_dit(root, device=device, dtype=dtype, strict=strict)
+    return load_dit(root, device=device, dtype=dtype, strict=strict, integrity=integrity)

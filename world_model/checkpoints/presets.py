@@ -150,6 +150,10 @@ class Preset:
         Looks for ``world_model.vae.get_config(name)``, then a ``VAE_CONFIGS`` / ``VAE_PRESETS`` dict, then the
         ``VAEConfig`` defaults for ``"wan2.1"``.
         """
+        if self.vae == "doom":
+            from world_model import doom  # see doom_presets for why not at the top
+
+            return doom.vae_config()
         try:
             vae = importlib.import_module("world_model.vae")
         except ImportError as exc:
@@ -186,6 +190,7 @@ def get_preset(preset: str | Preset) -> Preset:
     """A registered preset by name (a :class:`Preset` passes through)."""
     if isinstance(preset, Preset):
         return preset
+    _register_doom()
     try:
         return _REGISTRY[preset]
     except KeyError:
@@ -193,6 +198,7 @@ def get_preset(preset: str | Preset) -> Preset:
 
 
 def list_presets() -> list[str]:
+    _register_doom()
     return sorted(_REGISTRY)
 
 
@@ -276,14 +282,48 @@ for _p in (
     _wan21_t2v_1_3b(),
 ):
     register_preset(_p)
-FULL_SIZE_PRESETS = tuple(list_presets())
+FULL_SIZE_PRESETS = tuple(sorted(_REGISTRY))
+
+
+def doom_presets() -> tuple[Preset, Preset]:
+    """``doom-teacher`` (bidirectional, UniPC + CFG) and ``doom`` (the causal student the env streams): the
+    project's small ViZDoom world model, LingBot's classes at the config of ``world_model.doom``."""
+    # Imported here, not at the top: world_model.doom imports world_model.checkpoints (its text encoder), whose
+    # package imports this module first.
+    from world_model import doom
+
+    t = doom.DoomTeacherConfig()
+    common = dict(sizes=((doom.HEIGHT, doom.WIDTH),), fps=doom.FPS, vae="doom", text_encoder="small")
+    teacher = Preset(
+        name="doom-teacher",
+        experts=(ExpertSpec("model", doom.dit_config()),),
+        sampling=SamplingDefaults("unipc", t.sample_steps, shift=t.shift, guidance_scale=t.guidance_scale),
+        num_frames=4 * t.clip_steps + 1,
+        description="the project's bidirectional ViZDoom teacher (act control, 128x96)",
+        **common,
+    )
+    stream = doom.student_stream()
+    student = Preset(
+        name="doom",
+        experts=(ExpertSpec("model", doom.dit_config()),),
+        sampling=SamplingDefaults(
+            "few_step", len(stream.schedule.timesteps), shift=t.shift, schedule=stream.schedule, stream=stream
+        ),
+        num_frames=4 * t.clip_steps + 1,
+        causal=True,
+        description="the project's causal ViZDoom student, the embedded default world",
+        **common,
+    )
+    return teacher, student
+
+
+_DOOM_REGISTERED = False
 
 
 def _register_doom() -> None:
-    from world_model import doom
-
-    for preset in doom.presets():
-        register_preset(preset)
-
-
-_register_doom()
+    """Register the Doom presets on the first look-up, not at import (see :func:`doom_presets`)."""
+    global _DOOM_REGISTERED
+    if not _DOOM_REGISTERED:
+        _DOOM_REGISTERED = True
+        for p in doom_presets():
+            register_preset(p, replace=True)

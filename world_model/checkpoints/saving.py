@@ -2,7 +2,9 @@
 
 An expert folder gets ``<prefix>-0000k-of-0000n.safetensors`` shards, ``diffusion_pytorch_model.safetensors.index.json``
 (``{"metadata": {"total_size": bytes}, "weight_map": {name: shard}}``) and ``config.json``
-(:meth:`WanDiTConfig.to_official`). One shard is written as ``<prefix>.safetensors`` with no index.
+(:meth:`WanDiTConfig.to_official`). One shard is written as ``<prefix>.safetensors`` with no index. ``SHA256SUMS``
+(``sha256sum -c`` format) records every file's digest; :func:`~world_model.checkpoints.loading.load_weights_`
+checks them before loading.
 
 Writes are atomic per folder: everything goes to a temporary sibling folder that is renamed into place only when
 complete, so a crash never leaves a half-written checkpoint under the final name. Only one shard is copied to host
@@ -27,6 +29,7 @@ from world_model.checkpoints.build import ExpertPair
 from world_model.checkpoints.presets import Preset, get_preset
 from world_model.config import WanDiTConfig
 from world_model.dit import WanDiT
+from world_model.safe_files import write_sha256sums
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
@@ -198,6 +201,8 @@ def save_checkpoint(
             with open(tmp / "config.json", "w", encoding="utf-8") as f:
                 json.dump(config.to_official(), f, indent=2)
             _fsync(tmp / "config.json")
+        # Per-file SHA-256 (sha256sum format), checked by the loader before it copies a tensor.
+        _fsync(write_sha256sums(tmp, [p.name for p in tmp.iterdir()]))
         _commit(tmp, folder, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -192,7 +192,8 @@ class UMT5TextEncoder(TextEncoder):
         """Build from Wan's ``models_t5_umt5-xxl-enc-bf16.pth`` (or its state dict) and tokenizer folder.
 
         Args:
-            checkpoint: the ``.pth`` (read with ``torch.load(weights_only=True, mmap=True)``) or a state dict.
+            checkpoint: the ``.pth`` (read with ``torch.load(weights_only=True, mmap=True)``, refused when its pickle
+                imports anything but tensors) or a state dict.
             tokenizer: the ``google/umt5-xxl`` folder, a loaded tokenizer, or None (then use :meth:`encode_ids`).
             config: a transformers ``UMT5Config`` (default: umT5-XXL).
         """
@@ -203,10 +204,10 @@ class UMT5TextEncoder(TextEncoder):
             state = dict(checkpoint)
         else:
             path = Path(checkpoint)
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError:  # legacy (non-zip) torch.save files cannot be memory-mapped
-                state = torch.load(path, map_location="cpu", weights_only=True)
+            from world_model.safe_files import safe_torch_load
+
+            # weights_only=True after a scan of the pickle's globals: a file that would run code is refused, named.
+            state = safe_torch_load(path, "umT5 weights file", mmap=True)
         hf = wan_t5_to_hf(state)
         with torch.device("meta"):
             model = UMT5EncoderModel(config)

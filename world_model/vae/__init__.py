@@ -49,11 +49,8 @@ __all__ = [
 
 
 def get_config(name: str) -> VAEConfig:
-    """A named VAE config: ``"wan2.1"`` (the released model) or ``"doom"`` (the project's small Doom VAE)."""
+    """A named VAE config: ``"wan2.1"`` (the released model). The Doom VAE's config is ``world_model.doom``'s
+    (presets resolve ``"doom"`` there)."""
     if name == "wan2.1":
         return VAEConfig()
-    if name == "doom":
-        from world_model import doom
-
-        return doom.vae_config()
-    raise KeyError(f"unknown VAE config {name!r}; known: 'wan2.1', 'doom'")
+    raise KeyError(f"unknown VAE config {name!r}; known: 'wan2.1' (the Doom VAE: world_model.doom.vae_config())")

@@ -12,16 +12,17 @@ from .wan_vae import VAEConfig, WanVAE, infer_config
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
-    """``.safetensors`` or a ``torch.save`` file (plain dict, or nested under ``state_dict``/``model``)."""
+    """``.safetensors`` or a ``torch.save`` file (plain dict, or nested under ``state_dict``/``model``), the latter
+    read with ``torch.load(weights_only=True)`` after refusing any pickle global outside torch's tensor allow-list."""
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # files in the legacy (pre-zip) format cannot be memory-mapped
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+    from world_model.safe_files import safe_torch_load
+
+    # weights_only=True after a scan of the pickle's globals: a file that would run code is refused, named.
+    blob = safe_torch_load(path, "VAE weights file", mmap=True)
     for key in ("state_dict", "model"):
         if isinstance(blob, dict) and isinstance(blob.get(key), dict):
             blob = blob[key]

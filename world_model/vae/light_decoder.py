@@ -173,30 +173,56 @@ class LightDecoder(nn.Module):
         return video, state.advanced(tensors, latents)
 
 
+LIGHT_KIND = "light-decoder"
+_WHAT = "light decoder"
+
+
 def save_light_decoder(model: LightDecoder, path: str | os.PathLike, vae_fingerprint: str | None = None) -> None:
-    """Write {config, state_dict} atomically (temp file in the same folder, then rename), with the fingerprint of
-    the VAE latents it decodes when known (``distillation.train_vae.latent_fingerprint``)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    blob = {"config": asdict(model.config), "state_dict": model.state_dict()}
+    """Write {config, state_dict} atomically as a state file (safetensors + JSON + SHA-256, see
+    :mod:`world_model.safe_files`; the name may stay ``.pt``), with the fingerprint of the VAE latents it decodes
+    when known (``distillation.vae_export.latent_fingerprint``)."""
+    from world_model.safe_files import save_state_file
+
+    blob = {"config": asdict(model.config), "state_dict": {k: v.detach() for k, v in model.state_dict().items()}}
     if vae_fingerprint is not None:
         blob["vae_fingerprint"] = vae_fingerprint
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    save_state_file(path, blob, LIGHT_KIND)
+
+
+def _read_light(path: str | os.PathLike, map_location=None) -> tuple[dict, dict, str | None]:
+    """(config dict, state dict, fingerprint) from a light-decoder file or a light-decoder training checkpoint."""
+    from world_model.safe_files import StateFileError, load_state_file, require_keys
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no light decoder at {path}")
+    blob = load_state_file(path, (LIGHT_KIND, "training-checkpoint"), _WHAT, map_location)
+    if "state_dict" in blob or "student" not in blob:
+        require_keys(blob, ("config", "state_dict"), path, _WHAT)
+        return blob["config"], blob["state_dict"], blob.get("vae_fingerprint")
+    # A training checkpoint of distillation/train_light_decoder.py: the student and its config.
+    cfg = blob.get("config", {}).get("student") if isinstance(blob.get("config"), dict) else None
+    if not isinstance(cfg, dict):
+        raise StateFileError(f"{path}: a training checkpoint, but not of a light decoder (no config['student'])")
+    return cfg, blob["student"], None
 
 
 def light_decoder_fingerprint(path: str | os.PathLike) -> str | None:
     """The fingerprint of the VAE latents the light decoder in ``path`` was trained on (None: not recorded)."""
-    return torch.load(path, map_location="cpu", weights_only=True).get("vae_fingerprint")
+    return _read_light(path)[2]
 
 
 def load_light_decoder(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LightDecoder:
-    """Load a file written by ``save_light_decoder`` (or a training checkpoint holding the same two keys)."""
-    blob = torch.load(path, map_location=map_location, weights_only=True)
-    cfg = blob.get("config") or blob.get("student_config")
-    sd = blob.get("state_dict") or blob.get("student")
-    if cfg is None or sd is None:
-        raise ValueError(f"{path} holds no light-decoder config/state_dict (keys: {sorted(blob)})")
-    model = LightDecoder(LightDecoderConfig(**cfg))
-    model.load_state_dict(sd)
+    """Load a file written by ``save_light_decoder`` (or a light-decoder training checkpoint: its student).
+
+    Pickles (the ``torch.save`` files of before) are refused with the command that converts them; a corrupt file
+    (SHA-256), a missing key or weights that do not fit the config raise an error naming the file."""
+    from world_model.safe_files import StateFileError
+
+    cfg, sd, _ = _read_light(path, map_location)
+    try:
+        model = LightDecoder(LightDecoderConfig(**cfg))
+        model.load_state_dict(sd)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise StateFileError(f"{path}: the light decoder's weights do not fit its config ({exc})") from exc
     return model

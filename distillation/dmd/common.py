@@ -1,0 +1,259 @@
+"""What the training stages of distillation share: their common config, data parallelism, batches, validation,
+checkpoints and export.
+
+Batches are drawn *deterministically* from ``(seed, step, micro-batch index)``: micro-batch ``j`` of a step is
+the same rows with the same noise whichever process computes it, so ``torchrun --nproc_per_node N`` with ``A``
+accumulation steps takes the same update as one process with ``N * A`` accumulation steps, and a resumed run
+draws exactly what the killed one would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from distillation.dmd.models import Teacher
+from distillation.dmd.rollout import Conditions, self_rollout
+from distillation.training.metrics import psnr
+from world_model.dit import WanDiT
+from world_model.kv_cache import CacheConfig
+from world_model.sampling import FewStepSchedule
+from world_model.streaming import StreamConfig
+
+
+@dataclasses.dataclass
+class StageConfig:
+    """Settings every training stage has."""
+
+    teacher: str = "checkpoints/doom_teacher"  # the teacher export folder (distillation.train_teacher)
+    conditions: str = "runs/dmd/conditions"  # training conditions set (python -m distillation.dmd conditions)
+    val_conditions: str = ""  # a validation conditions set with real latents (--real-latents); "" skips validation
+    light_decoder: str = ""  # a light decoder .pt: validation also scores decoded frames
+    out: str = "runs/dmd"  # run folder: <stage>/checkpoint.pt, log.jsonl, export/
+    batch_size: int = 32  # clips per micro-batch (per process)
+    accumulate: int = 1  # micro-batches per update (gradient accumulation)
+    lr: float = 2e-5  # peak AdamW learning rate of the student
+    warmup: int = 50  # steps of linear warm-up (again after a start from an export)
+    cooldown: float = 0.0  # fraction of --max-minutes at the end over which the rate falls to 5%
+    ema: float = 0.99  # EMA decay of the exported student
+    grad_clip: float = 1.0  # gradient norm clip
+    max_steps: int = 100_000  # stop at this step (the time budget usually ends a run first)
+    max_minutes: float | None = None  # time budget: the run checkpoints, validates and exports before it ends
+    log_every: int = 10  # steps between log.jsonl records
+    val_every: int = 200  # steps between validations (0: only at the end)
+    val_clips: int = 32  # validation clips
+    checkpoint_every: int = 200  # steps between checkpoints (one is always written at the end)
+    timesteps: str = "1000,750,500,250"  # the student's few-step list before the shift (Self-Forcing's)
+    shift: float = 3.0  # the teacher's timestep shift (warps the student's list and the noise levels drawn)
+    window_frames: int = 8  # the student's rolling KV window (latent frames)
+    sink_frames: int = 1  # frames kept in the cache forever (the start frame)
+    grad_checkpointing: bool = False  # recompute DiT blocks in backward (less memory, more compute)
+    seed: int = 0  # seed of the data draws and the noise
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"  # where to train
+
+
+def student_schedule(timesteps: str, shift: float) -> FewStepSchedule:
+    """The student's few-step schedule from a comma-separated list before the shift (``"1000,750,500,250"``)."""
+    try:
+        ts = [float(t) for t in timesteps.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"timesteps must be comma-separated numbers such as 1000,750,500,250, got {timesteps!r}"
+        ) from None
+    return FewStepSchedule.warped(ts, shift=shift)
+
+
+def stream_config(cfg: StageConfig) -> StreamConfig:
+    """The student's streaming layout: one latent frame per step, the image alone in the first block."""
+    schedule = student_schedule(cfg.timesteps, cfg.shift)
+    cache = CacheConfig("rolling", window_frames=cfg.window_frames, sink_frames=cfg.sink_frames)
+    return StreamConfig(block_frames=1, first_block_frames=1, schedule=schedule, cache=cache)
+
+
+# -- data parallelism ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Parallel:
+    """This process's place among ``world`` processes (``torchrun`` sets RANK / WORLD_SIZE)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def micro_batches(self, accumulate: int) -> list[int]:
+        """Global micro-batch indices this process computes in one update."""
+        return [self.rank + self.world * a for a in range(accumulate)]
+
+    def average_gradients(self, modules: list[torch.nn.Module], total_micro: int) -> None:
+        """Sum the gradients over processes and divide by the number of micro-batches of the update (each
+        process accumulated its own as a sum)."""
+        for m in modules:
+            for p in m.parameters():
+                if p.grad is None:
+                    continue
+                if self.world > 1:
+                    dist.all_reduce(p.grad)
+                p.grad.div_(total_micro)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def init_parallel(device: str) -> tuple[Parallel, torch.device]:
+    """Join the process group when started by ``torchrun`` (gloo on CPU, NCCL on GPUs; one GPU per process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Parallel(), torch.device(device)
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Parallel(rank, world), dev
+
+
+# -- batches -------------------------------------------------------------------------------------------------------
+def mix_seed(*parts: int) -> int:
+    """A seed from integers, the same in every process (Python's ``hash`` of strings is salted per process)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:7], "little")
+
+
+def step_generator(seed: int, step: int, micro: int, device: torch.device) -> torch.Generator:
+    """The generator of micro-batch ``micro`` of ``step``: its noise depends on nothing else."""
+    return torch.Generator(device=device).manual_seed(mix_seed(seed, step, micro))
+
+
+def draw_rows(n_rows: int, size: int, seed: int, step: int, micro: int) -> torch.Tensor:
+    """The rows of micro-batch ``micro`` of ``step`` among ``n_rows``."""
+    g = torch.Generator().manual_seed(mix_seed(seed, step, micro, 1))
+    return torch.randint(0, n_rows, (size,), generator=g)
+
+
+def conditions_of(
+    teacher: Teacher, tensors: dict[str, torch.Tensor], captions: list[str], rows: torch.Tensor, frames: int, seed: int
+) -> Conditions:
+    """The :class:`Conditions` of ``rows`` of a loaded set, with their first ``frames`` actions."""
+    dev = teacher.dit.device
+    idx = rows.tolist()
+    actions = tensors["actions"][rows, :frames].to(dev).float()
+    if actions.shape[1] < frames:
+        raise ValueError(f"the conditions hold {actions.shape[1]} actions per clip; this stage needs {frames}")
+    caps = [captions[i] for i in idx]
+    return Conditions(
+        first_latent=tensors["first_latent"][rows].to(dev).float(),
+        control=teacher.cond.control(actions),
+        context=teacher.context(caps),
+        actions=actions,
+        captions=caps,
+        seeds=[mix_seed(seed, i) for i in idx],
+    )
+
+
+# -- validation ----------------------------------------------------------------------------------------------------
+def gradient_energy(x: torch.Tensor) -> torch.Tensor:
+    """Mean squared finite difference along the last two axes (height, width), per sample ``[B]``."""
+    dx = x[..., :, 1:] - x[..., :, :-1]
+    dy = x[..., 1:, :] - x[..., :-1, :]
+    dims = tuple(range(1, x.ndim))
+    return dx.pow(2).mean(dims) + dy.pow(2).mean(dims)
+
+
+@torch.no_grad()
+def validate(student: WanDiT, stream: StreamConfig, teacher: Teacher, val: tuple, cfg: StageConfig, decode=None):
+    """Roll the student out (inference, 8 frames) on the validation clips and compare with the real clips'
+    latents: latent PSNR over frames 1-4 (the first 16 video frames) and 1-8, and the sharpness ratio (gradient
+    energy of the student's latents over the real ones'); with ``decode`` (a light decoder) the same on decoded
+    frames against the real latents decoded by it."""
+    tensors, captions = val
+    n = min(cfg.val_clips, len(captions))
+    real = tensors["latents"][:n].to(student.device).float()
+    frames = real.shape[2] - 1
+    cond = conditions_of(teacher, tensors, captions, torch.arange(n), frames, seed=12345)
+    was_training = student.training
+    student.eval()
+    gen = torch.cat([cond.first_latent, self_rollout(student, stream, cond)], dim=2)
+    student.train(was_training)
+
+    def lat_psnr(a, b):  # latents are unit-scale: a peak-to-peak of 2 as for images in [-1, 1]
+        return psnr(a, b).mean().item()
+
+    out = {
+        "val_latent_psnr_4": lat_psnr(gen[:, :, 1:5], real[:, :, 1:5]),
+        "val_latent_psnr_all": lat_psnr(gen[:, :, 1:], real[:, :, 1:]),
+        "val_latent_sharpness": (gradient_energy(gen[:, :, 1:5]) / gradient_energy(real[:, :, 1:5])).mean().item(),
+    }
+    if decode is not None:
+        v_gen, v_real = decode(gen[:, :, :5]).float(), decode(real[:, :, :5]).float()
+        out["val_psnr_16_vs_decoded_real"] = psnr(v_gen[:, :, 1:], v_real[:, :, 1:]).mean().item()
+        ratio = gradient_energy(v_gen[:, :, 1:].transpose(1, 2)) / gradient_energy(v_real[:, :, 1:].transpose(1, 2))
+        out["val_sharpness_16"] = ratio.mean().item()
+    return out
+
+
+def load_val(cfg: StageConfig):
+    """``(tensors, captions)`` of the validation conditions, or None when none are given."""
+    from distillation.dmd.shards import read_set
+
+    if not cfg.val_conditions:
+        return None
+    tensors, captions, _ = read_set(cfg.val_conditions, "conditions")
+    if "latents" not in tensors:
+        raise ValueError(f"{cfg.val_conditions} has no real latents: make it with --real-latents")
+    return tensors, captions
+
+
+class Validation:
+    """A stage's periodic validation (:func:`validate`) on the main process, logged; ``last`` keeps the latest."""
+
+    def __init__(self, cfg: StageConfig, teacher: Teacher, stream: StreamConfig, par: Parallel, log) -> None:
+        from distillation.teacher import latent_decoder
+
+        self.cfg, self.teacher, self.stream, self.par, self.log = cfg, teacher, stream, par, log
+        self.val = load_val(cfg)
+        dev = teacher.dit.device
+        self.decode = latent_decoder(None, cfg.light_decoder, dev) if cfg.light_decoder else None
+        self.autocast = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+        self.last: dict[str, float] = {}
+
+    def __call__(self, model: WanDiT, step: int) -> dict[str, float]:
+        if self.val is not None and self.par.main:
+            with torch.autocast(**self.autocast):
+                self.last = validate(model, self.stream, self.teacher, self.val, self.cfg, self.decode)
+            self.log.write(step=step, **self.last)
+            print(json.dumps({"step": step, **self.last}))
+        return self.last
+
+
+def provenance(teacher: Teacher, cfg: StageConfig) -> dict[str, Any]:
+    """What an exported student records about where it came from (the VAE fingerprint is checked at export)."""
+    return {"teacher_step": teacher.step, "vae_fingerprint": teacher.fingerprint, "timesteps": cfg.timesteps}
+
+
+# -- export --------------------------------------------------------------------------------------------------------
+def export_student(student: WanDiT, out: Path, step: int, meta: dict[str, Any]) -> Path:
+    """bf16 student in the official sharded layout (shards <= 15 MiB) + ``result.json``."""
+    from world_model.checkpoints.saving import save_checkpoint
+
+    save_checkpoint(student, out, max_shard_size="15MiB", dtype=torch.bfloat16, overwrite=True)
+    (out / "result.json").write_text(json.dumps({"step": step, **meta}, indent=1))
+    return out
+
+
+def load_student_export(folder: str | Path, model: WanDiT) -> int:
+    """Load an exported student (or critic) into ``model``; its step."""
+    from distillation.teacher import load_export_dit
+
+    return load_export_dit(folder, model)

@@ -1,0 +1,260 @@
+"""Stage 3, ``dmd``: distribution matching distillation on the student's own rollouts (Self-Forcing).
+
+Each generator update:
+
+1. **self-rollout**: the student streams ``rollout_frames`` latent frames from a real start latent with the real
+   actions through :class:`~world_model.streaming.StreamingGenerator` (KV cache, rolling window + sink, cache pass
+   at ``t = 0``: what the env runs). One exit step is drawn per update; the last ``window`` frames stop there and
+   keep gradients, earlier frames (``rollout_frames > window``: windows cut from longer rollouts, as
+   Self-Forcing++ does, so the student learns to recover from its own drift) run the whole schedule without;
+2. **DMD loss** on the window: its first frame (the start latent, or the student's frame before the window) is the
+   teacher's image condition; real score = the frozen bidirectional teacher with CFG on caption and actions,
+   fake score = the critic; see :func:`~distillation.dmd.losses.dmd_loss`.
+
+Between generator updates the critic takes ``critic_steps`` flow-matching updates on detached rollouts (fresh,
+or drawn from a replay buffer of recent ones with ``--critic-replay``), at its own learning rate. EMA of the
+student, gradient clipping, gradient accumulation, gradient checkpointing, bf16 autocast, data parallelism over
+``torchrun`` processes (gradients averaged, batches drawn per global micro-batch index).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from tqdm.auto import tqdm
+
+from distillation.dmd.common import (
+    StageConfig,
+    Validation,
+    conditions_of,
+    draw_rows,
+    export_student,
+    init_parallel,
+    load_student_export,
+    mix_seed,
+    provenance,
+    step_generator,
+    stream_config,
+)
+from distillation.dmd.conditions import KIND as CONDITIONS
+from distillation.dmd.losses import dmd_loss, draw_sigma, velocity_denoiser
+from distillation.dmd.models import check_latents, load_teacher, make_critic, make_student, student_config_from
+from distillation.dmd.rollout import Conditions, self_rollout
+from distillation.dmd.shards import read_set
+from distillation.teacher import flow_loss, image_condition
+from distillation.training.budget import JsonlLog, TimeBudget, learning_rate
+from distillation.training.checkpoint import restore_state, save_state
+from distillation.training.ema import EMA
+from distillation.training.optim import clipped_step, fused_adamw
+from world_model.dit import WanDiT
+from world_model.sampling import guided
+
+
+@dataclasses.dataclass
+class DMDConfig(StageConfig):
+    init_from: str = ""  # student export to start from (default: <out>/ode_init/export, else the teacher's weights)
+    critic_from: str = ""  # critic export to start from (resuming on another machine); default per --critic-init
+    critic_init: str = "teacher"  # a fresh critic copies the "teacher" or the "student"
+    student_config: str = ""  # a student of another size (config.json / export folder); "" = the teacher's
+    window: int = 8  # latent frames per DMD window (the teacher's clip length less its image frame)
+    rollout_frames: int = 8  # latent frames rolled out per update; > window trains on windows of long rollouts
+    guidance: float = 3.0  # CFG scale of the real score (caption, and actions if the teacher learnt the null action)
+    sigma_min: float = 0.02  # range of the noise levels of the DMD loss (before the shift)
+    sigma_max: float = 0.98
+    critic_steps: int = 5  # critic updates per generator update
+    critic_lr: float = 4e-5  # peak AdamW learning rate of the critic
+    critic_replay: int = 0  # rollouts kept for the critic to draw from (0: fresh rollouts only)
+    lr: float = 2e-6  # peak AdamW learning rate of the student
+    ema: float = 0.99  # EMA decay of the exported student
+    warmup: int = 10  # steps of linear warm-up of both optimizers
+
+
+# -- the two losses ---------------------------------------------------------------------------------------------
+def teacher_denoiser(teacher, dit: WanDiT, cond: Conditions, window: torch.Tensor, guidance: float, uncond: bool):
+    """``x0`` estimates of a window ``[B, 16, 1 + w, h, w]`` by ``dit`` (bidirectional) conditioned on its first
+    frame, the window's actions and captions; with guidance, contrasted with no caption (and no actions)."""
+    y = image_condition(window)
+    ctrl = dit.prepare_control(cond.control)
+    ctx = dit.prepare_context(cond.context)
+    v_c = lambda x, t: dit(x, t, ctx, y, ctrl)  # noqa: E731
+    v_u = None
+    if uncond and guidance != 1.0:
+        ctx_u = dit.prepare_context(teacher.context([""] * len(cond.captions)))
+        ctrl_u = dit.prepare_control(torch.zeros_like(cond.control)) if uncond == "actions" else ctrl
+        v_u = lambda x, t: dit(x, t, ctx_u, y, ctrl_u)  # noqa: E731
+    return velocity_denoiser(guided(v_c, v_u, guidance))
+
+
+def window_conditions(cond: Conditions, rollout: torch.Tensor, window: int) -> tuple[Conditions, torch.Tensor]:
+    """The last ``window`` frames of a rollout ``[B, 16, n, h, w]`` with the frame before them as their image:
+    ``(conditions of the window, clip [B, 16, 1 + window, h, w])``."""
+    n = rollout.shape[2]
+    first = cond.first_latent if n == window else rollout[:, :, n - window - 1 : n - window].detach()
+    clip = torch.cat([first, rollout[:, :, n - window :]], dim=2)
+    ctrl = torch.cat([cond.control[:, :, :1], cond.control[:, :, 1 + n - window :]], dim=2)
+    acts = cond.actions[:, n - window :]
+    return dataclasses.replace(cond, first_latent=first, control=ctrl, actions=acts), clip
+
+
+def generator_loss(student, teacher, critic, stream, cond, cfg, gen: torch.Generator, exit_step: int):
+    """DMD loss of one micro-batch (the rollout keeps gradients on the window's exit passes)."""
+    rollout = self_rollout(student, stream, cond, exit_step=exit_step, grad_frames=cfg.window)
+    wcond, clip = window_conditions(cond, rollout, cfg.window)
+    uncond = "actions" if teacher.guide_actions else "caption"
+    real = teacher_denoiser(teacher, teacher.dit, wcond, clip, cfg.guidance, uncond)
+    fake = teacher_denoiser(teacher, critic, wcond, clip, 1.0, False)
+    sigma = draw_sigma(clip.shape[0], cfg.sigma_min, cfg.sigma_max, cfg.shift, clip.device, gen)
+    noise = torch.randn(clip.shape, device=clip.device, generator=gen)
+    mask = torch.arange(clip.shape[2], device=clip.device) > 0  # frame 0 is the condition, not the student's
+    loss, stats = dmd_loss(clip, real, fake, sigma, noise, mask)
+    return loss, stats, (wcond, clip.detach())
+
+
+def critic_loss(critic, teacher, wcond: Conditions, clip: torch.Tensor, cfg, gen: torch.Generator) -> torch.Tensor:
+    """Flow matching of the critic on a detached student window (the teacher's own training loss)."""
+    fm = SimpleNamespace(shift=cfg.shift, cond_noise=0.0)
+    return flow_loss(critic, teacher.text, teacher.cond, clip, wcond.actions, wcond.captions, fm, gen)
+
+
+# -- the loop ---------------------------------------------------------------------------------------------------
+class Replay:
+    """The last ``capacity`` detached windows for the critic (``(conditions, clip)`` per micro-batch)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity, self.items = capacity, []
+
+    def add(self, item) -> None:
+        if self.capacity:
+            self.items = (self.items + [item])[-self.capacity :]
+
+    def draw(self, seed: int):
+        return self.items[mix_seed(seed) % len(self.items)]
+
+
+def default_init(cfg: DMDConfig) -> str:
+    if cfg.init_from:
+        return cfg.init_from
+    ode = Path(cfg.out) / "ode_init" / "export"
+    return str(ode) if (ode / "config.json").exists() else ""
+
+
+def train(cfg: DMDConfig) -> dict[str, float]:
+    """Run (or resume) DMD; the EMA student goes to ``<out>/dmd/export`` and the critic to ``<out>/dmd/critic``."""
+    if cfg.rollout_frames < cfg.window:
+        raise ValueError(f"rollout_frames ({cfg.rollout_frames}) must be >= window ({cfg.window})")
+    par, device = init_parallel(cfg.device)
+    torch.manual_seed(cfg.seed)
+    teacher = load_teacher(cfg.teacher, device)
+    tensors, captions, meta = read_set(cfg.conditions, CONDITIONS)
+    check_latents(f"the teacher {cfg.teacher}", teacher.fingerprint, meta.get("vae_fingerprint"), cfg.conditions)
+    if tensors["actions"].shape[1] < cfg.rollout_frames:
+        raise ValueError(
+            f"{cfg.conditions} holds {tensors['actions'].shape[1]} actions per clip, fewer than --rollout-frames "
+            f"{cfg.rollout_frames}: make conditions with --steps {cfg.rollout_frames}"
+        )
+    stream = stream_config(cfg)
+    student = make_student(teacher, student_config_from(cfg.student_config))
+    out = Path(cfg.out) / "dmd"
+    ckpt = out / "checkpoint.pt"
+    init = default_init(cfg)
+    if init and not ckpt.exists():
+        print(f"student from {init} (its step {load_student_export(init, student)})")
+    critic = make_critic(teacher, student, cfg.critic_init)
+    if cfg.critic_from and not ckpt.exists():
+        load_student_export(cfg.critic_from, critic)
+        print(f"critic from {cfg.critic_from}")
+    for m in (student, critic):
+        m.gradient_checkpointing = cfg.grad_checkpointing
+    opt_g = fused_adamw(student.parameters(), cfg.lr, betas=(0.0, 0.999))
+    opt_c = fused_adamw(critic.parameters(), cfg.critic_lr, betas=(0.0, 0.999))
+    ema = EMA(student, cfg.ema)
+    parts = {"student": student, "critic": critic, "opt_student": opt_g, "opt_critic": opt_c, "ema": ema}
+    step = restore_state(ckpt, parts, dataclasses.asdict(cfg), ("timesteps", "shift", "student_config"), device) or 0
+    budget, log = TimeBudget(cfg.max_minutes), JsonlLog(out / "log.jsonl")
+    budget.mark(step)
+    validation = Validation(cfg, teacher, stream, par, log)
+    autocast = validation.autocast
+    replay = Replay(cfg.critic_replay)
+    steps = len(stream.schedule.timesteps)
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="dmd", dynamic_ncols=True, disable=not par.main)
+
+    def batch(micro: int, phase: int) -> Conditions:
+        rows = draw_rows(len(captions), cfg.batch_size, cfg.seed, step * 64 + phase, micro)
+        return conditions_of(teacher, tensors, captions, rows, cfg.rollout_frames, mix_seed(cfg.seed, step, phase))
+
+    while step < cfg.max_steps and not budget.expired():
+        lrs = []
+        for opt, base in ((opt_g, cfg.lr), (opt_c, cfg.critic_lr)):
+            lrs.append(learning_rate(base, step, warmup=cfg.warmup, budget=budget, cooldown=cfg.cooldown))
+            for g in opt.param_groups:
+                g["lr"] = lrs[-1]
+        # Critic updates on the student as it is now (detached rollouts: no gradient reaches the student).
+        c_total = 0.0
+        for phase in range(1, cfg.critic_steps + 1):
+            opt_c.zero_grad(set_to_none=True)
+            for micro in par.micro_batches(cfg.accumulate):
+                gen = step_generator(cfg.seed, step * 64 + phase, micro, device)
+                if replay.items and phase % 2 == 0:
+                    wcond, clip = replay.draw(mix_seed(cfg.seed, step, phase, micro))
+                else:
+                    cond = batch(micro, phase)
+                    with torch.no_grad(), torch.autocast(**autocast):
+                        rollout = self_rollout(student, stream, cond)
+                    wcond, clip = window_conditions(cond, rollout, cfg.window)
+                    replay.add((wcond, clip))
+                with torch.autocast(**autocast):
+                    loss = critic_loss(critic, teacher, wcond, clip, cfg, gen)
+                loss.backward()
+                c_total += loss.detach()
+            par.average_gradients([critic], cfg.accumulate * par.world)
+            clipped_step(opt_c, cfg.grad_clip)
+        # Generator update: one exit step for the whole update (the same in every process and micro-batch).
+        exit_step = mix_seed(cfg.seed, step, 0) % steps
+        opt_g.zero_grad(set_to_none=True)
+        g_total, gnorm_dmd = 0.0, 0.0
+        for micro in par.micro_batches(cfg.accumulate):
+            gen = step_generator(cfg.seed, step * 64, micro, device)
+            with torch.autocast(**autocast):
+                loss, stats, item = generator_loss(
+                    student, teacher, critic, stream, batch(micro, 0), cfg, gen, exit_step
+                )
+            loss.backward()
+            replay.add(item)
+            g_total += loss.detach()
+            gnorm_dmd += stats["grad_norm"]
+        par.average_gradients([student], cfg.accumulate * par.world)
+        critic.zero_grad(set_to_none=True)  # the fake score's graph got no gradient, but be sure it never steps on one
+        gnorm = clipped_step(opt_g, cfg.grad_clip)
+        step += 1
+        ema.update(student, step)
+        bar.update(1)
+        if par.main and step % cfg.log_every == 0:
+            rec = {
+                "step": step,
+                "generator_loss": float(g_total) / cfg.accumulate,
+                "critic_loss": float(c_total) / (cfg.accumulate * cfg.critic_steps),
+                "dmd_grad": float(gnorm_dmd) / cfg.accumulate,
+                "grad_norm": float(gnorm),
+                "exit_step": exit_step,
+                "lr": lrs[0],
+                "critic_lr": lrs[1],
+                "steps_per_s": budget.steps_per_s(step),
+                "elapsed_s": budget.elapsed,
+            }
+            log.write(**rec)
+            bar.set_postfix(g=f"{rec['generator_loss']:.4f}", c=f"{rec['critic_loss']:.4f}")
+        if cfg.val_every and step % cfg.val_every == 0:
+            validation(ema.model, step)
+        if par.main and step % cfg.checkpoint_every == 0:
+            save_state(ckpt, step, dataclasses.asdict(cfg), parts)
+    bar.close()
+    if par.main:
+        save_state(ckpt, step, dataclasses.asdict(cfg), parts)
+        metrics = validation(ema.model, step)
+        export_student(ema.model, out / "export", step, {"stage": "dmd", **metrics, **provenance(teacher, cfg)})
+        export_student(critic, out / "critic", step, {"stage": "dmd-critic"})
+    par.barrier()
+    return {"step": step, **validation.last}

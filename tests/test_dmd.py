@@ -1,0 +1,330 @@
+"""The distillation stages (``distillation.dmd``) on tiny models at the Doom frame size (12x16 latents)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import randomize_
+
+from distillation import teacher as teacher_lib
+from distillation.dmd import losses, ode_init, pairs, rollout, shards
+from distillation.dmd import train as dmd
+from distillation.dmd.common import StageConfig, conditions_of, stream_config
+from distillation.dmd.models import check_fits, load_teacher, make_critic, make_student
+from distillation.training.checkpoint import load_checkpoint
+from world_model import doom
+from world_model.config import WanDiTConfig
+from world_model.control import ActionControl
+from world_model.dit import WanDiT
+from world_model.streaming import StreamingGenerator
+
+FP = "feedc0de00000000"  # the VAE fingerprint the tiny parts pretend to share
+TINY = dict(dim=32, ffn_dim=64, num_heads=2, num_layers=2, in_dim=36, out_dim=16, text_dim=32, text_len=16)
+TEXT = dict(out_dim=32, dim=32, num_layers=1, num_heads=2, ffn_dim=64, max_length=16)
+LATENT = (16, 1, 12, 16)
+
+
+def tiny_teacher(folder: Path, seed: int = 0, fingerprint: str = FP) -> Path:
+    """A random tiny act-control teacher exported as distillation.train_teacher does."""
+    from world_model.checkpoints.text_encoders import SmallTextEncoderConfig
+
+    torch.manual_seed(seed)
+    dit, text = teacher_lib.build_models(
+        torch.device("cpu"), WanDiTConfig(control_dim=7, **TINY), SmallTextEncoderConfig(**TEXT)
+    )
+    randomize_(dit, std=0.05, seed=seed)
+    teacher_lib.export(dit, text, folder, 7, {"vae_fingerprint": fingerprint, "action_dropout": 0.1})
+    return folder
+
+
+def conditions_set(folder: Path, n: int = 6, steps: int = 4, real_latents: bool = False, seed: int = 0) -> Path:
+    g = torch.Generator().manual_seed(seed)
+    out = shards.ShardSet.open(folder, "conditions", {"vae_fingerprint": FP, "split": "train", "steps": steps})
+    for lo in range(0, n, 3):
+        k = min(3, n - lo)
+        t = {
+            "first_latent": torch.randn(k, *LATENT, generator=g).to(torch.bfloat16),
+            "actions": torch.rand(k, steps, 6, generator=g) * 2 - 1,
+        }
+        if real_latents:
+            t["latents"] = torch.randn(k, 16, steps + 1, 12, 16, generator=g).to(torch.bfloat16)
+        out.add(t, [f"clip {lo + i}" for i in range(k)])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dmd")
+    teacher = tiny_teacher(root / "teacher")
+    cond = conditions_set(root / "cond", n=6, steps=4)
+    val = conditions_set(root / "val", n=3, steps=3, real_latents=True, seed=1)
+    cfg = pairs.PairsConfig(
+        teacher=str(teacher), conditions=str(cond), out=str(root / "pairs"), clips=6, clip_steps=3, steps=6,
+        batch_size=4, shard_clips=3, device="cpu",
+    )  # fmt: skip
+    pairs.build(cfg)
+    return dict(root=root, teacher=teacher, cond=cond, val=val, pairs=root / "pairs", pairs_cfg=cfg)
+
+
+def stage(world, tmp_path, cls=ode_init.ODEInitConfig, **kw):
+    base = dict(
+        teacher=str(world["teacher"]), conditions=str(world["cond"]), val_conditions=str(world["val"]),
+        out=str(tmp_path), batch_size=2, val_every=0, val_clips=2, log_every=1, checkpoint_every=1, device="cpu",
+        window_frames=4,
+    )  # fmt: skip
+    if cls is ode_init.ODEInitConfig:
+        base["pairs"] = str(world["pairs"])
+    if cls is dmd.DMDConfig:
+        base.update(window=3, rollout_frames=3, critic_steps=2)
+    return cls(**{**base, **kw})
+
+
+# -- pairs -------------------------------------------------------------------------------------------------------
+def test_pairs_pass_through_the_student_levels(world):
+    tensors, captions, meta = shards.read_set(world["pairs"], "pairs")
+    assert tensors["states"].shape == (6, 4, 16, 4, 12, 16) and tensors["x0"].shape == (6, 16, 4, 12, 16)
+    assert len(captions) == 6 and meta["sigmas"][0] == 1.0
+    sig, where = pairs.merged_sigmas(6, 3.0, tuple(meta["sigmas"]))
+    assert [float(sig[i]) for i in where] == pytest.approx(meta["sigmas"])
+    # the first state is the noise the teacher started from: unit variance, unlike the sample
+    assert tensors["states"][:, 0].float().std() == pytest.approx(1.0, abs=0.1)
+    assert not torch.equal(tensors["states"][:, 1], tensors["states"][:, 0])
+
+
+def test_corrupt_shard_is_named_skipped_and_rebuilt(world, tmp_path):
+    import shutil
+
+    folder = tmp_path / "pairs"
+    shutil.copytree(world["pairs"], folder)
+    shard = folder / "pairs-00001.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-10] ^= 0xFF  # a flipped byte in the data region, not the header
+    shard.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="pairs-00001.safetensors"):
+        tensors, captions, _ = shards.read_set(folder, "pairs")
+    assert len(captions) == 3  # only the good shard
+    pairs.build(dataclasses.replace(world["pairs_cfg"], out=str(folder)))  # rebuilds the bad one
+    tensors2, captions2, _ = shards.read_set(folder, "pairs")
+    assert len(captions2) == 6
+
+
+def test_pairs_refuse_a_teacher_on_other_latents(world, tmp_path):
+    other = tiny_teacher(tmp_path / "other", fingerprint="0123456789abcdef")
+    with pytest.raises(ValueError, match="0123456789abcdef.*feedc0de00000000|feedc0de00000000.*0123456789abcdef"):
+        pairs.build(dataclasses.replace(world["pairs_cfg"], teacher=str(other), out=str(tmp_path / "p")))
+
+
+# -- rollouts: one inference path --------------------------------------------------------------------------------
+def test_self_rollout_is_the_streaming_generator(world):
+    """The trainer's rollout, with gradients kept or not, gives what the env's streaming code gives (controls
+    from the env's ActionControl, same seeds)."""
+    teacher = load_teacher(world["teacher"], "cpu")
+    student = make_student(teacher).eval()
+    cfg = StageConfig(window_frames=4)
+    stream = stream_config(cfg)
+    tensors, captions, _ = shards.read_set(world["cond"], "conditions")
+    cond = conditions_of(teacher, tensors, captions, torch.arange(3), 4, seed=5)
+    with torch.no_grad():
+        plain = rollout.self_rollout(student, stream, cond)
+    trained = rollout.self_rollout(student, stream, cond, exit_step=None, grad_frames=4)
+    assert trained.requires_grad
+    torch.testing.assert_close(trained.detach(), plain)
+
+    control = ActionControl(doom.action_config(), 3)
+    gen = StreamingGenerator(student, stream)
+    gen.prime(cond.first_latent, cond.context, control=control.identity(3), seeds=cond.seeds)
+    steps = [gen.step(control(cond.actions[:, i : i + 1])) for i in range(4)]
+    torch.testing.assert_close(torch.cat(steps, 2), plain)
+
+
+def test_exit_step_keeps_gradient_on_one_pass_only(world):
+    teacher = load_teacher(world["teacher"], "cpu")
+    student = make_student(teacher)
+    stream = stream_config(StageConfig(window_frames=4))
+    tensors, captions, _ = shards.read_set(world["cond"], "conditions")
+    cond = conditions_of(teacher, tensors, captions, torch.arange(2), 3, seed=0)
+    out = rollout.self_rollout(student, stream, cond, exit_step=1, grad_frames=2)
+    out[:, :, :1].sum().backward(retain_graph=True)  # frame 0 is before the window: no gradient reaches the student
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in student.parameters())
+    out[:, :, 1:].sum().backward()
+    assert student.head.head.weight.grad.abs().sum() > 0
+    # the exit step's x0 differs from the full schedule's: the rollout stopped early
+    with torch.no_grad():
+        full = rollout.self_rollout(student, stream, cond)
+    assert not torch.allclose(out[:, :, 1:].detach(), full[:, :, 1:])
+
+
+# -- the DMD gradient ---------------------------------------------------------------------------------------------
+def test_dmd_gradient_is_zero_when_the_critic_is_the_teacher(world):
+    teacher = load_teacher(world["teacher"], "cpu")
+    critic = make_critic(teacher, teacher.dit)
+    tensors, captions, _ = shards.read_set(world["cond"], "conditions")
+    cond = conditions_of(teacher, tensors, captions, torch.arange(2), 3, seed=0)
+    clip = torch.randn(2, 16, 4, 12, 16, requires_grad=True)
+    real = dmd.teacher_denoiser(teacher, teacher.dit, cond, clip, 1.0, False)
+    fake = dmd.teacher_denoiser(teacher, critic, cond, clip, 1.0, False)
+    g = torch.Generator().manual_seed(0)
+    sigma = losses.draw_sigma(2, 0.02, 0.98, 3.0, "cpu", g)
+    loss, stats = losses.dmd_loss(clip, real, fake, sigma, torch.randn(clip.shape, generator=g))
+    loss.backward()
+    assert float(stats["grad_norm"]) < 1e-5 and clip.grad.abs().max() < 1e-6
+    # a critic that differs gives a gradient
+    randomize_(critic, std=0.05, seed=9)
+    fake = dmd.teacher_denoiser(teacher, critic, cond, clip, 1.0, False)
+    _, stats = losses.dmd_loss(clip, real, fake, sigma, torch.randn(clip.shape, generator=g))
+    assert float(stats["grad_norm"]) > 1e-3
+
+
+def test_dmd_step_moves_samples_towards_the_teacher():
+    """Oracles: the teacher's distribution is a point at ``a``, the student's (what an ideal critic tracks) a point
+    at its sample; gradient steps on the DMD loss move the sample to ``a``."""
+    a = torch.randn(3, 16, 2, 4, 4)
+    x = torch.nn.Parameter(a + torch.randn_like(a))
+    opt = torch.optim.SGD([x], lr=1.0)
+    start = (x - a).norm().item()
+    for _ in range(20):
+        real = lambda xt, s: a  # noqa: E731
+        fake = lambda xt, s: x.detach()  # noqa: E731
+        sigma = torch.full((3,), 0.5)
+        loss, _ = losses.dmd_loss(x, real, fake, sigma, torch.randn_like(a))
+        opt.zero_grad()
+        (loss * x.numel() / 3).backward()
+        opt.step()
+    assert (x - a).norm().item() < 0.2 * start
+
+
+# -- stages: a few steps lower the loss, resume is bit-exact -------------------------------------------------------
+def test_ode_init_lowers_its_loss_on_a_fixed_batch(world):
+    teacher = load_teacher(world["teacher"], "cpu")
+    cfg = ode_init.ODEInitConfig(batch_size=3, window_frames=4)
+    tensors, captions, meta = shards.read_set(world["pairs"], "pairs")
+    student = make_student(teacher)
+    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
+    stream = stream_config(cfg)
+    cond, noisy, sigma, target = ode_init.ode_batch(teacher, tensors, captions, meta["sigmas"], cfg, 0, 0)
+    first = None
+    for _ in range(8):
+        loss = losses.regression_loss(rollout.teacher_forced(student, stream, cond, noisy, sigma, target), target)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.8 * first
+
+
+def test_critic_lowers_its_loss_on_a_fixed_window(world):
+    teacher = load_teacher(world["teacher"], "cpu")
+    critic = make_critic(teacher, teacher.dit)
+    cfg = stage(world, Path("/nonexistent"), dmd.DMDConfig)
+    tensors, captions, _ = shards.read_set(world["cond"], "conditions")
+    cond = conditions_of(teacher, tensors, captions, torch.arange(3), 3, seed=0)
+    clip = torch.cat([cond.first_latent, torch.randn(3, 16, 3, 12, 16)], 2)
+    opt = torch.optim.Adam(critic.parameters(), lr=3e-3)
+    vals = []
+    for _ in range(25):
+        loss = dmd.critic_loss(critic, teacher, cond, clip, cfg, torch.Generator().manual_seed(0))
+        vals.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert vals[-1] < 0.9 * vals[0]
+
+
+def params(path: Path, key: str) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)[key]
+
+
+@pytest.mark.parametrize("kind", ["ode-init", "dmd"])
+def test_stage_resume_after_a_kill_is_bit_exact(world, tmp_path, kind):
+    cls, run, sub, key = {
+        "ode-init": (ode_init.ODEInitConfig, ode_init.train, "ode_init", "student"),
+        "dmd": (dmd.DMDConfig, dmd.train, "dmd", "student"),
+    }[kind]
+    straight = stage(world, tmp_path / "a", cls, max_steps=3)
+    run(straight)
+    killed = stage(world, tmp_path / "b", cls, max_steps=2)
+    run(killed)  # stops at step 2 as a kill after the step-2 checkpoint would
+    run(dataclasses.replace(killed, max_steps=3))
+    a, b = params(tmp_path / "a" / sub / "checkpoint.pt", key), params(tmp_path / "b" / sub / "checkpoint.pt", key)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert (tmp_path / "a" / sub / "export" / "config.json").exists()
+
+
+def test_dmd_trains_end_to_end_with_validation_and_long_rollouts(world, tmp_path):
+    cfg = stage(world, tmp_path, dmd.DMDConfig, max_steps=2, rollout_frames=4, critic_replay=4, val_every=1)
+    result = dmd.train(cfg)
+    assert result["step"] == 2 and "val_latent_psnr_4" in result and "val_latent_sharpness" in result
+    assert (tmp_path / "dmd" / "critic" / "config.json").exists()
+
+
+def test_student_that_does_not_fit_is_refused_before_training(world, tmp_path):
+    cfg = WanDiTConfig(control_dim=7, **{**TINY, "text_dim": 48})
+    with pytest.raises(ValueError, match="text_dim"):
+        check_fits(cfg, WanDiTConfig(control_dim=7, **TINY))
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    bad = WanDiT(cfg)
+    from world_model.checkpoints.saving import save_checkpoint
+
+    save_checkpoint(bad, folder, dtype=torch.bfloat16, overwrite=True)
+    with pytest.raises(ValueError, match="does not fit the teacher.*text_dim"):
+        ode_init.train(stage(world, tmp_path / "run", student_config=str(folder), max_steps=1))
+    assert not (tmp_path / "run" / "ode_init" / "checkpoint.pt").exists()
+
+
+def test_a_smaller_student_distils_from_a_larger_teacher(world, tmp_path):
+    folder = tmp_path / "small"
+    folder.mkdir()
+    from world_model.checkpoints.saving import save_checkpoint
+
+    save_checkpoint(WanDiT(WanDiTConfig(control_dim=7, **{**TINY, "num_layers": 1})), folder, overwrite=True)
+    result = dmd.train(
+        stage(world, tmp_path, dmd.DMDConfig, student_config=str(folder), critic_init="student", max_steps=1)
+    )
+    assert result["step"] == 1
+
+
+def test_two_processes_equal_one_with_accumulation(world, tmp_path):
+    """torchrun --nproc_per_node 2 (gloo) takes the same update as one process accumulating 2 micro-batches."""
+    common = [
+        "--teacher", str(world["teacher"]), "--pairs", str(world["pairs"]), "--val-every", "0", "--device", "cpu",
+        "--batch-size", "2", "--max-steps", "2", "--window-frames", "4", "--warmup", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = [sys.executable, "-m", "distillation.dmd", "ode-init", *common, "--out", str(tmp_path / "one")]
+    subprocess.run([*one, "--accumulate", "2"], check=True, env=env, capture_output=True)
+    two = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29611"]
+    two += ["-m", "distillation.dmd", "ode-init", *common, "--out", str(tmp_path / "two"), "--accumulate", "1"]
+    r = subprocess.run(two, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = params(tmp_path / "one" / "ode_init" / "checkpoint.pt", "student")
+    b = params(tmp_path / "two" / "ode_init" / "checkpoint.pt", "student")
+    moved = False
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    t0 = teacher_lib.load_teacher_export(world["teacher"])[0].state_dict()
+    moved = any(not torch.allclose(a[k], t0[k].float()) for k in a)
+    assert moved  # the update did something
+
+
+def test_dmd_cli_help_explains_every_stage():
+    r = subprocess.run([sys.executable, "-m", "distillation.dmd", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and all(s in r.stdout for s in ("conditions", "ode-pairs", "ode-init", "dmd", "export"))
+    r = subprocess.run([sys.executable, "-m", "distillation.dmd", "dmd", "--help"], capture_output=True, text=True)
+    assert "--critic-steps" in r.stdout and "critic updates per generator update" in r.stdout
+
+
+def test_copy_of_teacher_is_the_student(world):
+    teacher = load_teacher(world["teacher"], "cpu")
+    student = make_student(teacher)
+    for (k, a), b in zip(teacher.dit.state_dict().items(), student.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert all(p.requires_grad for p in student.parameters())
+    assert not any(p.requires_grad for p in teacher.dit.parameters())

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The DMD distillation of the Doom teacher on the GPU box, inside one device call (<= 10 minutes).
+#
+#   PAIRS_CLIPS=1536 ODE_MIN=2.5 DMD_MIN=4 bash tools/dmd_device.sh
+#
+# Needs in the tree: checkpoints/doom_teacher, checkpoints/doom_light (validation decodes with it) and, carried,
+# .dmd/conditions and .dmd/val (python -m distillation.dmd conditions ... here on the CPU: the box then needs
+# neither the game nor the VAE). Stages, each skipped when its budget is 0:
+#   1. ode-pairs  (PAIRS_CLIPS > 0)   teacher trajectories of the conditions (runs/dmd/pairs, stays on the box)
+#   2. ode-init   (ODE_MIN > 0)       from the teacher's weights
+#   3. dmd        (DMD_MIN > 0)       from ode-init's export, or $STUDENT (+ $CRITIC) when resuming elsewhere
+# Leaves in $OUT: dmd.tar split in 15 MiB parts (student and critic exports, logs; the tool returns <= 8 files of
+# <= 16 MiB): `cat dmd.tar.part* | tar -x` puts them under runs/dmd/ here.
+# Dry run here (CPU, tiny): DEVICE=cpu PAIRS_CLIPS=4 PAIRS_STEPS=4 ODE_MIN=0.1 DMD_MIN=0.1 BATCH=2 OUT=/tmp/o bash ...
+set -euo pipefail
+OUT="${OUT:?set OUT to the folder whose files come back}"
+DEVICE="${DEVICE:-cuda}"
+PAIRS_CLIPS="${PAIRS_CLIPS:-1536}"
+PAIRS_STEPS="${PAIRS_STEPS:-50}"
+ODE_MIN="${ODE_MIN:-2.5}"
+DMD_MIN="${DMD_MIN:-4}"
+BATCH="${BATCH:-64}"
+DMD_BATCH="${DMD_BATCH:-32}"
+read -r -a ODE_ARGS <<<"${ODE_ARGS:-}"
+read -r -a DMD_ARGS <<<"${DMD_ARGS:-}"
+LIGHT=checkpoints/doom_light/light_decoder.pt
+export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
+LIMIT_S="${LIMIT_S:-570}"  # the call's limit less a margin: later stages shrink to what is left of it
+T0=$(date +%s)
+fit() {  # fit MINUTES RESERVE_S: MINUTES, or less so that RESERVE_S seconds stay for what follows
+    python3 -c "import sys; m, r, used = map(float, sys.argv[1:]); print(max(0.2, min(m, ($LIMIT_S - used - r) / 60)))" \
+        "$1" "$2" "$(( $(date +%s) - T0 ))"
+}
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || true
+common=(--device "$DEVICE" --out runs/dmd --val-conditions .dmd/val --light-decoder "$LIGHT")
+
+if [ "$PAIRS_CLIPS" != 0 ]; then
+    python3 -m distillation.dmd ode-pairs --device "$DEVICE" --conditions .dmd/conditions --out runs/dmd/pairs \
+        --clips "$PAIRS_CLIPS" --steps "$PAIRS_STEPS" --batch-size 256 --shard-clips 512
+fi
+if [ "$ODE_MIN" != 0 ]; then
+    python3 -m distillation.dmd ode-init "${common[@]}" --pairs runs/dmd/pairs --batch-size "$BATCH" \
+        --max-minutes "$(fit "$ODE_MIN" $((60 * ${DMD_MIN%.*} + 150)))" --val-every 500 --checkpoint-every 100000 "${ODE_ARGS[@]}"
+fi
+if [ "$DMD_MIN" != 0 ]; then
+    init=()
+    [ -n "${STUDENT:-}" ] && init+=(--init-from "$STUDENT")
+    [ -n "${CRITIC:-}" ] && init+=(--critic-from "$CRITIC")
+    python3 -m distillation.dmd dmd "${common[@]}" --conditions .dmd/conditions --batch-size "$DMD_BATCH" \
+        --max-minutes "$(fit "$DMD_MIN" 75)" --val-every 100 --checkpoint-every 100000 "${init[@]}" "${DMD_ARGS[@]}"
+fi
+have=()
+ode_export=runs/dmd/ode_init/export  # 24 MB: only when no DMD student came after it (64 MiB come back at most)
+[ -e runs/dmd/dmd/export ] && ode_export=""
+for p in $ode_export runs/dmd/ode_init/log.jsonl runs/dmd/dmd/export runs/dmd/dmd/critic \
+    runs/dmd/dmd/log.jsonl runs/dmd/pairs/index.json; do
+    [ -e "$p" ] && have+=("$p")
+done
+tar -cf - "${have[@]}" | split -b 15M - "$OUT/dmd.tar.part"
+ls -la "$OUT"
