@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The DMD distillation of the Doom teacher on the GPU box, inside one device call (<= 10 minutes).
 #
-#   PAIRS_CLIPS=1536 ODE_MIN=2.5 DMD_MIN=4 bash tools/dmd_device.sh
+#   PAIRS_CLIPS=3072 ODE_MIN=2.5 DMD_MIN=4 bash tools/dmd_device.sh
+#
+# The tree a call sends must stay under 64 MiB: `bash tools/device_tree.sh off` before the call (carry .dmd),
+# `bash tools/device_tree.sh on` after.
 #
 # Needs in the tree: checkpoints/doom_teacher, checkpoints/doom_light (validation decodes with it) and, carried,
 # .dmd/conditions and .dmd/val (python -m distillation.dmd conditions ... here on the CPU: the box then needs

@@ -65,9 +65,9 @@ class DMDConfig(StageConfig):
     sigma_min: float = 0.02  # range of the noise levels of the DMD loss (before the shift)
     sigma_max: float = 0.98
     critic_steps: int = 5  # critic updates per generator update
-    critic_lr: float = 4e-5  # peak AdamW learning rate of the critic
+    critic_lr: float = 4e-5  # peak AdamW learning rate of the critic (not yet tuned on the GPU)
     critic_replay: int = 0  # rollouts kept for the critic to draw from (0: fresh rollouts only)
-    lr: float = 2e-6  # peak AdamW learning rate of the student
+    lr: float = 2e-5  # peak AdamW learning rate of the student (not yet tuned on the GPU)
     ema: float = 0.99  # EMA decay of the exported student
     warmup: int = 10  # steps of linear warm-up of both optimizers
 
