@@ -242,6 +242,29 @@ def provenance(teacher: Teacher, cfg: StageConfig) -> dict[str, Any]:
     return {"teacher_step": teacher.step, "vae_fingerprint": teacher.fingerprint, "timesteps": cfg.timesteps}
 
 
+def after_step(cfg: StageConfig, step: int, par: Parallel, validation: Validation, model, ckpt: Path, parts) -> None:
+    """What every stage does after an update: validate every ``val_every`` steps and checkpoint (main process
+    only) every ``checkpoint_every`` steps."""
+    from distillation.training.checkpoint import save_state
+
+    if cfg.val_every and step % cfg.val_every == 0:
+        validation(model, step)
+    if par.main and step % cfg.checkpoint_every == 0:
+        save_state(ckpt, step, dataclasses.asdict(cfg), parts)
+
+
+def finish(cfg: StageConfig, step: int, par: Parallel, validation: Validation, model, ckpt: Path, parts) -> dict:
+    """The end of a stage: last checkpoint and validation on the main process, then all processes meet. Returns
+    the last validation's metrics (empty without validation)."""
+    from distillation.training.checkpoint import save_state
+
+    if par.main:
+        save_state(ckpt, step, dataclasses.asdict(cfg), parts)
+        validation(model, step)
+    par.barrier()
+    return validation.last
+
+
 # -- export --------------------------------------------------------------------------------------------------------
 def export_student(student: WanDiT, out: Path, step: int, meta: dict[str, Any]) -> Path:
     """bf16 student in the official sharded layout (shards <= 15 MiB) + ``result.json``."""

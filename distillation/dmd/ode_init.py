@@ -18,9 +18,11 @@ from tqdm.auto import tqdm
 from distillation.dmd.common import (
     StageConfig,
     Validation,
+    after_step,
     conditions_of,
     draw_rows,
     export_student,
+    finish,
     init_parallel,
     provenance,
     step_generator,
@@ -32,7 +34,7 @@ from distillation.dmd.pairs import KIND as PAIRS
 from distillation.dmd.rollout import teacher_forced
 from distillation.dmd.shards import read_set
 from distillation.training.budget import JsonlLog, TimeBudget, learning_rate
-from distillation.training.checkpoint import restore_state, save_state
+from distillation.training.checkpoint import restore_state
 from distillation.training.ema import EMA
 from distillation.training.optim import clipped_step, fused_adamw
 
@@ -111,14 +113,9 @@ def train(cfg: ODEInitConfig) -> dict[str, float]:
             rec.update(steps_per_s=budget.steps_per_s(step), elapsed_s=budget.elapsed)
             log.write(**rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}")
-        if cfg.val_every and step % cfg.val_every == 0:
-            validation(ema.model, step)
-        if par.main and step % cfg.checkpoint_every == 0:
-            save_state(ckpt, step, dataclasses.asdict(cfg), parts)
+        after_step(cfg, step, par, validation, ema.model, ckpt, parts)
     bar.close()
+    metrics = finish(cfg, step, par, validation, ema.model, ckpt, parts)
     if par.main:
-        save_state(ckpt, step, dataclasses.asdict(cfg), parts)
-        metrics = validation(ema.model, step)
         export_student(ema.model, out / "export", step, {"stage": "ode-init", **metrics, **provenance(teacher, cfg)})
-    par.barrier()
-    return {"step": step, **validation.last}
+    return {"step": step, **metrics}

@@ -29,9 +29,11 @@ from tqdm.auto import tqdm
 from distillation.dmd.common import (
     StageConfig,
     Validation,
+    after_step,
     conditions_of,
     draw_rows,
     export_student,
+    finish,
     init_parallel,
     load_student_export,
     mix_seed,
@@ -46,7 +48,7 @@ from distillation.dmd.rollout import Conditions, self_rollout
 from distillation.dmd.shards import read_set
 from distillation.teacher import flow_loss, image_condition
 from distillation.training.budget import JsonlLog, TimeBudget, learning_rate
-from distillation.training.checkpoint import restore_state, save_state
+from distillation.training.checkpoint import restore_state
 from distillation.training.ema import EMA
 from distillation.training.optim import clipped_step, fused_adamw
 from world_model.dit import WanDiT
@@ -246,15 +248,10 @@ def train(cfg: DMDConfig) -> dict[str, float]:
             }
             log.write(**rec)
             bar.set_postfix(g=f"{rec['generator_loss']:.4f}", c=f"{rec['critic_loss']:.4f}")
-        if cfg.val_every and step % cfg.val_every == 0:
-            validation(ema.model, step)
-        if par.main and step % cfg.checkpoint_every == 0:
-            save_state(ckpt, step, dataclasses.asdict(cfg), parts)
+        after_step(cfg, step, par, validation, ema.model, ckpt, parts)
     bar.close()
+    metrics = finish(cfg, step, par, validation, ema.model, ckpt, parts)
     if par.main:
-        save_state(ckpt, step, dataclasses.asdict(cfg), parts)
-        metrics = validation(ema.model, step)
         export_student(ema.model, out / "export", step, {"stage": "dmd", **metrics, **provenance(teacher, cfg)})
         export_student(critic, out / "critic", step, {"stage": "dmd-critic"})
-    par.barrier()
-    return {"step": step, **validation.last}
+    return {"step": step, **metrics}
