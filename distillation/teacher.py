@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from distillation.training.checkpoint import export_step
 from distillation.vae_export import read_safetensors_folder, same_latents
 from world_model import doom
+from world_model.checkpoints.keys import config_from_json
 from world_model.checkpoints.text_encoders import SmallTextEncoder, SmallTextEncoderConfig
 from world_model.config import WanDiTConfig
 from world_model.control import ActionControlConfig, act_control_from_actions, default_intrinsics, pixel_rays
@@ -86,8 +87,6 @@ def export_text_config(folder: str | Path) -> SmallTextEncoderConfig:
 def export_config(folder: str | Path) -> WanDiTConfig:
     """The DiT config of a teacher (or student) export, read from its ``config.json``: a teacher of another size
     than the Doom default loads through the same code."""
-    from world_model.checkpoints.keys import config_from_json
-
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: {folder} is not a teacher export (see distillation.teacher)")

@@ -167,8 +167,8 @@ def test_dmd_gradient_is_zero_when_the_critic_is_the_teacher(world):
     tensors, captions, _ = shards.read_set(world["cond"], "conditions")
     cond = conditions_of(teacher, tensors, captions, torch.arange(2), 3, seed=0)
     clip = torch.randn(2, 16, 4, 12, 16, requires_grad=True)
-    real = dmd.teacher_denoiser(teacher, teacher.dit, cond, clip, 1.0, False)
-    fake = dmd.teacher_denoiser(teacher, critic, cond, clip, 1.0, False)
+    real = dmd.teacher_denoiser(teacher, teacher.dit, cond, clip)
+    fake = dmd.teacher_denoiser(teacher, critic, cond, clip)
     g = torch.Generator().manual_seed(0)
     sigma = losses.draw_sigma(2, 0.02, 0.98, 3.0, "cpu", g)
     loss, stats = losses.dmd_loss(clip, real, fake, sigma, torch.randn(clip.shape, generator=g))
@@ -176,7 +176,7 @@ def test_dmd_gradient_is_zero_when_the_critic_is_the_teacher(world):
     assert float(stats["grad_norm"]) < 1e-5 and clip.grad.abs().max() < 1e-6
     # a critic that differs gives a gradient
     randomize_(critic, std=0.05, seed=9)
-    fake = dmd.teacher_denoiser(teacher, critic, cond, clip, 1.0, False)
+    fake = dmd.teacher_denoiser(teacher, critic, cond, clip)
     _, stats = losses.dmd_loss(clip, real, fake, sigma, torch.randn(clip.shape, generator=g))
     assert float(stats["grad_norm"]) > 1e-3
 

@@ -215,11 +215,15 @@ class StreamingGenerator:
         code that inference runs."""
         return self._generate(control, exit_step)
 
-    def velocity(self, x: torch.Tensor, t: torch.Tensor, control: ControlFeatures | None) -> torch.Tensor:
+    def velocity(
+        self, x: torch.Tensor, t: torch.Tensor, control: ControlFeatures | None, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """One denoising pass of the next chunk ``x`` ``[B, 16, block_frames, H, W]`` at timesteps ``t`` ``[B]``
         against the cache, which it leaves as it is: the flow velocity ``[B, 16, block_frames, H, W]``.
-        ``control``: the chunk's prepared features (``dit.prepare_control``). Records gradients in grad mode."""
-        y = self._y(x.shape[2], tuple(range(self.batch_size)))
+        ``control``: the chunk's prepared features (``dit.prepare_control``); ``y``: the chunk's image condition
+        (built here when not given; a chunk's passes share it). Records gradients in grad mode."""
+        if y is None:
+            y = self._y(x.shape[2], tuple(range(self.batch_size)))
         return self.dit(x, t, self.context, y, control, attention="streaming", kv_cache=self.cache)
 
     @torch.no_grad()
@@ -235,8 +239,9 @@ class StreamingGenerator:
         rows = tuple(range(self.batch_size))
         shape = (c, self.config.block_frames, h, w)
         ctrl = None if control is None else dit.prepare_control(control.to(dit.device))
+        y = self._y(self.config.block_frames, rows)  # once per chunk: every denoising pass of it sees the same
         clean = self.config.schedule.sample(
-            lambda x, t: self.velocity(x, t, ctrl),
+            lambda x, t: self.velocity(x, t, ctrl, y),
             self._noise(shape, rows),
             noise_fn=lambda: self._noise(shape, rows),
             exit_step=exit_step,

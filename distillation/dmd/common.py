@@ -10,6 +10,7 @@ draws exactly what the killed one would have.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -20,11 +21,17 @@ import torch.distributed as dist
 
 from distillation.dmd.models import Teacher
 from distillation.dmd.rollout import Conditions, self_rollout
+from distillation.dmd.shards import read_set
+from distillation.evaluation.sharpness import sharpness_ratio
+from distillation.teacher import latent_decoder
+from distillation.training.checkpoint import save_state
 from distillation.training.metrics import psnr
+from world_model.checkpoints.saving import save_checkpoint
 from world_model.dit import WanDiT
 from world_model.kv_cache import CacheConfig
 from world_model.sampling import FewStepSchedule
 from world_model.streaming import StreamConfig
+from world_model.world import to_uint8
 
 
 @dataclasses.dataclass
@@ -38,7 +45,7 @@ class StageConfig:
     out: str = "runs/dmd"  # run folder: <stage>/checkpoint.pt, log.jsonl, export/
     batch_size: int = 32  # clips per micro-batch (per process)
     accumulate: int = 1  # micro-batches per update (gradient accumulation)
-    lr: float = 2e-5  # peak AdamW learning rate of the student
+    lr: float = 2e-5  # peak AdamW learning rate of the student (DMD's: not yet tuned on the GPU)
     warmup: int = 50  # steps of linear warm-up (again after a start from an export)
     cooldown: float = 0.0  # fraction of --max-minutes at the end over which the rate falls to 5%
     ema: float = 0.99  # EMA decay of the exported student
@@ -126,8 +133,6 @@ def init_parallel(device: str) -> tuple[Parallel, torch.device]:
 # -- batches -------------------------------------------------------------------------------------------------------
 def mix_seed(*parts: int) -> int:
     """A seed from integers, the same in every process (Python's ``hash`` of strings is salted per process)."""
-    import hashlib
-
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:7], "little")
 
 
@@ -163,20 +168,21 @@ def conditions_of(
 
 
 # -- validation ----------------------------------------------------------------------------------------------------
-def gradient_energy(x: torch.Tensor) -> torch.Tensor:
-    """Mean squared finite difference along the last two axes (height, width), per sample ``[B]``."""
+def latent_gradient_energy(x: torch.Tensor) -> torch.Tensor:
+    """Mean gradient energy of latents ``[B, C, F, h, w]``: squared finite differences along h and w, averaged
+    over everything (the latent counterpart of ``distillation.evaluation.sharpness.gradient_energy``)."""
     dx = x[..., :, 1:] - x[..., :, :-1]
     dy = x[..., 1:, :] - x[..., :-1, :]
-    dims = tuple(range(1, x.ndim))
-    return dx.pow(2).mean(dims) + dy.pow(2).mean(dims)
+    return 0.5 * (dx.pow(2).mean() + dy.pow(2).mean())
 
 
 @torch.no_grad()
 def validate(student: WanDiT, stream: StreamConfig, teacher: Teacher, val: tuple, cfg: StageConfig, decode=None):
     """Roll the student out (inference, 8 frames) on the validation clips and compare with the real clips'
-    latents: latent PSNR over frames 1-4 (the first 16 video frames) and 1-8, and the sharpness ratio (gradient
-    energy of the student's latents over the real ones'); with ``decode`` (a light decoder) the same on decoded
-    frames against the real latents decoded by it."""
+    latents: latent PSNR over frames 1-4 (the first 16 video frames) and 1-8, and the sharpness ratio (mean
+    gradient energy of the student's latents over the real ones', a ratio of means as the harness takes it); with
+    ``decode`` (a light decoder) PSNR and the harness's sharpness ratio of the decoded frames against the real
+    latents decoded by it."""
     tensors, captions = val
     n = min(cfg.val_clips, len(captions))
     real = tensors["latents"][:n].to(student.device).float()
@@ -190,23 +196,21 @@ def validate(student: WanDiT, stream: StreamConfig, teacher: Teacher, val: tuple
     def lat_psnr(a, b):  # latents are unit-scale: a peak-to-peak of 2 as for images in [-1, 1]
         return psnr(a, b).mean().item()
 
+    sharpness = latent_gradient_energy(gen[:, :, 1:5]) / latent_gradient_energy(real[:, :, 1:5])
     out = {
         "val_latent_psnr_4": lat_psnr(gen[:, :, 1:5], real[:, :, 1:5]),
         "val_latent_psnr_all": lat_psnr(gen[:, :, 1:], real[:, :, 1:]),
-        "val_latent_sharpness": (gradient_energy(gen[:, :, 1:5]) / gradient_energy(real[:, :, 1:5])).mean().item(),
+        "val_latent_sharpness": sharpness.item(),
     }
     if decode is not None:
         v_gen, v_real = decode(gen[:, :, :5]).float(), decode(real[:, :, :5]).float()
         out["val_psnr_16_vs_decoded_real"] = psnr(v_gen[:, :, 1:], v_real[:, :, 1:]).mean().item()
-        ratio = gradient_energy(v_gen[:, :, 1:].transpose(1, 2)) / gradient_energy(v_real[:, :, 1:].transpose(1, 2))
-        out["val_sharpness_16"] = ratio.mean().item()
+        out["val_sharpness_16"] = sharpness_ratio(to_uint8(v_gen[:, :, 1:]).numpy(), to_uint8(v_real[:, :, 1:]).numpy())
     return out
 
 
 def load_val(cfg: StageConfig):
     """``(tensors, captions)`` of the validation conditions, or None when none are given."""
-    from distillation.dmd.shards import read_set
-
     if not cfg.val_conditions:
         return None
     tensors, captions, _ = read_set(cfg.val_conditions, "conditions")
@@ -219,8 +223,6 @@ class Validation:
     """A stage's periodic validation (:func:`validate`) on the main process, logged; ``last`` keeps the latest."""
 
     def __init__(self, cfg: StageConfig, teacher: Teacher, stream: StreamConfig, par: Parallel, log) -> None:
-        from distillation.teacher import latent_decoder
-
         self.cfg, self.teacher, self.stream, self.par, self.log = cfg, teacher, stream, par, log
         self.val = load_val(cfg)
         dev = teacher.dit.device
@@ -245,8 +247,6 @@ def provenance(teacher: Teacher, cfg: StageConfig) -> dict[str, Any]:
 def after_step(cfg: StageConfig, step: int, par: Parallel, validation: Validation, model, ckpt: Path, parts) -> None:
     """What every stage does after an update: validate every ``val_every`` steps and checkpoint (main process
     only) every ``checkpoint_every`` steps."""
-    from distillation.training.checkpoint import save_state
-
     if cfg.val_every and step % cfg.val_every == 0:
         validation(model, step)
     if par.main and step % cfg.checkpoint_every == 0:
@@ -256,8 +256,6 @@ def after_step(cfg: StageConfig, step: int, par: Parallel, validation: Validatio
 def finish(cfg: StageConfig, step: int, par: Parallel, validation: Validation, model, ckpt: Path, parts) -> dict:
     """The end of a stage: last checkpoint and validation on the main process, then all processes meet. Returns
     the last validation's metrics (empty without validation)."""
-    from distillation.training.checkpoint import save_state
-
     if par.main:
         save_state(ckpt, step, dataclasses.asdict(cfg), parts)
         validation(model, step)
@@ -268,15 +266,6 @@ def finish(cfg: StageConfig, step: int, par: Parallel, validation: Validation, m
 # -- export --------------------------------------------------------------------------------------------------------
 def export_student(student: WanDiT, out: Path, step: int, meta: dict[str, Any]) -> Path:
     """bf16 student in the official sharded layout (shards <= 15 MiB) + ``result.json``."""
-    from world_model.checkpoints.saving import save_checkpoint
-
     save_checkpoint(student, out, max_shard_size="15MiB", dtype=torch.bfloat16, overwrite=True)
     (out / "result.json").write_text(json.dumps({"step": step, **meta}, indent=1))
     return out
-
-
-def load_student_export(folder: str | Path, model: WanDiT) -> int:
-    """Load an exported student (or critic) into ``model``; its step."""
-    from distillation.teacher import load_export_dit
-
-    return load_export_dit(folder, model)

@@ -14,14 +14,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
-from distillation.dmd.common import StageConfig, load_student_export, stream_config
+from distillation.dmd.common import StageConfig, stream_config
 from distillation.dmd.models import check_latents, load_teacher, recorded_fingerprint
+from distillation.teacher import export_config, load_export_dit
 from distillation.vae_export import latent_fingerprint, load_exported_vae
 from world_model.bundle import DEFAULT_BUNDLE, save_world
 from world_model.control import ActionControlConfig
 from world_model.dit import WanDiT
 from world_model.doom import DEFAULT_START
+from world_model.vae import light_decoder_fingerprint, load_light_decoder
 from world_model.world import InteractiveWorld, WorldSpec
 
 BUDGET_MIB = 40.0  # what the embedded default may weigh (it ships in every wheel and clone)
@@ -48,15 +51,11 @@ def folder_mib(folder: Path) -> float:
 
 
 def start_frame(cfg: ExportConfig) -> np.ndarray:
-    from PIL import Image
-
     return np.asarray(Image.open(cfg.start_image).convert("RGB"))
 
 
 def export_bundle(cfg: ExportConfig) -> Path:
     """Write the bundle; refuses parts trained on other latents and a default bundle over its budget."""
-    from world_model.vae import light_decoder_fingerprint, load_light_decoder
-
     device = torch.device(cfg.device)
     student_dir = Path(cfg.student or Path(cfg.out) / "dmd" / "export")
     teacher = load_teacher(cfg.teacher, device)
@@ -66,10 +65,8 @@ def export_bundle(cfg: ExportConfig) -> Path:
     check_latents(
         f"the light decoder {cfg.light_decoder}", light_decoder_fingerprint(cfg.light_decoder), vae_fp, cfg.vae
     )
-    from distillation.teacher import export_config
-
     student = WanDiT(export_config(student_dir))
-    step = load_student_export(student_dir, student)
+    step = load_export_dit(student_dir, student)
     vae = load_exported_vae(cfg.vae, device, decoder=False)
     light = load_light_decoder(cfg.light_decoder, device)
     control = ActionControlConfig(

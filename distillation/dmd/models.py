@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from distillation.teacher import ClipConditioner, encode_text, export_config, load_teacher_export
+from distillation.teacher import ClipConditioner, encode_text, export_config, guides_actions, load_teacher_export
 from world_model.checkpoints.text_encoders import SmallTextEncoder
 from world_model.config import WanDiTConfig
 from world_model.dit import PreparedContext, WanDiT
@@ -78,8 +78,6 @@ class Teacher:
 
 def load_teacher(folder: str | Path, device: torch.device | str) -> Teacher:
     """The teacher export in ``folder`` (config from its ``config.json``), frozen, in eval mode."""
-    from distillation.teacher import guides_actions
-
     dit, text, step = load_teacher_export(folder, device)
     for m in (dit, text):
         m.requires_grad_(False)

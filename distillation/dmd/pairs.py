@@ -55,10 +55,9 @@ def merged_sigmas(steps: int, shift: float, student: tuple[float, ...]) -> tuple
 
 
 @torch.no_grad()
-def sample_pairs(teacher, cond_tensors, captions, rows, cfg: PairsConfig, seed: int):
-    """Teacher trajectories of ``rows`` of the conditions: ``(states [B, K, 16, T, h, w], x0 [B, 16, T, h, w])``."""
-    student_sigmas = student_schedule(cfg.timesteps, cfg.shift).sigmas
-    sigmas, where = merged_sigmas(cfg.steps, cfg.shift, student_sigmas)
+def sample_pairs(teacher, cond_tensors, captions, rows, cfg: PairsConfig, seed: int, sigmas, where):
+    """Teacher trajectories of ``rows`` of the conditions: ``(states [B, K, 16, T, h, w], x0 [B, 16, T, h, w])``;
+    ``sigmas`` is the solver's noise-level list and ``where`` the indices of the kept ones (:func:`merged_sigmas`)."""
     dev = teacher.dit.device
     first = cond_tensors["first_latent"][rows].to(dev).float()
     actions = cond_tensors["actions"][rows, : cfg.clip_steps].to(dev).float()
@@ -105,6 +104,7 @@ def build(cfg: PairsConfig) -> Path:
             f"{cfg.conditions} holds {cond_tensors['actions'].shape[1]} actions per clip, fewer than {cfg.clip_steps}"
         )
     student_sigmas = list(student_schedule(cfg.timesteps, cfg.shift).sigmas)
+    sigmas, where = merged_sigmas(cfg.steps, cfg.shift, tuple(student_sigmas))
     meta = {
         "teacher_step": teacher.step,
         "vae_fingerprint": teacher.fingerprint or cond_meta.get("vae_fingerprint"),
@@ -126,7 +126,7 @@ def build(cfg: PairsConfig) -> Path:
         parts = []
         for b in range(lo, lo + n, cfg.batch_size):
             rows = torch.arange(b, min(b + cfg.batch_size, lo + n))
-            parts.append(sample_pairs(teacher, cond_tensors, captions, rows, cfg, cfg.seed + b))
+            parts.append(sample_pairs(teacher, cond_tensors, captions, rows, cfg, cfg.seed + b, sigmas, where))
             bar.update(len(rows))
         rows = torch.arange(lo, lo + n)
         out.add(

@@ -14,7 +14,6 @@ holds the same tensor names with rows along dim 0; captions travel as a JSON lis
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -26,16 +25,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from distillation.training.checkpoint import atomic_write
+from world_model.safe_files import sha256_file
 
 INDEX = "index.json"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

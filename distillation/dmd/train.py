@@ -35,7 +35,6 @@ from distillation.dmd.common import (
     export_student,
     finish,
     init_parallel,
-    load_student_export,
     mix_seed,
     provenance,
     step_generator,
@@ -46,7 +45,7 @@ from distillation.dmd.losses import dmd_loss, draw_sigma, velocity_denoiser
 from distillation.dmd.models import check_latents, load_teacher, make_critic, make_student, student_config_from
 from distillation.dmd.rollout import Conditions, self_rollout
 from distillation.dmd.shards import read_set
-from distillation.teacher import flow_loss, image_condition
+from distillation.teacher import flow_loss, image_condition, load_export_dit
 from distillation.training.budget import JsonlLog, TimeBudget, learning_rate
 from distillation.training.checkpoint import restore_state
 from distillation.training.ema import EMA
@@ -69,23 +68,24 @@ class DMDConfig(StageConfig):
     critic_steps: int = 5  # critic updates per generator update
     critic_lr: float = 4e-5  # peak AdamW learning rate of the critic (not yet tuned on the GPU)
     critic_replay: int = 0  # rollouts kept for the critic to draw from (0: fresh rollouts only)
-    lr: float = 2e-5  # peak AdamW learning rate of the student (not yet tuned on the GPU)
-    ema: float = 0.99  # EMA decay of the exported student
     warmup: int = 10  # steps of linear warm-up of both optimizers
 
 
 # -- the two losses ---------------------------------------------------------------------------------------------
-def teacher_denoiser(teacher, dit: WanDiT, cond: Conditions, window: torch.Tensor, guidance: float, uncond: bool):
+def teacher_denoiser(
+    teacher, dit: WanDiT, cond: Conditions, window: torch.Tensor, guidance: float = 1.0, null: str | None = None
+):
     """``x0`` estimates of a window ``[B, 16, 1 + w, h, w]`` by ``dit`` (bidirectional) conditioned on its first
-    frame, the window's actions and captions; with guidance, contrasted with no caption (and no actions)."""
+    frame, the window's actions and captions; with ``guidance`` != 1, contrasted with the ``null`` branch: no
+    caption (``"caption"``) or no caption and no actions (``"actions"``)."""
     y = image_condition(window)
     ctrl = dit.prepare_control(cond.control)
     ctx = dit.prepare_context(cond.context)
     v_c = lambda x, t: dit(x, t, ctx, y, ctrl)  # noqa: E731
     v_u = None
-    if uncond and guidance != 1.0:
+    if null is not None and guidance != 1.0:
         ctx_u = dit.prepare_context(teacher.context([""] * len(cond.captions)))
-        ctrl_u = dit.prepare_control(torch.zeros_like(cond.control)) if uncond == "actions" else ctrl
+        ctrl_u = dit.prepare_control(torch.zeros_like(cond.control)) if null == "actions" else ctrl
         v_u = lambda x, t: dit(x, t, ctx_u, y, ctrl_u)  # noqa: E731
     return velocity_denoiser(guided(v_c, v_u, guidance))
 
@@ -105,9 +105,9 @@ def generator_loss(student, teacher, critic, stream, cond, cfg, gen: torch.Gener
     """DMD loss of one micro-batch (the rollout keeps gradients on the window's exit passes)."""
     rollout = self_rollout(student, stream, cond, exit_step=exit_step, grad_frames=cfg.window)
     wcond, clip = window_conditions(cond, rollout, cfg.window)
-    uncond = "actions" if teacher.guide_actions else "caption"
-    real = teacher_denoiser(teacher, teacher.dit, wcond, clip, cfg.guidance, uncond)
-    fake = teacher_denoiser(teacher, critic, wcond, clip, 1.0, False)
+    null = "actions" if teacher.guide_actions else "caption"
+    real = teacher_denoiser(teacher, teacher.dit, wcond, clip, cfg.guidance, null)
+    fake = teacher_denoiser(teacher, critic, wcond, clip)
     sigma = draw_sigma(clip.shape[0], cfg.sigma_min, cfg.sigma_max, cfg.shift, clip.device, gen)
     noise = torch.randn(clip.shape, device=clip.device, generator=gen)
     mask = torch.arange(clip.shape[2], device=clip.device) > 0  # frame 0 is the condition, not the student's
@@ -163,10 +163,10 @@ def train(cfg: DMDConfig) -> dict[str, float]:
     ckpt = out / "checkpoint.pt"
     init = default_init(cfg)
     if init and not ckpt.exists():
-        print(f"student from {init} (its step {load_student_export(init, student)})")
+        print(f"student from {init} (its step {load_export_dit(init, student)})")
     critic = make_critic(teacher, student, cfg.critic_init)
     if cfg.critic_from and not ckpt.exists():
-        load_student_export(cfg.critic_from, critic)
+        load_export_dit(cfg.critic_from, critic)
         print(f"critic from {cfg.critic_from}")
     for m in (student, critic):
         m.gradient_checkpointing = cfg.grad_checkpointing
@@ -184,7 +184,7 @@ def train(cfg: DMDConfig) -> dict[str, float]:
     bar = tqdm(total=cfg.max_steps, initial=step, desc="dmd", dynamic_ncols=True, disable=not par.main)
 
     def batch(micro: int, phase: int) -> Conditions:
-        rows = draw_rows(len(captions), cfg.batch_size, cfg.seed, step * 64 + phase, micro)
+        rows = draw_rows(len(captions), cfg.batch_size, cfg.seed, mix_seed(step, phase), micro)
         return conditions_of(teacher, tensors, captions, rows, cfg.rollout_frames, mix_seed(cfg.seed, step, phase))
 
     while step < cfg.max_steps and not budget.expired():
@@ -198,7 +198,7 @@ def train(cfg: DMDConfig) -> dict[str, float]:
         for phase in range(1, cfg.critic_steps + 1):
             opt_c.zero_grad(set_to_none=True)
             for micro in par.micro_batches(cfg.accumulate):
-                gen = step_generator(cfg.seed, step * 64 + phase, micro, device)
+                gen = step_generator(cfg.seed, mix_seed(step, phase), micro, device)
                 if replay.items and phase % 2 == 0:
                     wcond, clip = replay.draw(mix_seed(cfg.seed, step, phase, micro))
                 else:
@@ -218,7 +218,7 @@ def train(cfg: DMDConfig) -> dict[str, float]:
         opt_g.zero_grad(set_to_none=True)
         g_total, gnorm_dmd = 0.0, 0.0
         for micro in par.micro_batches(cfg.accumulate):
-            gen = step_generator(cfg.seed, step * 64, micro, device)
+            gen = step_generator(cfg.seed, mix_seed(step, 0), micro, device)
             with torch.autocast(**autocast):
                 loss, stats, item = generator_loss(
                     student, teacher, critic, stream, batch(micro, 0), cfg, gen, exit_step
