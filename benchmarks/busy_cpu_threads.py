@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     import torch
 
-    from lingbot_env.world_env import default_num_threads
+    from lingbot_env.resolve import default_num_threads
 
     runs = []
     for burners in ([0] if not args.no_idle else []) + [args.burners]:

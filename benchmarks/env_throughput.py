@@ -88,7 +88,7 @@ def build_random_world(args: argparse.Namespace, batch_size: int):
 
 
 def _dtype(args: argparse.Namespace) -> torch.dtype:
-    from lingbot_env.world_env import parse_dtype
+    from lingbot_env.resolve import parse_dtype
 
     return parse_dtype(args.dtype) or (torch.bfloat16 if args.device.startswith("cuda") else torch.float32)
 
@@ -163,26 +163,31 @@ def describe_world(world) -> dict[str, Any]:
     }
 
 
-def bench(args: argparse.Namespace, num_envs: int, threads: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One configuration -> (timings, :func:`describe_world` of the world that ran)."""
+def make_env(args: argparse.Namespace, num_envs: int) -> Any:
+    """The env (one world, or a vector env of ``num_envs`` rows) that :func:`bench` times: ``--model`` goes through
+    the env's resolver (``world_model.bundle.load_world``) like every other entry point; without it, random
+    weights of the shape flags."""
     from lingbot_env.vector_env import LingBotWorldVectorEnv
     from lingbot_env.world_env import LingBotWorldEnv
 
-    if threads:
-        torch.set_num_threads(threads)
     if args.model:
         model: Any = args.model
-        kw = dict(device=args.device, dtype=args.dtype)
+        kw: dict[str, Any] = dict(device=args.device, dtype=args.dtype)
     else:
         model = lambda batch_size: build_random_world(args, batch_size)  # noqa: E731
         kw = {}
-    image = args.image
     # The per-step DiT / decode timings are opt-in; the threads are this benchmark's (--threads), not the env's.
     kw.update(timing_info=True, num_threads=None)
     if num_envs == 1:
-        env: Any = LingBotWorldEnv(model=model, image=image, action_clip="clip", **kw)
-    else:
-        env = LingBotWorldVectorEnv(num_envs, model=model, image=image, action_clip="clip", **kw)
+        return LingBotWorldEnv(model=model, image=args.image, action_clip="clip", **kw)
+    return LingBotWorldVectorEnv(num_envs, model=model, image=args.image, action_clip="clip", **kw)
+
+
+def bench(args: argparse.Namespace, num_envs: int, threads: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One configuration -> (timings, :func:`describe_world` of the world that ran)."""
+    if threads:
+        torch.set_num_threads(threads)
+    env = make_env(args, num_envs)
     world = env.world
     if args.model and args.compile:
         world.dit.compile()

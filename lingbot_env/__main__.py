@@ -114,7 +114,7 @@ def parse_action_script(data: Any, source: str = "script") -> np.ndarray:
 
 
 def _checked(actions: np.ndarray, source: str) -> np.ndarray:
-    from lingbot_env.world_env import check_actions
+    from lingbot_env.actions import check_actions
 
     check_actions(actions, len(actions), "error")  # the script's author gets range errors now, not mid-video
     return actions
@@ -403,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-    from lingbot_env.world_env import apply_num_threads
+    from lingbot_env.resolve import apply_num_threads
 
     apply_num_threads(threads, "cpu" if args.env == "real" else args.device)
     from tqdm import tqdm

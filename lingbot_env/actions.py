@@ -20,6 +20,7 @@ generated-world env can use it without pulling in ViZDoom.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -27,6 +28,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from gymnasium import spaces
+
+    from world_model.world import InteractiveWorld
 
 KEYS: tuple[str, ...] = ("W", "A", "S", "D")
 ACTION_NAMES: tuple[str, ...] = (*KEYS, "yaw", "pitch")
@@ -174,3 +177,129 @@ def make_action(
 
 
 NOOP = make_action()
+
+
+# -- checking actions given to the generated-world envs ------------------------------------------------------
+ACTION_CLIP_MODES = ("clip_warn", "clip", "error")
+
+
+class ActionClippedWarning(UserWarning):
+    """An action outside the Box was clipped (``action_clip="clip_warn"``). Filter it to silence it, or use
+    ``action_clip="clip"``."""
+
+
+def _is_zero(value: Any) -> bool:
+    try:
+        return not isinstance(value, (str, bytes)) and complex(value) == 0
+    except (TypeError, ValueError):
+        return False
+
+
+def _bad_kind(arr: np.ndarray) -> str | None:
+    """``"strings"`` / ``"complex numbers"`` / ``"objects (...)"`` when ``arr`` is not real numbers, else None."""
+    if arr.dtype.kind in "USa":
+        return "strings"
+    if arr.dtype.kind == "c":
+        return "complex numbers"
+    if arr.dtype.kind == "O":
+        types = {type(v).__name__ for v in arr.flat}
+        if any(isinstance(v, (str, bytes)) for v in arr.flat):
+            return "strings"
+        if any(isinstance(v, (complex, np.complexfloating)) for v in arr.flat):
+            return "complex numbers"
+        if not all(isinstance(v, (int, float, bool, np.number, np.bool_)) for v in arr.flat):
+            return f"objects ({', '.join(sorted(types))})"
+    if arr.dtype.kind not in "biufO":
+        return f"{arr.dtype} values"
+    return None
+
+
+def check_actions(actions: Any, num_envs: int | None, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validate one action ``[6]`` (``num_envs=None``) or a batch ``[num_envs, 6]``.
+
+    Returns ``(actions float32, clipped bool [] or [num_envs])``. A wrong shape, strings, complex numbers, other
+    non-numeric values, NaN or inf raise ``ValueError``; a single env also takes the scalar 0 as the no-op (what
+    ``gymnasium.utils.play.play`` sends while no key is held). Values outside the Box (keys [0, 1], yaw/pitch
+    [-1, 1]) are clipped (``"clip"``),
+    clipped with an :class:`ActionClippedWarning` (``"clip_warn"``) or refused with ``ValueError`` (``"error"``).
+    """
+    what = "action" if num_envs is None else "actions"
+    if num_envs is None and np.ndim(actions) == 0 and _is_zero(actions):
+        actions = np.zeros(ACTION_DIM)  # the no-op that gymnasium.utils.play sends while no mapped key is held
+    try:
+        raw = np.asarray(actions)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} must be numeric [W, A, S, D, yaw, pitch], got {type(actions).__name__}: {e}") from e
+    kind = _bad_kind(raw)
+    if kind is not None:
+        fix = {
+            "strings": "convert them first, e.g. np.asarray(action, dtype=np.float32)",
+            "complex numbers": "pass the real parts (np.real(action)) if that is what you mean",
+        }.get(kind, "pass a list or array of 6 floats")
+        raise ValueError(
+            f"{what} must be numeric (real numbers) [W, A, S, D, yaw, pitch], got {kind} "
+            f"({np.asarray(raw).tolist()!r:.80}); {fix}"
+        )
+    try:
+        arr = raw.astype(np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} must be numeric [W, A, S, D, yaw, pitch], got {type(actions).__name__}: {e}") from e
+    want = (ACTION_DIM,) if num_envs is None else (num_envs, ACTION_DIM)
+    if arr.shape != want:
+        raise ValueError(f"{what} must have shape {want} ([W, A, S, D, yaw, pitch] per env), got shape {arr.shape}")
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = sorted({ACTION_NAMES[i] for i in np.argwhere(~finite)[:, -1]}, key=ACTION_NAMES.index)
+        raise ValueError(f"{what} contains NaN or inf in {bad}: {arr.tolist()}")
+    low, high = DEFAULT_SPEC.low, DEFAULT_SPEC.high
+    outside = (arr < low) | (arr > high)
+    clipped = outside.any(axis=-1)
+    if outside.any():
+        bad = sorted({ACTION_NAMES[i] for i in np.argwhere(outside)[:, -1]}, key=ACTION_NAMES.index)
+        if mode == "error":
+            raise ValueError(
+                f"{what} out of range in {bad}: {arr.tolist()}; keys W, A, S, D must be in [0, 1] and yaw, pitch in "
+                "[-1, 1] (or construct the env with action_clip='clip_warn' to clip instead)"
+            )
+        if mode == "clip_warn":
+            # A constant message: Python's warning filter then shows it once per call site, not every step.
+            warnings.warn(
+                "action outside the Box clipped (keys to [0, 1], yaw/pitch to [-1, 1]); info['action'] holds the "
+                "applied action. Use action_clip='clip' to silence this or 'error' to refuse such actions.",
+                ActionClippedWarning,
+                stacklevel=3,
+            )
+        arr = np.clip(arr, low, high)
+    return arr.astype(np.float32), clipped
+
+
+def action_spec_for(world: InteractiveWorld) -> ActionSpec:
+    """The shared :class:`ActionSpec` with this world's turn rate, chunk length, key threshold and pitch limit."""
+    spec = world.spec
+    c = spec.control
+    if c is None:
+        return ActionSpec(frames_per_step=spec.frames_per_step)
+    return ActionSpec(
+        max_yaw_deg_per_frame=c.turn_deg_per_frame,
+        max_pitch_deg_per_frame=c.turn_deg_per_frame,
+        frames_per_step=spec.frames_per_step,
+        key_threshold=c.key_threshold,
+        pitch_limit_deg=c.pitch_limit_deg,
+    )
+
+
+def keys_to_action() -> dict[tuple[int, ...], np.ndarray]:
+    """All combinations of the play keys (:data:`lingbot_env.human.TRACKED_KEYS`) -> their action (the empty one,
+    which ``play`` cannot take as a key, is its ``noop`` 0)."""
+    from itertools import combinations
+
+    from lingbot_env.human import TRACKED_KEYS, InputState
+
+    keys = sorted(TRACKED_KEYS)
+    table: dict[tuple[int, ...], np.ndarray] = {}
+    state = InputState()
+    for n in range(1, len(keys) + 1):
+        for combo in combinations(keys, n):
+            state.pressed = set(combo)
+            table[combo] = state.action()
+    return table

@@ -23,25 +23,12 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from lingbot_env.world_env import (
-    ImageArg,
-    ModelArg,
-    PoseTracker,
-    RewardFn,
-    TerminationFn,
-    action_spec_for,
-    apply_num_threads,
-    call_reset_hook,
-    check_actions,
-    check_env_args,
-    check_prompt,
-    fit_image,
-    load_image,
-    prepare_image,
-    release_cuda_memory,
-    render_rates,
-    resolve_world,
-)
+from lingbot_env.actions import action_spec_for, check_actions
+from lingbot_env.images import ImageArg, check_prompt, fit_image, load_image, prepare_image
+from lingbot_env.pose import PoseTracker
+from lingbot_env.resolve import ModelArg, apply_num_threads, release_cuda_memory, resolve_world
+from lingbot_env.rewards import RewardFn, TerminationFn, call_reset_hook
+from lingbot_env.world_env import check_env_args, render_rates
 
 if TYPE_CHECKING:
     from world_model.world import InteractiveWorld

@@ -54,19 +54,41 @@ def test_control_maps_shapes_and_content():
 
 def test_keyboard_camera_moves_along_yaw():
     cam = KeyboardCamera()
+    w, still = torch.tensor([[1.0, 0, 0, 0]]), torch.zeros(1, 4)
+    zero, one = torch.zeros(1), torch.ones(1)
     for _ in range(10):
-        cam.advance((1, 0, 0, 0), 0.0, 0.0)
-    assert torch.allclose(cam.position, torch.tensor([0, 0, 0.5], dtype=torch.float64))
+        cam.advance(w, zero, zero)
+    assert torch.allclose(cam.position[0], torch.tensor([0, 0, 0.5], dtype=torch.float64))
     cam.reset()
     for _ in range(45):  # 90 degrees right
-        cam.advance((0, 0, 0, 0), 1.0, 0.0)
-    cam.advance((1, 0, 0, 0), 0.0, 0.0)
-    assert cam.position[0] == pytest.approx(0.05) and abs(cam.position[2]) < 1e-9  # forward is now +x (right)
+        cam.advance(still, one, zero)
+    cam.advance(w, zero, zero)
+    assert cam.position[0, 0].item() == pytest.approx(0.05) and abs(cam.position[0, 2].item()) < 1e-9  # forward = +x
     for _ in range(100):
-        cam.advance((0, 0, 0, 0), 0.0, 1.0)
-    assert cam.pitch == 85.0
+        cam.advance(still, zero, one)
+    assert cam.pitch.item() == 85.0
     # Looking up rotates the forward axis towards -y (up in OpenCV).
-    assert cam.pose()[1, 2] == pytest.approx(-math.sin(math.radians(85)))
+    assert cam.pose()[0, 1, 2].item() == pytest.approx(-math.sin(math.radians(85)))
+
+
+def test_keyboard_camera_rows_are_independent_and_match_one_camera_each():
+    """A batch of cameras integrates each row as a camera of its own would (rows advanced or reset alone too)."""
+    torch.manual_seed(0)
+    batch, single = (
+        KeyboardCamera(max_pitch_deg=10.0, batch_size=3),
+        [KeyboardCamera(max_pitch_deg=10.0) for _ in range(3)],
+    )
+    for t in range(6):
+        rows = [0, 2] if t % 2 else [0, 1, 2]
+        acts = torch.rand(len(rows), 6) * 2 - 1
+        got = batch.hold(acts, 4, rows)
+        for i, r in enumerate(rows):
+            assert torch.allclose(got[i], single[r].hold(acts[i : i + 1], 4)[0])
+        if t == 3:
+            batch.reset([1])
+            single[1].reset()
+    assert torch.allclose(batch.pose(), torch.cat([c.pose() for c in single]))
+    assert batch.pitch.abs().max().item() <= 10.0
 
 
 def test_action_control_act_and_cam():

@@ -18,7 +18,8 @@ import torch
 from helpers import tiny_world
 
 import lingbot_env  # noqa: F401  (registers LingBotWorld-v0)
-from lingbot_env.world_env import LingBotWorldEnv, apply_num_threads, default_num_threads
+from lingbot_env.resolve import apply_num_threads, default_num_threads
+from lingbot_env.world_env import LingBotWorldEnv
 
 REPO = Path(__file__).resolve().parents[1]
 RANDOM_WEIGHTS = "ignore:'doom-untrained'"  # its warning that the frames are noise

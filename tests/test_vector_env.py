@@ -9,8 +9,9 @@ from gymnasium.vector import AutoresetMode
 from helpers import tiny_world
 
 import lingbot_env  # noqa: F401  (registers LingBotWorld-v0)
+from lingbot_env.images import fit_image
 from lingbot_env.vector_env import LingBotWorldVectorEnv
-from lingbot_env.world_env import LingBotWorldEnv, fit_image
+from lingbot_env.world_env import LingBotWorldEnv
 from lingbot_env.wrappers import DISCRETE_ACTION_NAMES, DiscreteActions, KeysAndMouse, SB3VecEnv
 
 IMG = np.random.default_rng(0).integers(0, 256, (60, 100, 3), dtype=np.uint8)

@@ -18,13 +18,10 @@ import torch
 from helpers import tiny_world
 
 import lingbot_env  # noqa: F401  (registers LingBotWorld-v0)
-from lingbot_env.world_env import (
-    ActionClippedWarning,
-    LingBotWorldEnv,
-    PoseTracker,
-    fit_image,
-    prepare_image,
-)
+from lingbot_env.actions import ActionClippedWarning
+from lingbot_env.images import fit_image, prepare_image
+from lingbot_env.pose import PoseTracker
+from lingbot_env.world_env import LingBotWorldEnv
 from world_model.control import KeyboardCamera
 
 IMG = np.random.default_rng(0).integers(0, 256, (60, 100, 3), dtype=np.uint8)
@@ -126,18 +123,21 @@ def test_reset_and_step_info():
 
 
 def test_pose_tracker_matches_official_keyboard_camera():
+    """info["pose"] is the core's KeyboardCamera held for a step: one camera per row, the keys thresholded."""
     rng = np.random.default_rng(3)
     actions = rng.uniform([0, 0, 0, 0, -1, -1], 1, (6, 2, 6))
     actions[:, :, 5] = 1.0  # push pitch into its clamp
-    tracker = PoseTracker(2, 4, step=0.05, turn_deg=2.0, max_pitch_deg=10.0)
+    tracker = PoseTracker(KeyboardCamera(0.05, 2.0, 10.0, batch_size=2), frames_per_step=4)
     cams = [KeyboardCamera(0.05, 2.0, 10.0) for _ in range(2)]
     for a in actions:
         poses = tracker.advance(a)
         for r, cam in enumerate(cams):
+            keys = torch.tensor([[float(k > 0.5) for k in a[r, :4]]])
             for f in range(4):
-                cam.advance(tuple(float(k > 0.5) for k in a[r, :4]), float(a[r, 4]), float(a[r, 5]))
-                assert np.allclose(poses[r, f], cam.pose().numpy(), atol=1e-5)
+                cam.advance(keys, torch.tensor([a[r, 4]]), torch.tensor([a[r, 5]]))
+                assert np.allclose(poses[r, f], cam.pose()[0].numpy(), atol=1e-5)
     assert np.allclose(tracker.yaw_pitch()[:, 1], 10.0)
+    assert poses.dtype == np.float32 and tracker.pose().shape == (2, 4, 4)
 
 
 def test_fit_image_scales_to_cover_then_center_crops():

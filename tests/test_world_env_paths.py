@@ -44,7 +44,7 @@ def test_cam_world_through_the_env_moves_the_pose_as_the_keys_say():
         assert info["frames"].shape == (4, 32, 48, 3) and np.array_equal(info["frames"][-1], obs)
         assert info["poses"].shape == (4, 4, 4) and np.array_equal(info["poses"][-1], info["pose"])
         # The env's integrated pose is the camera the model's cam control was built from (official mapping).
-        assert np.allclose(info["pose"], world.control.cameras[0].pose().numpy(), atol=1e-5)
+        assert np.allclose(info["pose"], world.control.camera.pose([0])[0].numpy(), atol=1e-5)
         return info["pose"].astype(np.float64), obs
 
     pose, obs_w = pose_after([1, 0, 0, 0, 0, 0])  # W: forward = +z (OpenCV camera axes), no turn
@@ -129,10 +129,10 @@ def test_release_root_runs_through_the_env(fast_release):
     assert info["yaw_pitch"][0] > 0 and info["pose"][2, 3] > 0  # turned right, walked forward
     # The camera moved over those 8 frames only: the regenerated image frame keeps the start pose.
     assert np.isclose(info["yaw_pitch"][0], 8 * 0.5 * world.spec.control.turn_deg_per_frame)
-    assert np.allclose(info["pose"], world.control.cameras[0].pose().numpy(), atol=1e-5)
+    assert np.allclose(info["pose"], world.control.camera.pose([0])[0].numpy(), atol=1e-5)
     obs, _, _, _, info = env.step(np.array([1, 0, 0, 0, 0, 0], np.float32))
     assert info["frames"].shape == (12, 32, 48, 3) and info["step"] == 2
-    assert np.allclose(info["pose"], world.control.cameras[0].pose().numpy(), atol=1e-5)
+    assert np.allclose(info["pose"], world.control.camera.pose([0])[0].numpy(), atol=1e-5)
     env.close()
 
 

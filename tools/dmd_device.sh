@@ -9,7 +9,7 @@
 # Needs in the tree: checkpoints/doom_teacher, checkpoints/doom_light (validation decodes with it) and, carried,
 # .dmd/conditions and .dmd/val (python -m distillation.dmd conditions ... here on the CPU: the box then needs
 # neither the game nor the VAE). Stages, each skipped when its budget is 0:
-#   1. ode-pairs  (PAIRS_CLIPS > 0)   teacher trajectories of the conditions (runs/dmd/pairs, stays on the box)
+#   1. ode-pairs  (PAIRS_CLIPS > 0, at most PAIRS_MIN)   teacher trajectories of the conditions (runs/dmd/pairs, stays on the box)
 #   2. ode-init   (ODE_MIN > 0)       from the teacher's weights
 #   3. dmd        (DMD_MIN > 0)       from ode-init's export, or $STUDENT (+ $CRITIC) when resuming elsewhere
 # Leaves in $OUT: dmd.tar split in 15 MiB parts (student and critic exports, logs; the tool returns <= 8 files of
@@ -20,6 +20,7 @@ OUT="${OUT:?set OUT to the folder whose files come back}"
 DEVICE="${DEVICE:-cuda}"
 PAIRS_CLIPS="${PAIRS_CLIPS:-1536}"
 PAIRS_STEPS="${PAIRS_STEPS:-50}"
+PAIRS_MIN="${PAIRS_MIN:-2.5}"  # no new pair shard starts after this (the set is resumable)
 ODE_MIN="${ODE_MIN:-2.5}"
 DMD_MIN="${DMD_MIN:-4}"
 BATCH="${BATCH:-64}"
@@ -35,11 +36,24 @@ fit() {  # fit MINUTES RESERVE_S: MINUTES, or less so that RESERVE_S seconds sta
         "$1" "$2" "$(( $(date +%s) - T0 ))"
 }
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || true
+pack() {  # on every exit, failed stages included: what exists comes back
+    have=()
+    ode_export=runs/dmd/ode_init/export  # 24 MB: only when no DMD student came after it (64 MiB come back at most)
+    [ -e runs/dmd/dmd/export ] && ode_export=""
+    for p in $ode_export runs/dmd/ode_init/log.jsonl runs/dmd/dmd/export runs/dmd/dmd/critic \
+        runs/dmd/dmd/log.jsonl runs/dmd/pairs/index.json; do
+        [ -e "$p" ] && have+=("$p")
+    done
+    [ ${#have[@]} -gt 0 ] && tar -cf - "${have[@]}" | split -b 15M - "$OUT/dmd.tar.part"
+    ls -la "$OUT"
+}
+trap pack EXIT
 common=(--device "$DEVICE" --out runs/dmd --val-conditions .dmd/val --light-decoder "$LIGHT")
 
 if [ "$PAIRS_CLIPS" != 0 ]; then
     python3 -m distillation.dmd ode-pairs --device "$DEVICE" --conditions .dmd/conditions --out runs/dmd/pairs \
-        --clips "$PAIRS_CLIPS" --steps "$PAIRS_STEPS" --batch-size 256 --shard-clips 512
+        --clips "$PAIRS_CLIPS" --steps "$PAIRS_STEPS" --batch-size 256 --shard-clips 512 \
+        --max-minutes "$(fit "$PAIRS_MIN" $((60 * ${ODE_MIN%.*} + 60 * ${DMD_MIN%.*} + 180)))"
 fi
 if [ "$ODE_MIN" != 0 ]; then
     python3 -m distillation.dmd ode-init "${common[@]}" --pairs runs/dmd/pairs --batch-size "$BATCH" \
@@ -52,12 +66,3 @@ if [ "$DMD_MIN" != 0 ]; then
     python3 -m distillation.dmd dmd "${common[@]}" --conditions .dmd/conditions --batch-size "$DMD_BATCH" \
         --max-minutes "$(fit "$DMD_MIN" 75)" --val-every 100 --checkpoint-every 100000 "${init[@]}" "${DMD_ARGS[@]}"
 fi
-have=()
-ode_export=runs/dmd/ode_init/export  # 24 MB: only when no DMD student came after it (64 MiB come back at most)
-[ -e runs/dmd/dmd/export ] && ode_export=""
-for p in $ode_export runs/dmd/ode_init/log.jsonl runs/dmd/dmd/export runs/dmd/dmd/critic \
-    runs/dmd/dmd/log.jsonl runs/dmd/pairs/index.json; do
-    [ -e "$p" ] && have+=("$p")
-done
-tar -cf - "${have[@]}" | split -b 15M - "$OUT/dmd.tar.part"
-ls -la "$OUT"

@@ -37,6 +37,7 @@ from world_model.world import InteractiveWorld, WorldSpec
 
 FORMAT = "lingbot-realtime-world"
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "assets" / "doom"  # the "doom" preset
+DEFAULT_NAME = "default"  # the spec string that means model=None
 RELEASE_PRESET = "lingbot-world-fast"  # what a release root passed to load_world is read as by default
 
 
@@ -236,9 +237,10 @@ def load_world(
     release_preset: Any = None,
     text_encoder_kwargs: dict[str, Any] | None = None,
 ) -> InteractiveWorld:
-    """An :class:`InteractiveWorld` from ``model``:
+    """An :class:`InteractiveWorld` from ``model``: the one resolver of a ``model`` spec, which the env, the CLI, the
+    harness and the benchmarks all call.
 
-    * None: the embedded default (the project's small Doom world, shipped under ``world_model/assets``);
+    * None or ``"default"``: the embedded default (the small Doom world shipped under ``world_model/assets``);
     * an :class:`InteractiveWorld` (returned as is) or a zero-argument factory returning one;
     * a bundle folder (``world.json``), or a LingBot-World release root (its ``lingbot_world_fast/`` student);
     * a registered preset name whose weights ship with the package;
@@ -270,7 +272,7 @@ def load_world(
         world = doom.build_world(batch_size, seed, device, dtype)
         world.notes = {"trained": False}
         return world
-    if model is None:
+    if model is None or model == DEFAULT_NAME:
         if not (DEFAULT_BUNDLE / "world.json").exists():
             raise WorldNotAvailableError(
                 "the embedded default world (the project's small ViZDoom model) is not trained and shipped yet: "

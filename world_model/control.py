@@ -106,9 +106,11 @@ def act_control(rotations: torch.Tensor, wasd: torch.Tensor, rays: torch.Tensor)
     return space_to_depth(torch.cat([dirs, keys], dim=-3)).transpose(-3, -4)
 
 
-def yaw_pitch_matrices(yaw_deg: torch.Tensor, pitch_deg: torch.Tensor) -> torch.Tensor:
-    """Batched :func:`yaw_pitch_rotation`: ``[...]`` degrees -> ``[..., 3, 3]`` float32."""
-    y, p = torch.deg2rad(yaw_deg.float()), torch.deg2rad(pitch_deg.float())
+def yaw_pitch_matrices(
+    yaw_deg: torch.Tensor, pitch_deg: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Batched :func:`yaw_pitch_rotation`: ``[...]`` degrees -> ``[..., 3, 3]`` (``R_yaw @ R_pitch``) of ``dtype``."""
+    y, p = torch.deg2rad(yaw_deg.to(dtype)), torch.deg2rad(pitch_deg.to(dtype))
     cy, sy, cp, sp = y.cos(), y.sin(), p.cos(), p.sin()
     zero, one = torch.zeros_like(y), torch.ones_like(y)
     r_yaw = torch.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], -1).unflatten(-1, (3, 3))
@@ -119,45 +121,78 @@ def yaw_pitch_matrices(yaw_deg: torch.Tensor, pitch_deg: torch.Tensor) -> torch.
 def yaw_pitch_rotation(yaw_deg: float, pitch_deg: float) -> torch.Tensor:
     """Rotation ``[3, 3]`` (float64) of a camera turned right by ``yaw_deg`` and up by ``pitch_deg`` (OpenCV axes:
     yaw about the world up axis -y, then pitch about the camera x axis)."""
-    yaw = axis_angle(torch.tensor([0.0, -1.0, 0.0]), -math.radians(yaw_deg))
-    pitch = axis_angle(torch.tensor([1.0, 0.0, 0.0]), math.radians(pitch_deg))
-    return yaw @ pitch
+    return yaw_pitch_matrices(torch.tensor(float(yaw_deg)), torch.tensor(float(pitch_deg)), torch.float64)
 
 
-@dataclass
 class KeyboardCamera:
-    """The official keyboard-to-camera mapping: per video frame W/S move ``step`` units along the forward vector and
-    A/D along the right vector, both projected on the ground plane; yaw turns ``turn_deg`` about the world up axis;
-    pitch ``turn_deg`` about the camera x axis, clamped to +-``max_pitch_deg``. Integrates camera-to-world poses."""
+    """The official keyboard-to-camera mapping, for ``batch_size`` cameras at once (one per env row).
 
-    step: float = 0.05
-    turn_deg: float = 2.0
-    max_pitch_deg: float = 85.0
+    Per video frame: ``yaw += yaw_action * turn_deg`` about the world up axis; ``pitch = clip(pitch + pitch_action *
+    turn_deg, +-max_pitch_deg)`` about the camera x axis; W/S move ``step`` units along the forward vector and A/D
+    along the right vector, both projected on the ground plane. Poses are camera-to-world ``[4, 4]`` float64 in
+    OpenCV axes (x right, y down, z forward); yaw > 0 = turned right, pitch > 0 = looking up. This is the one
+    integrator of camera pose: the Cam control (:class:`ActionControl`) and the env's ``info["pose"]`` both use it.
+    """
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self, step: float = 0.05, turn_deg: float = 2.0, max_pitch_deg: float = 85.0, batch_size: int = 1
+    ) -> None:
+        self.step, self.turn_deg, self.max_pitch_deg, self.batch_size = step, turn_deg, max_pitch_deg, batch_size
         self.reset()
 
-    def reset(self) -> None:
-        self.position = torch.zeros(3, dtype=torch.float64)
-        self.yaw = 0.0  # degrees, positive = turned right
-        self.pitch = 0.0  # degrees, positive = looking up
+    @classmethod
+    def for_control(cls, config: ActionControlConfig | None, batch_size: int) -> KeyboardCamera:
+        """The cameras a control config drives (the official defaults when the model has no control)."""
+        if config is None:
+            return cls(batch_size=batch_size)
+        return cls(config.cam_step, config.turn_deg_per_frame, config.pitch_limit_deg, batch_size)
 
-    def pose(self) -> torch.Tensor:
-        """Current camera-to-world ``[4, 4]`` (OpenCV camera axes)."""
-        p = torch.eye(4, dtype=torch.float64)
-        p[:3, :3] = yaw_pitch_rotation(self.yaw, self.pitch)
-        p[:3, 3] = self.position
-        return p
+    def _rows(self, rows) -> torch.Tensor | slice:
+        return slice(None) if rows is None else torch.as_tensor(list(rows), dtype=torch.long)
 
-    def advance(self, wasd: tuple[float, float, float, float], yaw: float, pitch: float) -> torch.Tensor:
-        """One video frame: keys W, A, S, D in {0, 1}; ``yaw``, ``pitch`` in [-1, 1] of ``turn_deg``. Returns pose."""
-        self.yaw += yaw * self.turn_deg
-        self.pitch = max(-self.max_pitch_deg, min(self.max_pitch_deg, self.pitch + pitch * self.turn_deg))
-        rot = yaw_pitch_rotation(self.yaw, 0.0)  # ground-plane frame
-        forward, right = rot[:, 2], rot[:, 0]
-        w, a, s, d = wasd
-        self.position = self.position + self.step * ((w - s) * forward + (d - a) * right)
-        return self.pose()
+    def reset(self, rows=None) -> None:
+        if rows is None:
+            self.position = torch.zeros(self.batch_size, 3, dtype=torch.float64)
+            self.yaw = torch.zeros(self.batch_size, dtype=torch.float64)  # degrees, positive = turned right
+            self.pitch = torch.zeros(self.batch_size, dtype=torch.float64)  # degrees, positive = looking up
+            return
+        idx = self._rows(rows)
+        self.position[idx], self.yaw[idx], self.pitch[idx] = 0.0, 0.0, 0.0
+
+    def pose(self, rows=None) -> torch.Tensor:
+        """Current camera-to-world ``[n, 4, 4]`` float64 of ``rows`` (default: all)."""
+        idx = self._rows(rows)
+        out = torch.eye(4, dtype=torch.float64).repeat(len(self.yaw[idx]), 1, 1)
+        out[:, :3, :3] = yaw_pitch_matrices(self.yaw[idx], self.pitch[idx], torch.float64)
+        out[:, :3, 3] = self.position[idx]
+        return out
+
+    def yaw_pitch(self, rows=None) -> torch.Tensor:
+        """Accumulated ``(yaw, pitch)`` in degrees, ``[n, 2]`` float64."""
+        idx = self._rows(rows)
+        return torch.stack([self.yaw[idx], self.pitch[idx]], -1)
+
+    def advance(self, wasd: torch.Tensor, yaw: torch.Tensor, pitch: torch.Tensor, rows=None) -> torch.Tensor:
+        """One video frame: keys ``wasd`` ``[n, 4]`` in {0, 1}; ``yaw``, ``pitch`` ``[n]`` in [-1, 1] of ``turn_deg``.
+        Returns the poses ``[n, 4, 4]``."""
+        idx = self._rows(rows)
+        wasd = torch.as_tensor(wasd, dtype=torch.float64).reshape(-1, 4)
+        self.yaw[idx] += torch.as_tensor(yaw, dtype=torch.float64) * self.turn_deg
+        turned = self.pitch[idx] + torch.as_tensor(pitch, dtype=torch.float64) * self.turn_deg
+        self.pitch[idx] = turned.clamp(-self.max_pitch_deg, self.max_pitch_deg)
+        th = torch.deg2rad(self.yaw[idx])  # the ground-plane frame: forward and right at pitch 0
+        forward = torch.stack([th.sin(), torch.zeros_like(th), th.cos()], -1)
+        right = torch.stack([th.cos(), torch.zeros_like(th), -th.sin()], -1)
+        w, a, s, d = wasd.unbind(-1)
+        self.position[idx] += self.step * ((w - s)[:, None] * forward + (d - a)[:, None] * right)
+        return self.pose(rows)
+
+    def hold(self, actions: torch.Tensor, frames: int, rows=None, key_threshold: float = 0.5) -> torch.Tensor:
+        """Hold ``actions`` ``[n, 6]`` (keys pressed above ``key_threshold``) for ``frames`` video frames; returns
+        the poses of every frame ``[n, frames, 4, 4]`` float64."""
+        actions = torch.as_tensor(actions, dtype=torch.float64)
+        keys = (actions[:, :4] > key_threshold).double()
+        return torch.stack([self.advance(keys, actions[:, 4], actions[:, 5], rows) for _ in range(frames)], 1)
 
 
 def act_control_from_actions(actions: torch.Tensor, rays: torch.Tensor, config: ActionControlConfig) -> torch.Tensor:
@@ -213,7 +248,7 @@ class ActionControl:
         self.batch_size = batch_size
         c = config
         self.rays = pixel_rays(default_intrinsics(c.height, c.width, c.fov_deg), c.height, c.width, (c.height, c.width))
-        self.cameras = [KeyboardCamera(c.cam_step, c.turn_deg_per_frame, c.pitch_limit_deg) for _ in range(batch_size)]
+        self.camera = KeyboardCamera.for_control(c, batch_size)
         self.pitch = torch.zeros(batch_size)
 
     @property
@@ -221,8 +256,8 @@ class ActionControl:
         return 7 if self.config.kind == "act" else 6
 
     def reset(self, rows=None) -> None:
+        self.camera.reset(rows)
         for b in range(self.batch_size) if rows is None else rows:
-            self.cameras[b].reset()
             self.pitch[b] = 0.0
 
     def identity(self, batch: int | None = None) -> torch.Tensor:
@@ -251,12 +286,9 @@ class ActionControl:
                 self.pitch[rows] = new
             return act_control(yaw_pitch_matrices(yaw, pitch), keys, self.rays)
         deltas = torch.empty(len(rows), actions.shape[1], 4, 4, dtype=torch.float64)
-        for i, r in enumerate(rows):
-            cam = self.cameras[r]
-            for t in range(actions.shape[1]):
-                before = cam.pose()
-                for _ in range(c.frames_per_latent):
-                    cam.advance(tuple(keys[i, t].tolist()), float(actions[i, t, 4]), float(actions[i, t, 5]))
-                deltas[i, t] = torch.linalg.inv(before) @ cam.pose()
+        for t in range(actions.shape[1]):
+            before = self.camera.pose(rows)
+            after = self.camera.hold(actions[:, t], c.frames_per_latent, rows, c.key_threshold)[:, -1]
+            deltas[:, t] = torch.linalg.inv(before) @ after
         deltas[..., :3, 3] /= c.cam_step * c.frames_per_latent
         return cam_control(deltas, self.rays)

@@ -13,7 +13,7 @@ Sizing (the README has the measurements): frames are 128x96 (4:3, the smallest a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -94,18 +94,6 @@ def student_stream() -> StreamConfig:
         schedule=FewStepSchedule.warped([1000, 750, 500, 250], shift=DoomTeacherConfig().shift),
         cache=CacheConfig("rolling", window_frames=8, sink_frames=1),
     )
-
-
-@dataclass(frozen=True)
-class DoomModel:
-    """Everything that defines the Doom world model family (defaults: the shipped configuration)."""
-
-    dit: WanDiTConfig = field(default_factory=dit_config)
-    action: ActionControlConfig = field(default_factory=action_config)
-    teacher: DoomTeacherConfig = field(default_factory=DoomTeacherConfig)
-    height: int = HEIGHT
-    width: int = WIDTH
-    fps: float = FPS
 
 
 UNTRAINED_NAME = "doom-untrained"

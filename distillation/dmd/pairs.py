@@ -15,6 +15,7 @@ Resumable: rerunning continues after the last complete shard; a shard that fails
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import torch
@@ -44,6 +45,7 @@ class PairsConfig:
     batch_size: int = 256  # clips sampled at once
     shard_clips: int = 1024  # clips per shard
     seed: int = 0  # noise seed (shard i uses seed + i)
+    max_minutes: float | None = None  # time budget: no new shard starts after it (a rerun continues the set)
     device: str = "cuda" if torch.cuda.is_available() else "cpu"  # where the teacher runs
 
 
@@ -120,7 +122,11 @@ def build(cfg: PairsConfig) -> Path:
         print(f"rebuilding {Path(cfg.out) / name}: it failed its check")
     total = min(cfg.clips, len(captions))
     bar = tqdm(total=total, initial=out.rows, desc="ode pairs", dynamic_ncols=True)
+    t0 = time.monotonic()
     while out.rows < total:
+        if cfg.max_minutes is not None and time.monotonic() - t0 > 60 * cfg.max_minutes:
+            print(f"ode pairs: time budget of {cfg.max_minutes} min spent at {out.rows} clips; rerun to continue")
+            break
         lo = out.rows
         n = min(cfg.shard_clips, total - lo)
         parts = []

@@ -40,6 +40,7 @@ from distillation.teacher import (
 from distillation.vae_export import load_exported_vae, same_latents
 from lingbot_env.doom.game import DoomConfig
 from world_model import doom
+from world_model.bundle import DEFAULT_NAME, WorldNotAvailableError, load_world
 from world_model.world import InteractiveWorld, images_to_tensor, to_uint8, video_to_tensor
 
 FRAMES_PER_STEP = 4
@@ -438,8 +439,6 @@ def model_from_spec(
     ``size`` (W, H) is the frame size of the models without their own (``real``, ``noise``, ``static``);
     ``tiny-random`` is 48x32. ``teacher``: how a ``teacher:`` spec samples.
     """
-    from world_model.bundle import WorldNotAvailableError, load_world
-
     spec = str(spec).strip()
     if spec == "real":
         return RealGameModel(game_config(size, wad))
@@ -470,16 +469,15 @@ def model_from_spec(
         return load_reconstruction(parts[0], light, device, size, wad, hold_start=kind == "static")
     # Everything else is what load_world takes: the embedded default, a bundle folder or release root, a preset
     # name with weights, or "doom-untrained" (random weights: the floor of a causal world's stability curves).
-    path = Path(spec).expanduser()
-    target = None if spec == "default" else path if path.is_dir() else spec
     try:
-        world = load_world(target, device=device, batch_size=batch_size, seed=seed)
+        world = load_world(spec, device=device, batch_size=batch_size, seed=seed)
     except WorldNotAvailableError as e:
-        if spec != "default" and not path.is_dir():
+        if spec != DEFAULT_NAME and not Path(spec).expanduser().is_dir():
             raise ValueError(f"unknown model spec {spec!r} ({e}); use one of: {', '.join(MODEL_SPECS)}") from None
         raise
+    path = Path(spec).expanduser()
     name = path.name if path.is_dir() else spec
-    return CausalWorldModel(world, name, factory=lambda b: load_world(target, device=device, batch_size=b, seed=seed))
+    return CausalWorldModel(world, name, factory=lambda b: load_world(spec, device=device, batch_size=b, seed=seed))
 
 
 def warn_other_latents(what: str, vae_export: str | Path, consequence: str) -> None:

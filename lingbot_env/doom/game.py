@@ -70,15 +70,6 @@ def check_resolution(resolution: Any) -> tuple[int, int]:
     return w, h
 
 
-def default_resolution_for(frame_size: tuple[int, int]) -> tuple[int, int]:
-    """Smallest supported 4:3 render size at least as large as ``frame_size`` (else the largest)."""
-    fw, fh = frame_size
-    for w, h in SUPPORTED_RESOLUTIONS:
-        if w >= fw and h >= fh:
-            return w, h
-    return SUPPORTED_RESOLUTIONS[-1]
-
-
 @dataclass(frozen=True)
 class DoomConfig:
     """Options of the real-game env (``ViZDoomWASD-v0``); every field is also a ``gym.make`` kwarg.
