@@ -35,7 +35,7 @@ from world_model.vae import (  # noqa: E402
 )
 
 H100_SXM_BF16_DENSE_TFLOPS = 989.0
-REFERENCE_TFLOP_PER_LATENT_FRAME = 4.35  # REFERENCE section 6 (its 8.5 MFLOP/pixel gives ~13.6 at 480x832)
+REFERENCE_TFLOP_PER_LATENT_FRAME = 4.35  # docs/official_models.md §11 (its 8.5 MFLOP/pixel gives ~13.6 at 480x832)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 

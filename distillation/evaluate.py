@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the real clips through the model's VAE (the sharpness_vs_vae denominator; one VAE pass per clip)",
     )
+    g.add_argument(
+        "--teacher-forced",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also score next-step prediction from the real past frames (causal worlds; GameNGen's measure)",
+    )
     g = ap.add_argument_group("stability (causal models)")
     g.add_argument("--stability-steps", type=int, default=1000, help="rollout steps (0 = skip; default 1000)")
     g.add_argument("--stability-rollouts", type=int, default=1, help="rollouts, one per held-out map (default 1)")
@@ -267,7 +273,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     reference = None if args.no_decoder_reference else decoder_reference(model)
 
     t = time.perf_counter()
-    replay = run_replay(model, replay_cfg, game, maps, probe, progress, features=features, reference=reference)
+    forced = args.teacher_forced and callable(getattr(model, "teacher_forced", None))
+    if args.teacher_forced and not forced:
+        notes.append(f"no teacher-forced PSNR: {model.name} is not a causal streaming world")
+    replay = run_replay(
+        model, replay_cfg, game, maps, probe, progress, features=features, reference=reference, teacher_forced=forced
+    )
     seconds["replay"] = time.perf_counter() - t
 
     stability, stability_skipped = None, None

@@ -4,7 +4,7 @@ An action is a float32 vector ``[W, A, S, D, yaw, pitch]`` held for one env step
 ``frames_per_step`` video frames):
 
 - ``W, A, S, D`` in ``[0, 1]``: a key counts as pressed when its value is ``> key_threshold`` (0.5).
-  W = forward, S = backward, A = strafe left, D = strafe right (the REFERENCE's WASD multi-hot order).
+  W = forward, S = backward, A = strafe left, D = strafe right (the WASD multi-hot order of docs/official_models.md §6).
 - ``yaw, pitch`` in ``[-1, 1]``: a fraction of the maximum turn rate per *video frame*
   (``ActionSpec.max_yaw_deg_per_frame`` / ``max_pitch_deg_per_frame``, 2 degrees by default, the rate of
   the official keyboard-to-camera mapping, so ``yaw = 1`` equals holding the official turn key).
@@ -46,7 +46,7 @@ class ActionSpec:
         max_pitch_deg_per_frame: pitch turn (degrees) per video frame when ``pitch == +-1``.
         frames_per_step: video frames per env step (per latent frame); the action is held for all of them.
         key_threshold: a key value strictly above this counts as pressed.
-        pitch_limit_deg: absolute pitch clamp for generated worlds (REFERENCE: +-85 degrees). The real
+        pitch_limit_deg: absolute pitch clamp for generated worlds (docs/official_models.md §7: +-85 degrees). The real
             game clamps tighter on its own (ViZDoom's software renderer: 32 degrees up, 56 down).
     """
 

@@ -1,5 +1,5 @@
-"""Presets, building on meta and checkpoint naming: full-size shapes equal the official table of REFERENCE section 2,
-derived here from its rules independently of the model code."""
+"""Presets, building on meta and checkpoint naming: full-size shapes equal the official table of
+docs/official_models.md §2, derived here from its rules independently of the model code."""
 
 import pytest
 import torch
@@ -28,7 +28,7 @@ from world_model.sampling import FewStepSchedule
 
 
 def official_table(d, f, layers, in_dim, control_in=None, text_dim=4096, freq=256, out=16):
-    """REFERENCE section 2, written out: every official tensor name -> shape."""
+    """docs/official_models.md §2, written out: every official tensor name -> shape."""
     t = {}
 
     def lin(name, o, i):
@@ -121,7 +121,7 @@ def test_preset_contents():
     assert fast.causal and not fast.is_pair and fast.experts[0].subfolder == "lingbot_world_fast"
     fs = fast.sampling
     assert fs.guidance_scale == 1.0 and fs.schedule == FewStepSchedule.lingbot_fast()
-    assert fs.schedule.timesteps == pytest.approx([1000.0, 978.7, 947.2, 825.4], abs=0.1)  # REFERENCE section 4
+    assert fs.schedule.timesteps == pytest.approx([1000.0, 978.7, 947.2, 825.4], abs=0.1)  # docs/official_models.md §8
     assert fs.stream.block_frames == 3 and fs.stream.cache.mode == "global"
     with pytest.raises(ValueError, match="few-step"):
         fs.sigmas()

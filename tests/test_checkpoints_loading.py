@@ -1,7 +1,7 @@
 """Loading checkpoints written by the tests in every official layout, saving in that layout, and the errors.
 
 The layouts are written here with safetensors directly and with names produced by a diffusers table written out
-from REFERENCE section 2, so the loader is checked against the layouts, not against its own saver."""
+from docs/official_models.md §4, so the loader is checked against the layouts, not against its own saver."""
 
 import copy
 import json
@@ -34,7 +34,7 @@ from world_model.checkpoints import (
 from world_model.checkpoints.saving import parse_size, plan_shards
 from world_model.dit import WanDiT
 
-# official -> diffusers (REFERENCE section 2), for writing diffusers-named test checkpoints.
+# official -> diffusers (docs/official_models.md §4), for writing diffusers-named test checkpoints.
 TO_DIFFUSERS = [
     (r"^time_embedding\.0\.", "condition_embedder.time_embedder.linear_1."),
     (r"^time_embedding\.2\.", "condition_embedder.time_embedder.linear_2."),

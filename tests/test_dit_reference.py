@@ -1,4 +1,4 @@
-"""The DiT against an independent re-statement of REFERENCE section 2 in plain torch ops.
+"""The DiT against an independent re-statement of docs/official_models.md §3 in plain torch ops.
 
 Nothing here uses the repo's block, head, norm or RoPE code: weights are read off the modules and the math is
 written out again (modulation order shift/scale/gate, fp32 norms, RMSNorm over the whole width, RoPE on adjacent
@@ -17,7 +17,7 @@ from world_model.dit import WanDiT, sinusoidal_embedding
 from world_model.rope import rope_axis_dims
 
 EPS = 1e-6
-# head_dim 128 so the RoPE split is the reference's literal 44 / 42 / 42.
+# head_dim 128 so the RoPE split is the official 44 / 42 / 42 (docs/official_models.md §3).
 CFG = dict(dim=256, ffn_dim=384, num_heads=2, num_layers=2, in_dim=36, out_dim=16, text_dim=32, text_len=8)
 
 
@@ -117,7 +117,7 @@ def ref_sinusoid(t, dim=256):
 
 
 def ref_forward(model, x, t, context, y, control):
-    """The whole forward of REFERENCE section 2 (t ``[B, F]``)."""
+    """The whole forward of docs/official_models.md §3 (t ``[B, F]``)."""
     cfg = model.cfg
     b, _, f, hh, ww = x.shape
     gh, gw = hh // 2, ww // 2

@@ -70,6 +70,8 @@ def test_harness_end_to_end_on_a_tiny_random_world(tmp_path, capsys):
     stab = on_disk["stability"]
     assert stab["steps_run"] == [6] and len(stab["psnr"]["per_step"]) == 6
     assert stab["gen_brightness"]["drift"] is not None
+    forced = rep["teacher_forced_psnr"]  # on by default for a causal world
+    assert len(forced["per_step"]["mean"]) == 3 and forced["mean"] == on_disk["headline"]["teacher_forced_psnr_mean"]
     files = on_disk["files"]
     names = [files[k] for k in ("psnr_plot", "ssim_plot", "probe_plot", "stability_plot", "contact_sheet")]
     for name in [*names, *files["videos"], "stability.mp4", "metrics.npz", "probe.pt"]:
@@ -210,6 +212,25 @@ def test_causal_adapter_streams_and_pads():
     assert np.abs(padded.astype(int) - video.astype(int)).max() <= 1  # a padded batch row changes nothing
     with pytest.raises(ValueError, match="start_frames"):
         single.generate(frames[:, :16], ["a room"], actions)
+
+
+def test_teacher_forced_prediction_starts_each_step_from_the_real_past():
+    """Step j of a teacher-forced clip depends on the real frames before it, not on the model's own: two clips with
+    the same start and actions but different later real frames give the same step 1 and a different step 2."""
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 256, (1, 9, 32, 48, 3), dtype=np.uint8)
+    other = real.copy()
+    other[:, 1:5] = 255 - other[:, 1:5]  # another real step 1
+    actions = np.array([[[1, 0, 0, 0, 0.5, 0], [0, 1, 0, 0, -0.5, 0.2]]], np.float32)
+    model = CausalWorldModel(tiny_random_world(1), "one")
+    a = model.teacher_forced(real, ["a room"], actions, seeds=[3])
+    b = model.teacher_forced(other, ["a room"], actions, seeds=[3])
+    assert a.shape == real.shape and a.dtype == np.uint8
+    np.testing.assert_array_equal(a[:, :5], b[:, :5])  # step 1 sees only the start frame
+    assert not np.array_equal(a[:, 5:], b[:, 5:])  # step 2 sees the real step 1
+    free = model.generate(real[:, 0], ["a room"], actions, seeds=[3])
+    np.testing.assert_array_equal(free[:, :5], a[:, :5])  # the first prediction is the free-running one
+    assert not np.array_equal(free[:, 5:], a[:, 5:])
 
 
 def test_teacher_adapter_chains_clips():

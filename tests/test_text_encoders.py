@@ -25,7 +25,7 @@ from world_model.checkpoints.text_encoders import (  # noqa: E402
 
 TINY = dict(vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, relative_attention_max_distance=20)
 
-# transformers -> Wan names, written out from REFERENCE section 7 (the inverse of what the loader does).
+# transformers -> Wan names, written out from docs/official_models.md §12 (the inverse of what the loader does).
 HF_TO_WAN = [
     (r"^shared\.", "token_embedding."),
     (

@@ -56,7 +56,7 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
 
 
-# ------------------------------------------------------------------------------ official layout (REFERENCE 6)
+# ----------------------------------------------------------- official layout (docs/official_models.md §10)
 
 
 def _res(prefix: str, cin: int, cout: int) -> dict[str, tuple[int, ...]]:
@@ -94,7 +94,7 @@ def _resample(prefix: str, kind: str, c: int) -> dict[str, tuple[int, ...]]:
     return keys
 
 
-# Transcribed from REFERENCE section 6 ("Layout (original key names)").
+# Transcribed from the module order in docs/official_models.md §10.
 ENCODER_LAYOUT = [("res", 96, 96), ("res", 96, 96), ("down2d", 96), ("res", 96, 192), ("res", 192, 192),
                   ("down3d", 192), ("res", 192, 384), ("res", 384, 384), ("down3d", 384), ("res", 384, 384),
                   ("res", 384, 384)]  # fmt: skip
@@ -140,7 +140,7 @@ def test_full_size_meta_build_has_the_official_194_keys_and_shapes():
     assert len(expected) == 194
     assert set(got) == set(expected), (sorted(set(got) - set(expected)), sorted(set(expected) - set(got)))
     assert got == expected
-    # REFERENCE: 127M parameters, encoder 54M, decoder 73M.
+    # docs/official_models.md §9: 127M parameters, encoder 54M, decoder 73M.
     assert abs(count_parameters(vae) - 127e6) < 0.5e6
     assert abs(count_parameters(vae.encoder) - 54e6) < 0.5e6
     assert abs(count_parameters(vae.decoder) - 73e6) < 0.5e6
@@ -158,7 +158,8 @@ def test_config_frame_rules():
 
 # ----------------------------------------------------------------------------------------- diffusers names
 
-# Pairs written from REFERENCE section 6's rename list (decoder: 3 resnets + 1 upsampler per up block).
+# Pairs written from the diffusers rename list of docs/official_models.md §10
+# (decoder: 3 resnets + 1 upsampler per up block).
 DIFFUSERS_PAIRS = {
     "encoder.conv1.weight": "encoder.conv_in.weight",
     "conv1.weight": "quant_conv.weight",
@@ -279,7 +280,7 @@ def test_chunked_and_streaming_decode_equal_whole_clip_decode():
         outs = [stream(z[:, :, :1]), stream(z[:, :, 1:2]), stream(z[:, :, 2:4])]
         assert [o.shape[2] for o in outs] == [1, 4, 8]
         assert max_diff(torch.cat(outs, dim=2), full) < TOL
-        assert len(stream.state.tensors) == 32  # REFERENCE: 32 cached tensors in the decoder
+        assert len(stream.state.tensors) == 32  # docs/official_models.md §11: 32 cached tensors in the decoder
 
         # The cache matters: continuing from a zeroed cache gives different frames (so this test can fail).
         first, state = vae.decode_chunk(z[:, :, :1])

@@ -117,3 +117,25 @@ def test_doom_shipped_weights_fit_the_40_mib_budget():
             "text": sum(p.numel() for p in SmallTextEncoder(doom.text_encoder_config()).parameters()),
         }
     assert 2 * sum(parts.values()) <= 40 * 2**20, parts
+
+
+def test_teacher_forcing_with_the_worlds_own_latents_is_free_running():
+    """``step(context_latents=...)`` writes the given latents as context: given the latents the world generated
+    itself, it is the free-running world; given others, the next step changes (cache and decoder both use them)."""
+    img = torch.rand(1, 3, 32, 48) * 2 - 1
+    acts = [torch.tensor([[1, 0, 0, 0, 0.3, 0.0]]), torch.tensor([[0, 0, 0, 1, -0.3, 0.2]])]
+    free, forced, other = (tiny_world(batch_size=1) for _ in range(3))
+    latents, out = [], {"free": [], "forced": [], "other": []}
+    step = free.generator.step
+    free.generator.step = lambda *a, **k: latents.append(step(*a, **k)) or latents[-1]
+    for w in (free, forced, other):
+        w.reset(img, ["a room"], seeds=[3])
+    for i, a in enumerate(acts):
+        out["free"].append(free.step(a)[0])
+        out["forced"].append(forced.step(a, context_latents=latents[i])[0])
+        out["other"].append(other.step(a, context_latents=torch.zeros_like(latents[i]))[0])
+    assert all(torch.equal(x, y) for x, y in zip(out["free"], out["forced"]))
+    assert torch.equal(out["other"][0], out["free"][0])  # the context only acts on later steps
+    assert not torch.equal(out["other"][1], out["free"][1])
+    with pytest.raises(ValueError, match="context latents must be"):
+        forced.step(acts[0], context_latents=latents[0][:, :, :, :2])

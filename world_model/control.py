@@ -1,4 +1,4 @@
-"""LingBot-World's camera and action conditioning (REFERENCE section 3), as control maps for the DiT.
+"""LingBot-World's camera and action conditioning (docs/official_models.md §6, §7), as control maps for the DiT.
 
 Cam (6 ch): per pixel ``[ray origin (3), ray direction (3)]`` of frame-to-frame camera deltas (OpenCV convention:
 x right, y down, z forward), translations divided by the largest delta norm. Act (7 ch): ray direction of the delta

@@ -1,6 +1,6 @@
 """The Wan DiT with LingBot-World's camera/action layers, in one file.
 
-Parameter names and shapes are the official ones (REFERENCE section 2), so official checkpoints load without
+Parameter names and shapes are the official ones (docs/official_models.md §2, §3), so official checkpoints load without
 renaming. The same weights run in three attention modes (see ``world_model.attention``): bidirectional (teacher),
 block-causal (student training) and KV-cached streaming (student inference).
 

@@ -1,4 +1,4 @@
-"""Flow-matching schedules and samplers (REFERENCE section 4).
+"""Flow-matching schedules and samplers (docs/official_models.md §8).
 
 ``x_sigma = (1 - sigma) * x0 + sigma * noise``; the model predicts ``v = noise - x0`` and is called with
 ``t = 1000 * sigma``. A shift ``s`` spends more steps at high noise: ``sigma' = s * sigma / (1 + (s - 1) * sigma)``.

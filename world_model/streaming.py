@@ -197,15 +197,18 @@ class StreamingGenerator:
             self.frames_generated[r] += f
 
     @torch.no_grad()
-    def step(self, control: torch.Tensor | None = None) -> torch.Tensor:
+    def step(self, control: torch.Tensor | None = None, context: torch.Tensor | None = None) -> torch.Tensor:
         """Generate the next chunk of every stream.
 
         Args:
             control: the chunk's control map ``[B, control_dim*64, block_frames, H, W]`` (None: no control).
+            context: teacher forcing: these clean latents ``[B, 16, block_frames, H, W]`` (e.g. the real clip's)
+                are written to the cache as the chunk's context instead of the generated ones, so the next chunk
+                is predicted from real past frames (the next-step measure GameNGen reports).
         Returns:
-            clean latents ``[B, 16, block_frames, H, W]`` float32.
+            clean latents ``[B, 16, block_frames, H, W]`` float32 (generated, also with ``context``).
         """
-        return self._generate(control, None)
+        return self._generate(control, None, context)
 
     def training_step(self, control: torch.Tensor | None, exit_step: int) -> torch.Tensor:
         """:meth:`step` for training a student on its own rollouts (Self-Forcing): the few-step schedule stops at
@@ -231,7 +234,9 @@ class StreamingGenerator:
         """The cache pass: write the clean chunk ``[B, 16, F, H, W]`` (run at ``t = 0``) as context for the next."""
         self._write(clean.detach(), control, tuple(range(self.batch_size)))
 
-    def _generate(self, control: torch.Tensor | None, exit_step: int | None) -> torch.Tensor:
+    def _generate(
+        self, control: torch.Tensor | None, exit_step: int | None, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if not self.primed:
             raise RuntimeError("call prime(first_latent, context) before step()")
         dit = self.dit
@@ -246,7 +251,9 @@ class StreamingGenerator:
             noise_fn=lambda: self._noise(shape, rows),
             exit_step=exit_step,
         )
-        self.append(clean, ctrl)
+        if context is not None and context.shape != clean.shape:
+            raise ValueError(f"context latents must be {tuple(clean.shape)} (the chunk's), got {tuple(context.shape)}")
+        self.append(clean if context is None else context.to(clean), ctrl)
         return clean
 
     def reset(self) -> None:

@@ -186,13 +186,22 @@ class InteractiveWorld:
         )
 
     @torch.no_grad()
-    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def step(
+        self, actions: torch.Tensor, context_latents: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Advance every world by one chunk with ``actions`` ``[B, 6]`` (held for the whole chunk).
+
+        ``context_latents`` ``[B, 16, block_frames, h, w]``: teacher forcing (evaluation): the world goes on from
+        these latents (e.g. the real clip's, VAE-encoded) instead of the generated ones, in the DiT's cache and
+        in the decoder's state alike; the frames returned are still the generated ones, decoded from the same
+        state. Frame-wise worlds only (``first_block_frames == 1``).
 
         Returns ``frames [B, 4 * block_frames, H, W, 3]`` uint8 and timings in milliseconds.
         """
         if not self.generator.primed:
             raise RuntimeError("reset() the world before step()")
+        if context_latents is not None and self.spec.stream.first_block_frames != 1:
+            raise ValueError("teacher forcing (context_latents) needs a frame-wise world (first_block_frames=1)")
         t0 = time.perf_counter()
         k = self.spec.stream.block_frames
         control = None
@@ -209,12 +218,18 @@ class InteractiveWorld:
             if regenerates_first:
                 control = torch.cat([self.control.identity(), control], dim=2)
             control = control.to(self.device)
-        latents = self.generator.step(control)
+        if context_latents is not None:
+            context_latents = context_latents.to(self.device, torch.float32)
+        latents = self.generator.step(control, context=context_latents)
         self._check_finite(latents, "the DiT's latents", "step")
         if regenerates_first:  # LingBot Fast layout: the decoder already holds the image as latent frame 0
             latents = latents[:, :, 1:]
         t1 = time.perf_counter()
-        video = self.decoder_stream(latents.to(self._decoder_dtype()))
+        if context_latents is None:
+            video = self.decoder_stream(latents.to(self._decoder_dtype()))
+        else:  # the generated frames on a branch of the decoder's state; the state itself goes on from the context
+            video = self.decoder_stream.copy()(latents.to(self._decoder_dtype()))
+            self.decoder_stream(context_latents.to(self._decoder_dtype()))
         self._check_finite(video, "the decoded frames", "step")
         frames = to_uint8(video)
         t2 = time.perf_counter()

@@ -171,6 +171,25 @@ class CausalWorldModel:
             out.append(self.step(acts[:, i]))
         return np.concatenate(out, axis=1)
 
+    def teacher_forced(self, real: np.ndarray, captions, actions, seeds=None) -> np.ndarray:
+        """Next-step prediction from real past frames: ``real`` uint8 [B, 1 + 4n, H, W, 3], ``actions`` [B, n, 6]
+        -> uint8 [B, 1 + 4n, H, W, 3] where step ``j``'s frames are generated from the real clip's latents of
+        steps ``0 .. j - 1`` (VAE-encoded; the world's cache and decoder go on from them, not from its own)."""
+        _, acts = check_inputs(self, real[:, 0], captions, actions)
+        out = [self.start(real[:, 0], captions, seeds)]
+        world, b = self._active, self._rows
+        pad = world.batch_size - b
+        video = np.concatenate([real, np.repeat(real[-1:], pad, 0)]) if pad else real
+        encoder = world.encoder
+        with torch.no_grad():
+            x = video_to_tensor(video, world.device).to(next(encoder.parameters()).dtype)
+            latents = encoder.encode(x).float()  # [B, 16, 1 + n, h, w]: the causal VAE, the whole clip at once
+        for i in range(acts.shape[1]):
+            a = np.concatenate([acts[:, i], np.repeat(acts[-1:, i], pad, 0)]) if pad else acts[:, i]
+            frames, _ = world.step(torch.from_numpy(a), context_latents=latents[:, :, 1 + i : 2 + i])
+            out.append(frames[:b].numpy())
+        return np.concatenate(out, axis=1)
+
     def close(self) -> None:
         for world in self._worlds.values():
             world.close()
@@ -558,11 +577,14 @@ def load_reconstruction(
 def decoder_reference(model: WorldModelUnderTest) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
     """``reference(real, generated) -> uint8 [B, 1 + 4n, H, W, 3]``: the real clips encoded by the model's VAE and
     decoded by the decoder it decodes with (the VAE's or a light decoder), for models that decode VAE latents
-    (:class:`TeacherModel`, :class:`ReconstructionModel`); ``None`` for the others. For the real clip through
+    (:class:`TeacherModel`, :class:`ReconstructionModel`, :class:`CausalWorldModel`); ``None`` for the others. For the real clip through
     the VAE (``vae:``), that is the model's own output, which is returned as it is."""
     if isinstance(model, ReconstructionModel) and not model.hold_start:
         return lambda real, generated: generated
-    vae, decode = getattr(model, "vae", None), getattr(model, "decode", None)
+    if isinstance(model, CausalWorldModel):  # a world bundle: its VAE encoder and the decoder it streams with
+        vae, decode = model.world.encoder, model.world.decoder.decode
+    else:
+        vae, decode = getattr(model, "vae", None), getattr(model, "decode", None)
     if vae is None or decode is None:
         return None
 

@@ -175,6 +175,7 @@ class ReplayResult:
     seconds: dict[str, float] = field(default_factory=dict)
     realism: dict[str, Any] | None = None  # sharpness ratios and Fréchet distances (see realism.py)
     realism_arrays: dict[str, np.ndarray] = field(default_factory=dict)  # per-clip energies and features
+    teacher_forced_psnr: np.ndarray | None = None  # [N, 1 + 4n]: next-step prediction from real past frames
 
     def summary(self) -> dict[str, Any]:
         """The report's ``replay`` section (see the module docstring for what each number averages)."""
@@ -199,6 +200,7 @@ class ReplayResult:
             "psnr_cap": MAX_PSNR,
             "psnr": _stats(self.psnr),
             "ssim": _stats(self.ssim),
+            "teacher_forced_psnr": None if self.teacher_forced_psnr is None else _stats(self.teacher_forced_psnr),
             "by_source": by_source,
             "seconds": self.seconds,
             "model_frames_per_second": generated_frames / max(self.seconds.get("model", 0.0), 1e-9),
@@ -214,12 +216,15 @@ def run_replay(
     progress: bool = True,
     features: Any | None = None,
     reference: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    teacher_forced: bool = False,
 ) -> ReplayResult:
     """Replay ``cfg.clips`` clips in ``model`` and the game (``game.output_size`` must be the model's frame size).
 
     ``features``: a :class:`~distillation.evaluation.features.FrameFeatures` for the Fréchet distance (None: not
     measured). ``reference(real, generated)``: the real clips through the model's own decoder, the second
     denominator of the sharpness ratio (see :func:`~distillation.evaluation.models.decoder_reference`).
+    ``teacher_forced``: also score next-step prediction from the real past frames (causal models with a
+    ``teacher_forced`` method; GameNGen's measure), the same clips, frame by frame.
     """
     from tqdm.auto import tqdm
 
@@ -227,7 +232,9 @@ def run_replay(
         raise ValueError(f"the game's frames ({game.output_size}) differ from the model's ({model.frame_size})")
     maps = maps or MapSplit(game.wad)
     split_maps = maps.maps(cfg.split)
-    psnrs, ssims, kept = [], [], []
+    if teacher_forced and not callable(getattr(model, "teacher_forced", None)):
+        raise ValueError(f"{model.name} cannot be teacher-forced (only causal streaming worlds can)")
+    psnrs, ssims, kept, tf_psnrs = [], [], [], []
     meta: dict[str, list] = {"sources": [], "maps": [], "seeds": [], "prefix_steps": [], "captions": []}
     real_acc = gen_acc = None
     if probe is not None:
@@ -242,17 +249,17 @@ def run_replay(
         t1 = time.perf_counter()
         real = np.stack([c.frames for c in clips])
         actions = np.stack([c.actions for c in clips])
+        seeds = [cfg.seed * 100_003 + lo + k for k in range(len(clips))]
         generated = model.generate(
-            real[:, 0],
-            [c.caption for c in clips],
-            actions,
-            starts=[c.start for c in clips],
-            seeds=[cfg.seed * 100_003 + lo + k for k in range(len(clips))],
+            real[:, 0], [c.caption for c in clips], actions, starts=[c.start for c in clips], seeds=seeds
         )
         t2 = time.perf_counter()
         if generated.shape != real.shape or generated.dtype != np.uint8:
             raise ValueError(f"{model.name} returned {generated.dtype} {generated.shape}, expected uint8 {real.shape}")
         p, s = frame_metrics(real, generated)
+        if teacher_forced:
+            forced = model.teacher_forced(real, [c.caption for c in clips], actions, seeds=seeds)
+            tf_psnrs.append(frame_metrics(real, forced)[0])
         psnrs.append(p)
         ssims.append(s)
         if probe is not None:
@@ -283,6 +290,7 @@ def run_replay(
         seconds={"game": t_game, "model": t_model, "scoring": t_score, "realism": t_realism},
         realism=realism.summary(groups=meta["maps"]),
         realism_arrays=realism.arrays(),
+        teacher_forced_psnr=np.concatenate(tf_psnrs) if tf_psnrs else None,
         **meta,
     )
     if probe is not None:

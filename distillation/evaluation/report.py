@@ -37,6 +37,8 @@ ALIGNMENT = {
     "first16": "mean over frames 1..16 (steps 1..4 = the first 4 latent frames after the start frame)",
     "psnr": "dB on [0, 1] pixels, per frame, capped at psnr_cap for identical frames",
     "ssim": "Gaussian window 11, sigma 1.5, per channel then averaged, per frame",
+    "teacher_forced_psnr": "PSNR of next-step prediction: step j generated from the real clip's VAE latents of "
+    "steps 0..j-1 (cache and decoder state), not from the model's own frames; GameNGen's measure",
     **REALISM_DEFINITIONS,
 }
 
@@ -180,6 +182,8 @@ def _headline(replay: ReplayResult, ctrl: dict[str, Any] | None, stab: dict[str,
         "psnr_last_step": s["psnr"]["last_step"],
         **realism_headline(replay.realism),
     }
+    if s["teacher_forced_psnr"] is not None:
+        out["teacher_forced_psnr_mean"] = s["teacher_forced_psnr"]["mean"]
     if ctrl is not None:
         out["probe_accuracy_real"] = ctrl["real"]["joint"]
         out["probe_accuracy_generated"] = ctrl["generated"]["joint"]
@@ -236,6 +240,7 @@ def write_report(
     arrays: dict[str, np.ndarray] = {
         "psnr": replay.psnr,
         "ssim": replay.ssim,
+        **({} if replay.teacher_forced_psnr is None else {"teacher_forced_psnr": replay.teacher_forced_psnr}),
         "sources": np.array(replay.sources),
         "maps": np.array(replay.maps),
         "seeds": np.array(replay.seeds),

@@ -1,9 +1,10 @@
 """Tensor naming of DiT checkpoints: detect it, rename to the official names, and read the model shape from it.
 
-Three namings exist in the wild (REFERENCE section 2): the official Wan / LingBot one (what :class:`WanDiT` uses),
-diffusers' ``WanTransformer3DModel`` one, and either of them under a ``model.diffusion_model.`` prefix
-(single-file community checkpoints). The control type is read from the tensors, never from folder names:
-``patch_embedding_wancamctrl.weight`` has ``control_dim * 8 * 8 * 4`` in-features (1536 cam, 1792 act).
+Three namings exist in the wild (docs/official_models.md §4): the official Wan / LingBot one (what
+:class:`WanDiT` uses), diffusers' ``WanTransformer3DModel`` one, and either of them under a
+``model.diffusion_model.`` prefix (single-file community checkpoints). The control type is read from the
+tensors, never from folder names: ``patch_embedding_wancamctrl.weight`` has ``control_dim * 8 * 8 * 4``
+in-features (1536 cam, 1792 act).
 """
 
 from __future__ import annotations

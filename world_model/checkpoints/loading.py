@@ -1,6 +1,6 @@
 """Load DiT checkpoints as they are on disk: official, diffusers and prefixed names, sharded or single-file.
 
-Layouts (REFERENCE section 1):
+Layouts (docs/official_models.md §1):
 
 * an expert folder: ``diffusion_pytorch_model-0000k-of-0000n.safetensors`` + ``diffusion_pytorch_model.safetensors.
   index.json`` (+ ``config.json``);

@@ -1,6 +1,7 @@
 """Named model presets: which DiT(s), VAE, text encoder, sampler defaults, sizes and fps make up a released model.
 
-A preset is plain data (frozen dataclasses). Full-size presets mirror the public releases (REFERENCE sections 1, 4):
+A preset is plain data (frozen dataclasses). Full-size presets mirror the public releases
+(docs/official_models.md §1, §2, §8):
 
 * ``lingbot-world-base-cam`` / ``lingbot-world-base-act``: two bidirectional experts (high noise while
   ``t >= 947``, else low noise), UniPC 70 steps, shift 10, CFG 5, 16 fps.

@@ -1,6 +1,6 @@
 """A whole downloaded release: the DiT(s), the Wan2.1 VAE and the text encoder of a preset, from its root folder.
 
-Layout of a LingBot-World / Wan root (REFERENCE section 1): the expert folders, ``Wan2.1_VAE.pth``,
+Layout of a LingBot-World / Wan root (docs/official_models.md §1): the expert folders, ``Wan2.1_VAE.pth``,
 ``models_t5_umt5-xxl-enc-bf16.pth`` and ``google/umt5-xxl/`` (tokenizer). File names come from ``Preset.files``.
 The VAE is built by ``world_model.vae`` (imported only here), its shape read from the tensors.
 """

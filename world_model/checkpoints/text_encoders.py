@@ -4,9 +4,10 @@
 ``encoder.encode_padded(prompts)`` -> ``([B, L_max, dim]`` zero-padded, ``lengths [B])``. The DiT zero-pads the
 context to ``text_len`` itself (``WanDiT.prepare_context``).
 
-* :class:`UMT5TextEncoder`: Wan's umT5-XXL encoder (REFERENCE section 7) from ``models_t5_umt5-xxl-enc-bf16.pth``
-  and the ``google/umt5-xxl`` tokenizer folder, run by transformers' ``UMT5EncoderModel`` after renaming the Wan
-  tensors. transformers is an optional extra, imported only when this encoder is built.
+* :class:`UMT5TextEncoder`: Wan's umT5-XXL encoder (docs/official_models.md §12) from
+  ``models_t5_umt5-xxl-enc-bf16.pth`` and the ``google/umt5-xxl`` tokenizer folder, run by transformers'
+  ``UMT5EncoderModel`` after renaming the Wan tensors. transformers is an optional extra, imported only when
+  this encoder is built.
 * :class:`SmallTextEncoder`: a small trainable encoder for the project's own small models: a fixed byte-level
   vocabulary (no tokenizer files, no external weights) and a few pre-norm transformer layers.
 """
@@ -115,7 +116,7 @@ UMT5_XXL: dict[str, Any] = dict(
     tie_word_embeddings=False,
 )
 
-# Wan name -> transformers UMT5EncoderModel name (REFERENCE section 7). Wan's FFN is ``fc1(x) * gelu(gate(x))``:
+# Wan name -> transformers UMT5EncoderModel name (docs/official_models.md §12). Wan's FFN is ``fc1(x) * gelu(gate(x))``:
 # the activated branch ``gate.0`` is ``wi_0``.
 _WAN_TO_HF: tuple[tuple[re.Pattern, str], ...] = tuple(
     (re.compile(p), r)

@@ -1,4 +1,4 @@
-"""Rename between the official Wan2.1 VAE keys and diffusers ``AutoencoderKLWan`` keys (REFERENCE section 6).
+"""Rename between the official Wan2.1 VAE keys and diffusers ``AutoencoderKLWan`` keys (docs/official_models.md §10).
 
 Both hold the same tensors with the same shapes; only names differ:
 

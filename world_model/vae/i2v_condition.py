@@ -1,4 +1,4 @@
-"""The I2V condition ``y`` (REFERENCE section 3) without encoding F-1 constant frames the slow way.
+"""The I2V condition ``y`` (docs/official_models.md §5) without encoding F-1 constant frames the slow way.
 
 ``y = cat([mask (4 ch), VAE-encode([image, F-1 fill frames]) (16 ch)])`` at [B, 20, T, H/8, W/8],
 T = 1 + (F-1)/4; mask = ones on latent frame 0, zeros elsewhere. The official code's "black" frames are

@@ -1,4 +1,4 @@
-"""The Wan2.1 causal video VAE (REFERENCE section 6), with explicit streaming state.
+"""The Wan2.1 causal video VAE (docs/official_models.md §9, §10, §11), with explicit streaming state.
 
 Layout and parameter names follow the official ``Wan2.1_VAE.pth`` (194 tensors at full size). Every temporal
 layer is a causal conv padded only in front in time, so a clip can be processed in one pass or chunk by chunk
@@ -38,7 +38,7 @@ WAN21_LATENT_STD: tuple[float, ...] = (
     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
 )  # fmt: skip
 
-# Frames a k_t = 3 causal conv looks back (REFERENCE: "keeps its last 2 input frames as cache").
+# Frames a k_t = 3 causal conv looks back (docs/official_models.md §11: each caches its last 2 input frames).
 CACHE_FRAMES = 2
 
 
