@@ -70,6 +70,10 @@ def test_harness_end_to_end_on_a_tiny_random_world(tmp_path, capsys):
     stab = on_disk["stability"]
     assert stab["steps_run"] == [6] and len(stab["psnr"]["per_step"]) == 6
     assert stab["gen_brightness"]["drift"] is not None
+    end = stab["end"]  # the last end_window (100) steps: here all 6
+    assert end["steps"] == ["0-6"] and end["brightness_ratio"] > 0 and end["contrast_ratio"] > 0
+    walked = ~np.isnan(np.load(out / "metrics.npz")["stability_probe_real_joint"])
+    assert walked.any() == (end["probe_ratio"] is not None or end["probe_real"] == 0)
     forced = rep["teacher_forced_psnr"]  # on by default for a causal world
     assert len(forced["per_step"]["mean"]) == 3 and forced["mean"] == on_disk["headline"]["teacher_forced_psnr_mean"]
     files = on_disk["files"]

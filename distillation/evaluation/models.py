@@ -577,8 +577,8 @@ def load_reconstruction(
 def decoder_reference(model: WorldModelUnderTest) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
     """``reference(real, generated) -> uint8 [B, 1 + 4n, H, W, 3]``: the real clips encoded by the model's VAE and
     decoded by the decoder it decodes with (the VAE's or a light decoder), for models that decode VAE latents
-    (:class:`TeacherModel`, :class:`ReconstructionModel`, :class:`CausalWorldModel`); ``None`` for the others. For the real clip through
-    the VAE (``vae:``), that is the model's own output, which is returned as it is."""
+    (:class:`TeacherModel`, :class:`ReconstructionModel`, :class:`CausalWorldModel`); ``None`` for the others. For
+    the real clip through the VAE (``vae:``), that is the model's own output, which is returned as it is."""
     if isinstance(model, ReconstructionModel) and not model.hold_start:
         return lambda real, generated: generated
     if isinstance(model, CausalWorldModel):  # a world bundle: its VAE encoder and the decoder it streams with

@@ -192,6 +192,10 @@ def _headline(replay: ReplayResult, ctrl: dict[str, Any] | None, stab: dict[str,
         out["stability_psnr_drift"] = stab["psnr"]["drift"]
         out["stability_brightness_drift"] = stab["gen_brightness"]["drift"]
         out["stability_contrast_drift"] = stab["gen_contrast"]["drift"]
+        end = stab["end"]
+        out["stability_end_brightness_ratio"] = end["brightness_ratio"]
+        out["stability_end_contrast_ratio"] = end["contrast_ratio"]
+        out["stability_end_probe_ratio"] = end["probe_ratio"]
     return out
 
 

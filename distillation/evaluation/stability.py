@@ -7,7 +7,12 @@ this is an open-loop rollout, as in play. Per step (its 4 frames averaged):
 
 - ``brightness``: mean pixel value (0-255) of the generated and of the real frames;
 - ``contrast``: standard deviation of the pixel values (0-255) of each frame, generated and real;
-- ``psnr`` / ``ssim`` of the generated frames against the real ones.
+- ``psnr`` / ``ssim`` of the generated frames against the real ones;
+- with a probe: whether it reads the step's action (keys and turn direction) off the real and off the generated
+  frames (``probe_real_joint``, ``probe_gen_joint``), steps whose keys were blocked by a wall left out.
+
+The summary's ``end`` section makes numbers of the last ``end_window`` steps (100): generated over real mean
+brightness and contrast, and the probe ratio (generated over real accuracy) there.
 
 A stable model keeps brightness and contrast near the game's over the whole rollout (no fade to grey, no
 saturation); PSNR falls as the rollout diverges from the game's trajectory and then flattens at the level of
@@ -27,10 +32,12 @@ from distillation.data.splits import MapSplit
 from distillation.evaluation.game import EpisodeEnded, explorer, fresh_game, start_episode
 from distillation.evaluation.models import CausalWorldModel
 from distillation.evaluation.patterns import PATTERNS, scripted_actions
+from distillation.evaluation.probe import Probe, action_labels, scorable
 from distillation.evaluation.replay import frame_metrics
 from lingbot_env.doom.game import DoomConfig
 
 METRICS = ("gen_brightness", "real_brightness", "gen_contrast", "real_contrast", "psnr", "ssim")
+PROBE_METRICS = ("probe_real_joint", "probe_gen_joint")  # 1/0 per scorable step, NaN otherwise (with a probe)
 FrameSink = Callable[[np.ndarray, np.ndarray, int], None]
 
 
@@ -47,6 +54,7 @@ class StabilityConfig:
     prefix_steps: int = 8
     seed: int = 0
     window: int = 50
+    end_window: int = 100
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.rollouts < 1:
@@ -87,6 +95,7 @@ class StabilityResult:
             "seconds": self.seconds,
         }
         with np.errstate(all="ignore"):
+            out["end"] = self.end_scores()
             for name, arr in self.per_step.items():
                 curve = np.nanmean(arr, axis=0)
                 # Short rollouts: windows of at most half the steps run, so first and last never overlap.
@@ -100,6 +109,32 @@ class StabilityResult:
                     "per_step": [None if np.isnan(v) else round(float(v), 4) for v in curve],
                 }
         return out
+
+    def end_scores(self) -> dict[str, Any]:
+        """Over the last ``end_window`` steps each rollout ran (pooled): generated / real mean brightness and mean
+        contrast, and the probe's generated / real accuracy (None without a probe or scorable steps)."""
+        w = self.config.end_window
+        ends = [(r, n) for r, n in enumerate(self.steps_run) if n]
+
+        def pooled(name: str) -> float | None:
+            if name not in self.per_step or not ends:
+                return None
+            vals = np.concatenate([self.per_step[name][r, max(0, n - w) : n] for r, n in ends])
+            vals = vals[~np.isnan(vals)]
+            return float(vals.mean()) if len(vals) else None
+
+        def ratio(a: str, b: str) -> float | None:
+            x, y = pooled(a), pooled(b)
+            return None if x is None or not y else x / y
+
+        return {
+            "steps": [f"{max(0, n - w)}-{n}" for _, n in ends],
+            "brightness_ratio": ratio("gen_brightness", "real_brightness"),
+            "contrast_ratio": ratio("gen_contrast", "real_contrast"),
+            "probe_real": pooled("probe_real_joint"),
+            "probe_generated": pooled("probe_gen_joint"),
+            "probe_ratio": ratio("probe_gen_joint", "probe_real_joint"),
+        }
 
 
 def _scripted(cfg: StabilityConfig, seed: int) -> Callable[[int], np.ndarray]:
@@ -115,6 +150,20 @@ def _scripted(cfg: StabilityConfig, seed: int) -> Callable[[int], np.ndarray]:
     return act
 
 
+def probe_step(probe: Probe, prev_real, real, prev_gen, gen, action, walked: float) -> tuple[float, float]:
+    """Whether the probe reads ``action`` [6] (keys and turn direction, jointly) off the real and off the generated
+    step (``real``/``gen`` uint8 [4, H, W, 3] after the previous frames ``prev_*`` [H, W, 3]): 1.0 / 0.0 each, or
+    NaN for both when the keys moved the real player (``walked`` map units) less than the probe can see."""
+    actions = np.asarray(action, np.float32)[None, None]
+    if not scorable(actions, np.array([[walked]]))[0, 0]:
+        return float("nan"), float("nan")
+    clips = np.stack([np.concatenate([prev_real[None], real]), np.concatenate([prev_gen[None], gen])])
+    keys, turn = probe.predict(clips)
+    true_keys, true_turn = action_labels(np.repeat(actions, 2, axis=0), probe.config.dead_zone)
+    ok = (keys == (true_keys > 0.5)).all(-1) & (turn == true_turn)
+    return float(ok[0, 0]), float(ok[1, 0])
+
+
 def run_stability(
     model: CausalWorldModel,
     cfg: StabilityConfig,
@@ -122,6 +171,7 @@ def run_stability(
     maps: MapSplit | None = None,
     sink: FrameSink | None = None,
     progress: bool = True,
+    probe: Probe | None = None,
 ) -> StabilityResult:
     """Roll ``model`` out against the real game ``cfg.rollouts`` times; ``sink(real, generated, rollout)`` gets each
     step's frames (uint8 [4, H, W, 3] each) as they come, for a video, without keeping them in memory."""
@@ -135,7 +185,8 @@ def run_stability(
         raise ValueError(f"the game's frames ({game.output_size}) differ from the model's ({model.frame_size})")
     t0 = time.perf_counter()
     split_maps = (maps or MapSplit(game.wad)).maps(cfg.split)
-    per_step = {m: np.full((cfg.rollouts, cfg.steps), np.nan) for m in METRICS}
+    names = METRICS + (PROBE_METRICS if probe is not None else ())
+    per_step = {m: np.full((cfg.rollouts, cfg.steps), np.nan) for m in names}
     result = StabilityResult(cfg, per_step, [], [], [])
     for r in range(cfg.rollouts):
         map_name = split_maps[r % len(split_maps)]
@@ -152,7 +203,8 @@ def run_stability(
             else:
                 raise RuntimeError(f"20 episodes on {map_name} ended within {cfg.prefix_steps} steps")
             caption = str(info.get("caption", ""))
-            model.start(obs[None], [caption], [seed])
+            last_gen, last_real = model.start(obs[None], [caption], [seed])[0, -1], obs
+            last_pose = np.asarray(info["pose"], np.float64)
             scripted = _scripted(cfg, seed) if cfg.policy != "explorer" else None
             steps_run = 0
             for t in range(cfg.steps):
@@ -166,6 +218,13 @@ def run_stability(
                 (gb, gc), (rb, rc) = frame_stats(gen), frame_stats(real)
                 for name, v in zip(METRICS, (gb, rb, gc, rc, float(p.mean()), float(s.mean()))):
                     per_step[name][r, t] = v
+                if probe is not None:
+                    pose = np.asarray(info["pose"], np.float64)
+                    walked = float(np.linalg.norm(pose[:2] - last_pose[:2]))
+                    real_ok, gen_ok = probe_step(probe, last_real, real, last_gen, gen, action, walked)
+                    last_pose = pose
+                    per_step["probe_real_joint"][r, t], per_step["probe_gen_joint"][r, t] = real_ok, gen_ok
+                last_real, last_gen = real[-1], gen[-1]
                 if sink is not None:
                     sink(real, gen, r)
                 steps_run = t + 1
