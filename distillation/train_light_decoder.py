@@ -11,15 +11,21 @@ the only array), or ``onthefly`` for ViZDoom clips played by game workers. Clips
 are cut at random and cropped to ``--size``. In code, pass any iterable of video tensors (or a
 ``start_step -> iterable`` callable, so a resumed run sees the same batches) to ``train_light_decoder``.
 
-Shared training pieces (``distillation/training``): ``checkpoint.pt`` (student, optimiser, EMA, step, RNG) is
-written atomically every ``--checkpoint-every`` steps, at the end, and when ``--max-minutes`` runs out; a rerun
-with the same ``--out`` resumes from it exactly. ``log.jsonl`` gets the loss terms, lr and steps/s every
-``--log-every`` steps and the validation scores every ``--val-every`` steps and at the end. Validation runs on
-held-out clips (split ``val`` of the Doom data with ``--data onthefly``; a fixed batch drawn apart from the
-training stream for a folder): PSNR / SSIM of the student and of the VAE decoder against the real frames and the
-gap between them (the target: the light decoder within 1 dB of the VAE decoder). The better of the raw and the
-EMA student on that set is exported as ``light_decoder.pt`` (``load_light_decoder``) with ``result.json`` beside
-it.
+``--adv-weight`` > 0 adds an adversarial term (``distillation/training/adversarial.py``): a PatchGAN discriminator
+on frames scores the real frames against the student's from ``--adv-start`` on, and the student is also trained to
+pass as real, which keeps the textures the pixel losses blur away (hinge loss and taming-transformers' adaptive
+weight by default; see the "adversarial term" options).
+
+Shared training pieces (``distillation/training``): ``checkpoint.pt`` (student, optimiser, EMA, step, RNG, and
+the discriminator with its optimiser when the adversarial term is on) is written atomically every
+``--checkpoint-every`` steps, at the end, and when ``--max-minutes`` runs out; a rerun with the same ``--out``
+resumes from it exactly. ``log.jsonl`` gets the loss terms, lr and steps/s every ``--log-every`` steps (with the
+term on also ``adv_loss``, ``adv_weight``, ``disc_loss``, ``logits_real`` / ``logits_fake``, ``disc_grad_norm`` and
+``disc_lr``) and the validation scores every ``--val-every`` steps and at the end. Validation runs on held-out
+clips (split ``val`` of the Doom data with ``--data onthefly``; a fixed batch drawn apart from the training stream
+for a folder): PSNR / SSIM of the student and of the VAE decoder against the real frames and the gap between them
+(the target: the light decoder within 1 dB of the VAE decoder). The better of the raw and the EMA student on that
+set is exported as ``light_decoder.pt`` (``load_light_decoder``) with ``result.json`` beside it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -56,6 +63,9 @@ from world_model.vae import (
     widen_light_decoder,
 )
 from world_model.vae.light_widen import widths_widen
+
+if TYPE_CHECKING:  # imported when the adversarial term is on (train_light_decoder)
+    from distillation.training.adversarial import Adversary
 
 CHECKPOINT_NAME = "checkpoint.pt"
 EXPORT_NAME = "light_decoder.pt"
@@ -84,6 +94,18 @@ class TrainConfig:
     teacher_weight: float = 1.0
     real_weight: float = 0.0
     ema: float = 0.999
+    # Adversarial term (distillation/training/adversarial.py): a PatchGAN discriminator scores the real frames
+    # against the student's, frame by frame, and the student is also trained to pass as real (the pixel losses
+    # alone blur textures). adv_weight 0 is off: no discriminator is built, nothing is drawn from the RNGs, and
+    # the run is the one without it, number for number.
+    adv_weight: float = 0.0  # weight of the generator's term (times the adaptive weight when adv_adaptive)
+    adv_start: int = 0  # step the discriminator and the term start at (at the earliest: the step it is added at)
+    adv_warmup: int = 200  # steps from adv_start over which the disc's rate and the term's weight rise from 0
+    disc_lr: float = 1e-4  # peak AdamW learning rate of the discriminator (betas 0.5, 0.9)
+    adv_loss: str = "hinge"  # "hinge" or "nonsaturating"
+    adv_adaptive: bool = True  # scale the term by taming's gradient-norm ratio at the student's last conv
+    disc_width: int = 64  # the discriminator's first width (doubling per layer, at most 8x)
+    disc_layers: int = 3  # strided 4x4 layers of the discriminator (a logit sees 54 pixels at 3)
     checkpoint_every: int = 500
     log_every: int = 50
     val_every: int = 1000
@@ -143,20 +165,37 @@ def _autocast(device: torch.device):
 
 
 def train_step(
-    student: LightDecoder, vae: WanVAE, optimizer: torch.optim.Optimizer, video: Tensor, cfg: TrainConfig
+    student: LightDecoder,
+    vae: WanVAE,
+    optimizer: torch.optim.Optimizer,
+    video: Tensor,
+    cfg: TrainConfig,
+    adversary: Adversary | None = None,
+    step: int = 0,
 ) -> dict[str, float]:
     """One distillation step on a batch [B, 3, F, H, W]; returns the loss (before the update), its terms and the
-    gradient norm (not finite: the update was skipped)."""
+    gradient norm (not finite: the update was skipped).
+
+    With an ``adversary`` active at ``step``, the loss also holds its generator term against the real frames, and
+    the discriminator is then updated on the real frames against the student's (its terms are returned too)."""
     device = next(student.parameters()).device
     video = video.to(device, non_blocking=True)
     with _autocast(device):
         latents, target = teacher_targets(vae, video, decode=cfg.teacher_weight != 0)
         pred = student(latents)
     loss, terms = loss_terms(pred, target, cfg, real=video)
+    adversarial = adversary is not None and adversary.active(step)
+    if adversarial:
+        adv, adv_terms = adversary.generator_loss(pred, loss, student.conv_out.weight, step)
+        loss = loss + adv
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     gnorm = clipped_step(optimizer, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-    return {"loss": float(loss.detach()), **terms, "grad_norm": float(gnorm)}
+    out = {"loss": float(loss.detach()), **terms, "grad_norm": float(gnorm)}
+    if adversarial:
+        adv_terms.update(adversary.discriminator_step(video, pred))
+        out.update({k: float(v) for k, v in adv_terms.items()}, disc_lr=adversary.lr)
+    return out
 
 
 def _batches(videos: VideoSource, start_step: int) -> Iterator[Tensor]:
@@ -264,9 +303,18 @@ def train_light_decoder(
     optimizer = make_optimizer(student, cfg)
     ema = EMA(student, cfg.ema)
     parts = {"student": student, "optimizer": optimizer, "ema": ema}
+    adversary = None
+    if cfg.adv_weight != 0:  # off: the module is not even imported
+        from distillation.training.adversarial import build_adversary
+
+        adversary = build_adversary(cfg, device)
+        parts.update(adversary.parts())
     config = {**asdict(cfg), "student": asdict(student_config)}
-    resumed = restore_state(ckpt_path, parts, config, ("student",), device)
+    optional = tuple(adversary.parts()) if adversary is not None else ()  # a discriminator added to a run
+    resumed = restore_state(ckpt_path, parts, config, ("student",), device, optional=optional)
     step = resumed or 0
+    if adversary is not None:
+        adversary.begin(step)
 
     def save() -> None:
         save_state(ckpt_path, step, config, parts)
@@ -294,7 +342,11 @@ def train_light_decoder(
             lr = learning_rate(cfg.lr, step, warmup=cfg.warmup, budget=budget, cooldown=cfg.cooldown)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            terms = train_step(student, vae, optimizer, video, cfg)
+            if adversary is None:
+                terms = train_step(student, vae, optimizer, video, cfg)
+            else:
+                adversary.schedule(step, budget, cfg.cooldown)
+                terms = train_step(student, vae, optimizer, video, cfg, adversary, step)
             step += 1
             ema.update(student, step)
             result.losses.append(terms["loss"])
@@ -514,6 +566,55 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
     train.add_argument("--no-progress", action="store_true")
+    adv = p.add_argument_group(
+        "adversarial term",
+        "a PatchGAN discriminator on frames (real against the student's) and a generator term that keeps "
+        "textures sharp; off with --adv-weight 0 (the default), when nothing of it is built",
+    )
+    adv.add_argument(
+        "--adv-weight",
+        type=float,
+        default=0.0,
+        help="weight of the generator's adversarial term (times the adaptive weight unless --no-adv-adaptive); "
+        "0: off. About 0.1-0.5 with the adaptive weight, as in taming-transformers / the SD VAE",
+    )
+    adv.add_argument(
+        "--adv-start",
+        type=int,
+        default=0,
+        help="step at which the discriminator starts learning and the term starts (e.g. once the pixel losses "
+        "have settled); a run resumed with the term from a checkpoint without it starts it at the checkpoint's "
+        "step at the earliest, with a fresh discriminator that warms up there",
+    )
+    adv.add_argument(
+        "--adv-warmup",
+        type=int,
+        default=200,
+        help="steps from --adv-start over which the discriminator's rate and the term's weight rise linearly from 0",
+    )
+    adv.add_argument(
+        "--disc-lr", type=float, default=1e-4, help="peak AdamW rate of the discriminator (betas 0.5, 0.9)"
+    )
+    adv.add_argument(
+        "--adv-loss",
+        choices=("hinge", "nonsaturating"),
+        default="hinge",
+        help="GAN loss of both players: hinge (taming, the SD VAE) or non-saturating (logistic)",
+    )
+    adv.add_argument(
+        "--adv-adaptive",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="scale the term by taming's ratio of the pixel loss's and the GAN loss's gradient norms at the "
+        "student's last conv (--no-adv-adaptive: the fixed --adv-weight)",
+    )
+    adv.add_argument("--disc-width", type=int, default=64, help="the discriminator's first width (x2 per layer, <= 8x)")
+    adv.add_argument(
+        "--disc-layers",
+        type=int,
+        default=3,
+        help="strided 4x4 layers of the discriminator: logits per 2^N x 2^N pixels (a logit sees 54 pixels at 3)",
+    )
     return p
 
 
@@ -591,6 +692,14 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
         weight_decay=args.weight_decay,
         grad_clip=args.grad_clip,
         ema=args.ema,
+        adv_weight=args.adv_weight,
+        adv_start=args.adv_start,
+        adv_warmup=args.adv_warmup,
+        disc_lr=args.disc_lr,
+        adv_loss=args.adv_loss,
+        adv_adaptive=args.adv_adaptive,
+        disc_width=args.disc_width,
+        disc_layers=args.disc_layers,
         checkpoint_every=args.checkpoint_every,
         log_every=args.log_every,
         val_every=args.val_every,

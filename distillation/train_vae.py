@@ -9,6 +9,12 @@ At the end the per-channel mean / std of the latents are measured and stored in 
 DiT sees unit-scale latents exactly as with Wan2.1's 16 constants. ``--freeze-encoder`` fine-tunes the decoder
 of an export alone and keeps its latents and statistics, so teachers trained on them need no retraining.
 
+``--adv-weight`` > 0 adds an adversarial term (``distillation/training/adversarial.py``): from ``--adv-start`` a
+PatchGAN discriminator scores the real frames against the reconstructions, and the decoder is also trained to pass
+as real, which keeps the textures the pixel losses blur away. Its losses and logits (``adv_loss``, ``adv_weight``,
+``disc_loss``, ``logits_real`` / ``logits_fake``, ``disc_grad_norm``, ``disc_lr``) join ``log.jsonl``, and the
+discriminator with its optimiser the checkpoint.
+
 Resumable: ``checkpoint.pt`` in ``--out`` is written atomically every ``--checkpoint-every`` steps and when the
 time budget runs out; rerunning the same command continues from it. ``export/`` (``vae*.safetensors`` + ``vae.json``
 + ``result.json``) holds whichever of the raw and EMA weights scores better on held-out maps.
@@ -75,6 +81,24 @@ class VAETrainConfig:
     # Fine-tune the decoder only (needs --init-from): the encoder, and so the latents and their statistics, stay
     # bit for bit those of --init-from, so a teacher trained on them keeps working with the better decoder.
     freeze_encoder: bool = False
+    # Adversarial term (distillation/training/adversarial.py): a PatchGAN discriminator scores the real frames
+    # against the reconstructions, frame by frame, and the decoder is also trained to pass as real (pixel losses
+    # alone blur Doom's textures; best with --freeze-encoder on a trained export). 0 is off: no discriminator is
+    # built, nothing is drawn from the RNGs, and the run is the one without it, number for number. About 0.1-0.5
+    # with the adaptive weight (taming-transformers, the SD VAE).
+    adv_weight: float = 0.0
+    # Step at which the discriminator starts learning and the term starts; at the earliest the step it is added
+    # at: a run resumed from a checkpoint without it, or started from an export (--init-from), starts a fresh
+    # discriminator at its step, which then warms up.
+    adv_start: int = 0
+    adv_warmup: int = 200  # steps from --adv-start over which the disc's rate and the term's weight rise from 0
+    disc_lr: float = 1e-4  # peak AdamW learning rate of the discriminator (betas 0.5, 0.9)
+    adv_loss: str = "hinge"  # GAN loss of both players: "hinge" or "nonsaturating"
+    # Scale the term by taming's ratio of the pixel loss's and the GAN loss's gradient norms at the decoder's last
+    # conv (--no-adv-adaptive: the fixed --adv-weight).
+    adv_adaptive: bool = True
+    disc_width: int = 64  # the discriminator's first width (doubling per layer, at most 8x)
+    disc_layers: int = 3  # strided 4x4 layers of the discriminator: a logit per 2^N x 2^N pixels (sees 54 at 3)
 
 
 def reconstruct(vae: WanVAE, video: torch.Tensor, sample: bool = True):
@@ -97,17 +121,28 @@ def vae_loss(video, recon, mu, logvar, cfg: VAETrainConfig) -> tuple[torch.Tenso
     return loss, {"l1": l1.detach(), "mse": mse.detach(), "ssim": s.detach(), "kl": kl.detach()}
 
 
-def optimisation_step(forward, vae: WanVAE, opt, video: torch.Tensor, cfg: VAETrainConfig):
+def optimisation_step(forward, vae: WanVAE, opt, video: torch.Tensor, cfg: VAETrainConfig, adversary=None, step=0):
     """One update on ``video`` ``[B, 3, F, H, W]`` with ``forward`` (:func:`reconstruct`, maybe compiled).
 
-    Returns ``(loss, terms, recon, grad_norm)``, all device tensors: nothing here waits for the GPU."""
+    With an ``adversary`` (:class:`~distillation.training.adversarial.Adversary`) active at ``step``, the loss also
+    holds its generator term, and the discriminator is then updated on ``video`` against the reconstruction; its
+    terms join the others. Returns ``(loss, terms, recon, grad_norm)``, all device tensors: nothing here waits for
+    the GPU."""
     kind = video.device.type
     with torch.autocast(kind, dtype=torch.bfloat16, enabled=kind == "cuda"):
         recon, mu, logvar = forward(vae, video)
     loss, terms = vae_loss(video, recon.float(), mu, logvar, cfg)
+    adversarial = adversary is not None and adversary.active(step)
+    if adversarial:
+        adv, adv_terms = adversary.generator_loss(recon, loss, vae.decoder.head[2].weight, step)
+        loss = loss + adv
+        terms.update(adv_terms)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    return loss.detach(), terms, recon.detach(), clipped_step(opt, cfg.grad_clip)
+    grad_norm = clipped_step(opt, cfg.grad_clip)
+    if adversarial:
+        terms.update(adversary.discriminator_step(video, recon))
+    return loss.detach(), terms, recon.detach(), grad_norm
 
 
 def parse_crop(crop: str) -> tuple[int, int] | None:
@@ -190,10 +225,20 @@ def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
         print(f"initialised from {cfg.init_from} (step {step}); optimizer state starts fresh")
     ema = EMA(vae, cfg.ema, start_step=step)
     parts = {"model": vae, "optimizer": opt, "ema": ema}
-    resumed = restore_state(ckpt_path, parts, dataclasses.asdict(cfg), ("dim", "freeze_encoder"), device)
+    adversary = None
+    if cfg.adv_weight != 0:  # off: the module is not even imported
+        from distillation.training.adversarial import build_adversary
+
+        adversary = build_adversary(cfg, device)
+        parts.update(adversary.parts())
+    optional = tuple(adversary.parts()) if adversary is not None else ()  # a discriminator added to a run
+    config = dataclasses.asdict(cfg)
+    resumed = restore_state(ckpt_path, parts, config, ("dim", "freeze_encoder"), device, optional=optional)
     if resumed is not None:
         step = resumed
         print(f"resumed from step {step}")
+    if adversary is not None:
+        adversary.begin(step)
     forward = torch.compile(reconstruct) if cfg.compile else reconstruct
     draw, replay = clip_source(batch_source("train", step), cfg, device, step)
     budget, log = TimeBudget(cfg.max_minutes), JsonlLog(out / "log.jsonl")
@@ -211,7 +256,11 @@ def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
             lr = learning_rate(cfg.lr, step, warmup=cfg.warmup, budget=budget, cooldown=cfg.cooldown, start=opt_start)
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss, terms, recon, gnorm = optimisation_step(forward, vae, opt, video, cfg)
+            if adversary is None:
+                loss, terms, recon, gnorm = optimisation_step(forward, vae, opt, video, cfg)
+            else:
+                disc_lr = adversary.schedule(step, budget, cfg.cooldown)
+                loss, terms, recon, gnorm = optimisation_step(forward, vae, opt, video, cfg, adversary, step)
             skipped += ~torch.isfinite(gnorm)
             step += 1
             ema.update(vae, step)
@@ -224,6 +273,8 @@ def train(cfg: VAETrainConfig, batch_source=None) -> dict[str, float]:
                 rec["steps_per_s"] = budget.steps_per_s(step)
                 if replay is not None:
                     rec["clips_played"] = replay.seen
+                if adversary is not None and "disc_loss" in terms:
+                    rec["disc_lr"] = disc_lr
                 log.write(**rec)
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", psnr=f"{p:.2f}")
             if step % cfg.checkpoint_every == 0:

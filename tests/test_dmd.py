@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from helpers import randomize_
 from distillation import teacher as teacher_lib
 from distillation.dmd import losses, ode_init, pairs, rollout, shards
 from distillation.dmd import train as dmd
-from distillation.dmd.common import StageConfig, conditions_of, stream_config
+from distillation.dmd.common import StageConfig, conditions_of, init_parallel, stream_config
 from distillation.dmd.models import check_fits, load_teacher, make_critic, make_student
 from distillation.training.checkpoint import load_checkpoint
 from world_model import doom
@@ -291,19 +292,26 @@ def test_a_smaller_student_distils_from_a_larger_teacher(world, tmp_path):
     assert result["step"] == 1
 
 
+def run_stage(stage: str, args: list[str], out: Path, procs: int = 1, port: int = 0) -> None:
+    """``python -m distillation.dmd <stage> <args> --out <out>``, under ``torchrun --nproc_per_node <procs>`` (gloo,
+    on ``port``) when ``procs`` > 1; fails the test with the end of its stderr if it fails."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m"]
+    if procs > 1:
+        cmd += ["torch.distributed.run", "--nproc_per_node", str(procs), "--master_port", str(port), "-m"]
+    cmd += ["distillation.dmd", stage, *args, "--out", str(out)]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
 def test_two_processes_equal_one_with_accumulation(world, tmp_path):
     """torchrun --nproc_per_node 2 (gloo) takes the same update as one process accumulating 2 micro-batches."""
     common = [
         "--teacher", str(world["teacher"]), "--pairs", str(world["pairs"]), "--val-every", "0", "--device", "cpu",
         "--batch-size", "2", "--max-steps", "2", "--window-frames", "4", "--warmup", "1",
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = [sys.executable, "-m", "distillation.dmd", "ode-init", *common, "--out", str(tmp_path / "one")]
-    subprocess.run([*one, "--accumulate", "2"], check=True, env=env, capture_output=True)
-    two = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29611"]
-    two += ["-m", "distillation.dmd", "ode-init", *common, "--out", str(tmp_path / "two"), "--accumulate", "1"]
-    r = subprocess.run(two, env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
+    run_stage("ode-init", [*common, "--accumulate", "2"], tmp_path / "one")
+    run_stage("ode-init", [*common, "--accumulate", "1"], tmp_path / "two", procs=2, port=29611)
     a = params(tmp_path / "one" / "ode_init" / "checkpoint.pt", "student")
     b = params(tmp_path / "two" / "ode_init" / "checkpoint.pt", "student")
     moved = False
@@ -312,6 +320,109 @@ def test_two_processes_equal_one_with_accumulation(world, tmp_path):
     t0 = teacher_lib.load_teacher_export(world["teacher"])[0].state_dict()
     moved = any(not torch.allclose(a[k], t0[k].float()) for k in a)
     assert moved  # the update did something
+
+
+# -- FSDP2 (--parallel fsdp): two gloo processes on CPU ------------------------------------------------------------
+def assert_same_run(a: Path, b: Path, parts: tuple[str, ...]) -> None:
+    """Two run folders of a stage hold the same training state (weights, EMA, AdamW moments of the same parameters,
+    step) and logged the same global gradient norms (AdamW and the clip are nearly blind to a gradient's scale: the
+    norm is what shows a wrong division), within float tolerance."""
+    ca, cb = load_checkpoint(a / "checkpoint.pt"), load_checkpoint(b / "checkpoint.pt")
+    assert ca["step"] == cb["step"]
+    for part in parts:
+        x, y = ca[part], cb[part]
+        if "param_groups" in x:  # an optimizer
+            assert x["param_groups"] == y["param_groups"], part
+            assert sorted(x["state"]) == sorted(y["state"]), part  # moments of the same parameters
+            x = {f"{i}.{n}": v for i, s in x["state"].items() for n, v in s.items()}
+            y = {f"{i}.{n}": v for i, s in y["state"].items() for n, v in s.items()}
+        assert list(x) == list(y), part
+        for k in x:
+            torch.testing.assert_close(x[k], y[k], rtol=1e-5, atol=1e-6, msg=lambda m, w=f"{part} {k}": f"{w}: {m}")
+
+    def norms(folder: Path) -> list[float]:
+        recs = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+        return [r["grad_norm"] for r in recs if "grad_norm" in r]
+
+    assert norms(a) and norms(a) == pytest.approx(norms(b), rel=1e-5)
+
+
+def assert_same_export(a: Path, b: Path) -> None:
+    from distillation.vae_export import read_safetensors_folder
+
+    x, y = (read_safetensors_folder(f, "diffusion_pytorch_model") for f in (a, b))
+    assert list(x) == list(y)
+    for k in x:  # bf16: a float32 difference of 1e-7 may round to the neighbouring bf16 value
+        torch.testing.assert_close(x[k].float(), y[k].float(), rtol=1e-2, atol=1e-3)
+
+
+def test_fsdp_two_processes_equal_one_with_accumulation_and_resume_across_modes(world, tmp_path):
+    """``--parallel fsdp`` on 2 gloo processes with 2 micro-batches each (gradient sync only on the last) takes the
+    same ode-init updates as one process accumulating 4; its checkpoints (full state dicts) resume under fsdp and
+    in one process, and one process's resume under fsdp, all to the same state; exports agree."""
+    import shutil
+
+    common = [
+        "--teacher", str(world["teacher"]), "--pairs", str(world["pairs"]), "--val-every", "0", "--device", "cpu",
+        "--batch-size", "2", "--window-frames", "4", "--warmup", "1", "--log-every", "1",
+    ]  # fmt: skip
+    one, fsdp = [*common, "--accumulate", "4"], [*common, "--accumulate", "2", "--parallel", "fsdp"]
+    port = 29612
+    run_stage("ode-init", [*one, "--max-steps", "1"], tmp_path / "one")  # one process, killed after step 1 ...
+    shutil.copytree(tmp_path / "one", tmp_path / "one_then_fsdp")
+    run_stage("ode-init", [*one, "--max-steps", "2"], tmp_path / "one")  # ... resumed: the reference
+    run_stage("ode-init", [*fsdp, "--max-steps", "1"], tmp_path / "fsdp", procs=2, port=port)
+    shutil.copytree(tmp_path / "fsdp", tmp_path / "fsdp_then_one")
+    run_stage("ode-init", [*fsdp, "--max-steps", "2"], tmp_path / "fsdp", procs=2, port=port)
+    run_stage("ode-init", [*one, "--max-steps", "2"], tmp_path / "fsdp_then_one")
+    run_stage("ode-init", [*fsdp, "--max-steps", "2"], tmp_path / "one_then_fsdp", procs=2, port=port)
+    ref = tmp_path / "one" / "ode_init"
+    for other in ("fsdp", "fsdp_then_one", "one_then_fsdp"):
+        assert_same_run(ref, tmp_path / other / "ode_init", ("student", "ema", "optimizer"))
+    assert_same_export(ref / "export", tmp_path / "fsdp" / "ode_init" / "export")
+    t0 = teacher_lib.load_teacher_export(world["teacher"])[0].state_dict()
+    a = params(ref / "checkpoint.pt", "student")
+    assert any(not torch.allclose(a[k], t0[k].float()) for k in a)  # the updates did something
+
+
+@pytest.mark.slow
+def test_fsdp_dmd_equals_one_process_with_validation_and_resume(world, tmp_path):
+    """DMD under ``--parallel fsdp`` (student, critic, EMA and teacher sharded; 2 processes x 2 micro-batches,
+    killed after step 1 and resumed) takes the updates of one process accumulating 4; its validation (on a full
+    copy gathered to the main process) and its exports agree. No ``--critic-replay``: each process replays its own
+    windows, so a replaying run depends on the process layout under ddp as under fsdp."""
+    common = [
+        "--teacher", str(world["teacher"]), "--conditions", str(world["cond"]), "--val-conditions", str(world["val"]),
+        "--val-every", "1", "--val-clips", "2", "--device", "cpu", "--batch-size", "2", "--window-frames", "4",
+        "--warmup", "1", "--log-every", "1", "--window", "3", "--rollout-frames", "4", "--critic-steps", "2",
+    ]  # fmt: skip
+    run_stage("dmd", [*common, "--accumulate", "4", "--max-steps", "2"], tmp_path / "one")
+    fsdp = [*common, "--accumulate", "2", "--parallel", "fsdp"]
+    run_stage("dmd", [*fsdp, "--max-steps", "1"], tmp_path / "fsdp", procs=2, port=29613)
+    run_stage("dmd", [*fsdp, "--max-steps", "2"], tmp_path / "fsdp", procs=2, port=29613)
+    a, b = tmp_path / "one" / "dmd", tmp_path / "fsdp" / "dmd"
+    assert_same_run(a, b, ("student", "critic", "ema", "opt_student", "opt_critic"))
+    for sub in ("export", "critic"):
+        assert_same_export(a / sub, b / sub)
+
+    def val(folder: Path) -> list[float]:
+        recs = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+        return [r["val_latent_psnr_4"] for r in recs if "val_latent_psnr_4" in r]
+
+    assert len(val(a)) >= 2 and val(a)[-1] == pytest.approx(val(b)[-1], rel=1e-5)
+
+
+def test_parallel_flag_is_a_choice_with_help():
+    r = subprocess.run([sys.executable, "-m", "distillation.dmd", "ode-init", "--help"], capture_output=True, text=True)
+    text = " ".join(r.stdout.split())
+    assert "--parallel {ddp,fsdp}" in text and "FSDP2, per DiT block (large models)" in text
+    assert "(default: ddp)" in text
+    r = subprocess.run([sys.executable, "-m", "distillation.dmd", "dmd", "--parallel", "zero3"], capture_output=True)
+    assert r.returncode != 0 and b"invalid choice" in r.stderr
+    with pytest.raises(ValueError, match="ddp, fsdp"):
+        init_parallel("cpu", "zero3")
+    par, _ = init_parallel("cpu", "fsdp")  # one process: nothing to shard, the plain path
+    assert not par.sharded and par.state_of(torch.nn.Linear(1, 1)) is not None
 
 
 def test_dmd_cli_help_explains_every_stage():

@@ -268,10 +268,15 @@ def test_a_converted_light_decoder_is_bit_exact(tmp_path):
 def test_the_committed_checkpoints_are_converted_and_load():
     from distillation.evaluation.probe import Probe
 
-    light, probe = REPO / "checkpoints/doom_light/light_decoder.pt", REPO / "checkpoints/probe/probe.pt"
-    assert state_file_kind(light) == "light-decoder" and state_file_kind(probe) == "lingbot-inverse-dynamics-probe"
-    assert load_light_decoder(light).config.widths == (128, 64, 48, 24)
+    probe = REPO / "checkpoints/probe/probe.pt"
+    assert state_file_kind(probe) == "lingbot-inverse-dynamics-probe"
     assert Probe.load(probe).frame_size == (128, 96)
+    # The light decoder's training state lives in the git history (tools/training_states.py); when restored here
+    # it must be the converted (pickle-free) format too.
+    light = REPO / "checkpoints/doom_light/light_decoder.pt"
+    if light.is_file():
+        assert state_file_kind(light) == "light-decoder"
+        assert load_light_decoder(light).config.widths == (128, 64, 48, 24)
 
 
 # -- integrity of shards and bundles --------------------------------------------------------------------------------

@@ -4,7 +4,8 @@
 #   PAIRS_CLIPS=3072 ODE_MIN=2.5 DMD_MIN=4 bash tools/dmd_device.sh
 #
 # The tree a call sends must stay under 64 MiB: `bash tools/device_tree.sh off` before the call (carry .dmd),
-# `bash tools/device_tree.sh on` after.
+# `bash tools/device_tree.sh on` after. The teacher and the light decoder are training states kept in the git history:
+# `python -m tools.training_states restore`, then carry .dmd, checkpoints/doom_teacher and checkpoints/doom_light.
 #
 # Needs in the tree: checkpoints/doom_teacher, checkpoints/doom_light (validation decodes with it) and, carried,
 # .dmd/conditions and .dmd/val (python -m distillation.dmd conditions ... here on the CPU: the box then needs

@@ -143,6 +143,11 @@ class WanBlock(nn.Module):
             self.cam_scale_layer = nn.Linear(d, d)
             self.cam_shift_layer = nn.Linear(d, d)
 
+    def cross_key_value(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embedded text ``[B, L, d]`` -> this block's cross-attention ``(K, V)``. A block method of its own (as
+        :meth:`control` is) so that a sharded block (FSDP) can gather its weights for it as for ``forward``."""
+        return self.cross_attn.key_value(text)
+
     def control(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``c`` ``[B, L, d]`` -> this block's camera ``(scale, shift)``."""
         h = _lin(self.cam_injector_layer2, F.silu(_lin(self.cam_injector_layer1, c))) + c
@@ -290,7 +295,7 @@ class WanDiT(nn.Module):
             raise ValueError(f"context has {context.shape[1]} tokens, more than text_len={cfg.text_len}")
         ctx = F.pad(context, (0, 0, 0, cfg.text_len - context.shape[1]))
         text = _lin(self.text_embedding[2], self.text_embedding[1](_lin(self.text_embedding[0], ctx)))
-        kv = [blk.cross_attn.key_value(text) for blk in self.blocks]
+        kv = [blk.cross_key_value(text) for blk in self.blocks]
         return PreparedContext(text, kv)
 
     def prepare_control(self, control: torch.Tensor) -> ControlFeatures:

@@ -17,5 +17,6 @@ Stages (each resumable from ``--out``, runnable alone, ``--help`` lists its knob
 
 The core (:mod:`.losses`, :mod:`.rollout`, :mod:`.models`) knows no Doom constant: teacher, student and critic are
 any :class:`~world_model.dit.WanDiT` configs. ``torchrun --nproc_per_node N -m distillation.dmd <stage>`` runs
-the training stages data-parallel (gradients averaged over processes).
+the training stages data-parallel: replicas with gradients averaged (``--parallel ddp``, small models) or FSDP2
+shards (``--parallel fsdp``, large models), the same update either way (see :mod:`.common`).
 """

@@ -5,6 +5,22 @@ Batches are drawn *deterministically* from ``(seed, step, micro-batch index)``: 
 the same rows with the same noise whichever process computes it, so ``torchrun --nproc_per_node N`` with ``A``
 accumulation steps takes the same update as one process with ``N * A`` accumulation steps, and a resumed run
 draws exactly what the killed one would have.
+
+Data parallelism over ``torchrun`` processes comes in two kinds (``--parallel``), which take the same update:
+
+* ``ddp`` (the default; small models): every process holds the whole student (and critic), their gradients,
+  optimizer states and EMA; the gradients are summed with one all-reduce per parameter after the micro-batches.
+  Use it while a full copy of everything trained fits one device: it is the simplest and communicates least.
+* ``fsdp`` (large models): FSDP2 (``torch.distributed.fsdp.fully_shard``) shards the trained networks per DiT
+  block and at the root, so weights, gradients, AdamW moments and the EMA are split over the processes (about
+  ``1 / N`` of each per device); a block's weights are all-gathered for each pass through it and its gradients
+  reduce-scattered after the backward (once per update: the non-final micro-batches keep theirs unreduced). The
+  frozen teacher is sharded the same way. Use it when the student, critic, their optimizer states and the EMA
+  do not fit one device beside the activations. It pays an all-gather per block per pass (a rollout makes many).
+
+Checkpoints hold full (unsharded) state dicts in one layout whichever kind wrote them, so a run started under
+one resumes under the other or in one process; under ``fsdp`` all processes gather them and the main one writes.
+Validation and export run on the main process, under ``fsdp`` on a full copy gathered from the shards.
 """
 
 from __future__ import annotations
@@ -13,8 +29,9 @@ import dataclasses
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -63,6 +80,11 @@ class StageConfig:
     grad_checkpointing: bool = False  # recompute DiT blocks in backward (less memory, more compute)
     seed: int = 0  # seed of the data draws and the noise
     device: str = "cuda" if torch.cuda.is_available() else "cpu"  # where to train
+    # data parallelism over torchrun processes: "ddp" keeps a whole copy of the trained networks in every process
+    # and averages their gradients (small models); "fsdp" shards weights, gradients, optimizer states and EMA (and
+    # the frozen teacher) over the processes with FSDP2, per DiT block (large models). The same update either way;
+    # one process ignores it; a checkpoint written under either resumes under the other
+    parallel: Literal["ddp", "fsdp"] = "ddp"
 
 
 def student_schedule(timesteps: str, shift: float) -> FewStepSchedule:
@@ -84,42 +106,179 @@ def stream_config(cfg: StageConfig) -> StreamConfig:
 
 
 # -- data parallelism ----------------------------------------------------------------------------------------------
+PARALLEL = ("ddp", "fsdp")
+
+
 @dataclasses.dataclass(frozen=True)
 class Parallel:
-    """This process's place among ``world`` processes (``torchrun`` sets RANK / WORLD_SIZE)."""
+    """This process's place among ``world`` processes (``torchrun`` sets RANK / WORLD_SIZE) and how they share the
+    work: ``mode`` "ddp" (replicas, gradients all-reduced here) or "fsdp" (FSDP2 shards; see the module doc)."""
 
     rank: int = 0
     world: int = 1
+    mode: str = "ddp"
+    device_type: str = "cpu"
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def sharded(self) -> bool:
+        """Whether the trained networks are FSDP2-sharded (``fsdp`` with more than one process)."""
+        return self.mode == "fsdp" and self.world > 1
+
     def micro_batches(self, accumulate: int) -> list[int]:
         """Global micro-batch indices this process computes in one update."""
         return [self.rank + self.world * a for a in range(accumulate)]
 
+    def shard(self, *modules: WanDiT) -> None:
+        """Under ``fsdp``, shard each DiT in place with ``fully_shard``: every block, then the root (the
+        embeddings and the head); a no-op otherwise. The methods that use a block's or the root's weights outside
+        ``forward`` (text and control preparation) gather them too. Shard a module before building its optimizer
+        (which must see the sharded parameters) and after any ``deepcopy`` of it."""
+        if not self.sharded:
+            return
+        try:
+            from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+        except ImportError as exc:  # torch < 2.6 has FSDP2 only under a private name
+            raise RuntimeError(f"--parallel fsdp needs torch >= 2.6 (FSDP2 fully_shard): {exc}") from None
+        from torch.distributed.device_mesh import init_device_mesh
+
+        # FSDP2 warns that a sharded module returned a view (a later in-place op on it would skip its hooks):
+        # the DiT's outputs (velocities, text K/V, control scale/shift) are only ever read.
+        warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(FSDPWan\w+\) returned a view tensor")
+        mesh = init_device_mesh(self.device_type, (self.world,))
+        for m in modules:
+            for blk in m.blocks:
+                fully_shard(blk, mesh=mesh)
+                for name in ("cross_key_value", "control"):
+                    register_fsdp_forward_method(blk, name)
+            fully_shard(m, mesh=mesh)
+            for name in ("prepare_context", "prepare_control"):
+                register_fsdp_forward_method(m, name)
+
+    def sync_gradients(self, modules: list[torch.nn.Module], sync: bool) -> None:
+        """Under ``fsdp``, whether the next backward reduce-scatters the gradients (``sync``: the update's last
+        micro-batch) or keeps accumulating them unreduced; a no-op otherwise (:meth:`average_gradients` reduces)."""
+        if self.sharded:
+            for m in modules:
+                m.set_requires_gradient_sync(sync)
+
     def average_gradients(self, modules: list[torch.nn.Module], total_micro: int) -> None:
         """Sum the gradients over processes and divide by the number of micro-batches of the update (each
-        process accumulated its own as a sum)."""
+        process accumulated its own as a sum). Under ``fsdp`` the reduce-scatter of the last backward already
+        averaged the sums over the processes: only the division by the micro-batches per process is left."""
+        divide = total_micro / self.world if self.sharded else total_micro
         for m in modules:
             for p in m.parameters():
                 if p.grad is None:
                     continue
-                if self.world > 1:
+                if self.world > 1 and not self.sharded:
                     dist.all_reduce(p.grad)
-                p.grad.div_(total_micro)
+                p.grad.div_(divide)
 
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
 
+    # -- checkpoints and full copies -----------------------------------------------------------------------------
+    def state_of(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None):
+        """What a checkpoint saves of ``module`` (or, given, of its ``optimizer``): the object itself unsharded,
+        under ``fsdp`` a :class:`FullState` that gathers and scatters full state dicts of the same layout."""
+        if not self.sharded:
+            return module if optimizer is None else optimizer
+        return FullState(module, optimizer)
 
-def init_parallel(device: str) -> tuple[Parallel, torch.device]:
-    """Join the process group when started by ``torchrun`` (gloo on CPU, NCCL on GPUs; one GPU per process)."""
+    def full_model(self, module: WanDiT) -> WanDiT | None:
+        """``module`` whole, on the main process: itself unsharded; under ``fsdp`` (all processes must call it)
+        an unsharded copy on its device gathered from the shards, in eval mode, and None on the other processes."""
+        if not self.sharded:
+            return module
+        state = FullState(module).state_dict()
+        if not self.main:
+            return None
+        with torch.device("meta"):
+            copy = WanDiT(module.cfg)
+        copy.load_state_dict(state, assign=True)
+        return copy.to(module.device).eval().requires_grad_(False)
+
+
+class FullState:
+    """The checkpoint part of an FSDP-sharded module (or of its optimizer) in the layout of the unsharded one:
+    ``state_dict()`` gathers the full state onto the main process's CPU (all processes call it; the others get an
+    empty dict), ``load_state_dict`` takes a full one in every process and keeps each process's shards. Optimizer
+    states are keyed by parameter index as ``torch.optim.Optimizer.state_dict`` keys them (one parameter group),
+    not by name as ``torch.distributed.checkpoint`` does, so that checkpoints written under ``ddp`` or by one
+    process load here and vice versa."""
+
+    def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        self.module, self.optimizer = module, optimizer
+        self.names = [n for n, _ in module.named_parameters()]
+        if optimizer is not None:
+            mine = [id(p) for g in optimizer.param_groups for p in g["params"]]
+            if mine != [id(p) for p in module.parameters()]:
+                raise ValueError("the optimizer must hold exactly the module's parameters, in their order")
+
+    def state_dict(self) -> dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        if self.optimizer is None:
+            return get_model_state_dict(self.module, options=options)
+        state = get_optimizer_state_dict(self.module, self.optimizer, options=options)
+        if not state:  # not the main process
+            return state
+        index = {n: i for i, n in enumerate(self.names)}
+        return {
+            "state": {index[n]: s for n, s in state["state"].items()},
+            "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in state["param_groups"]],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        if self.optimizer is None:
+            set_model_state_dict(self.module, state, options=StateDictOptions(full_state_dict=True))
+            return
+        if len(state["param_groups"]) != 1 or len(state["param_groups"][0]["params"]) != len(self.names):
+            raise ValueError(
+                f"the optimizer state has {len(state['param_groups'])} parameter group(s) of "
+                f"{[len(g['params']) for g in state['param_groups']]} parameters; this run has one of {len(self.names)}"
+            )
+        by_name = {
+            "state": {self.names[i]: s for i, s in state["state"].items()},
+            "param_groups": [{**g, "params": [self.names[i] for i in g["params"]]} for g in state["param_groups"]],
+        }
+        # Parameters that never had a gradient (the cross-attention K/V of a student fed prepared text) have no
+        # state, which torch.distributed.checkpoint only accepts unstrict; it gives them a fresh one, dropped here
+        # so that the optimizer is as an unsharded one loading the same state would be.
+        options = StateDictOptions(full_state_dict=True, strict=False)
+        set_optimizer_state_dict(self.module, self.optimizer, by_name, options=options)
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        for i, p in enumerate(params):
+            if i not in state["state"]:
+                self.optimizer.state.pop(p, None)
+        for group, saved in zip(self.optimizer.param_groups, state["param_groups"]):  # as saved: betas a tuple
+            group.update({k: v for k, v in saved.items() if k != "params"})
+
+
+def init_parallel(device: str, mode: str = "ddp") -> tuple[Parallel, torch.device]:
+    """Join the process group when started by ``torchrun`` (gloo on CPU, NCCL on GPUs; one GPU per process).
+    ``mode`` is ``--parallel``: "ddp" or "fsdp" (see :class:`Parallel`)."""
+    if mode not in PARALLEL:
+        raise ValueError(f"--parallel must be one of {', '.join(PARALLEL)}, got {mode!r}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return Parallel(), torch.device(device)
+        return Parallel(mode=mode, device_type=torch.device(device).type), torch.device(device)
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     dev = torch.device(device)
     if dev.type == "cuda":
@@ -127,7 +286,7 @@ def init_parallel(device: str) -> tuple[Parallel, torch.device]:
         dev = torch.device("cuda", local)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return Parallel(rank, world), dev
+    return Parallel(rank, world, mode, dev.type), dev
 
 
 # -- batches -------------------------------------------------------------------------------------------------------
@@ -231,7 +390,11 @@ class Validation:
         self.last: dict[str, float] = {}
 
     def __call__(self, model: WanDiT, step: int) -> dict[str, float]:
-        if self.val is not None and self.par.main:
+        """Validate ``model`` on the main process; every process calls it (under ``fsdp`` they gather it)."""
+        if self.val is None:
+            return self.last
+        model = self.par.full_model(model)
+        if self.par.main:
             with torch.autocast(**self.autocast):
                 self.last = validate(model, self.stream, self.teacher, self.val, self.cfg, self.decode)
             self.log.write(step=step, **self.last)
@@ -244,21 +407,39 @@ def provenance(teacher: Teacher, cfg: StageConfig) -> dict[str, Any]:
     return {"teacher_step": teacher.step, "vae_fingerprint": teacher.fingerprint, "timesteps": cfg.timesteps}
 
 
+class _Saved:
+    """A state dict already gathered, as a checkpoint part."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.state
+
+
+def write_checkpoint(cfg: StageConfig, step: int, par: Parallel, ckpt: Path, parts: dict[str, Any]) -> None:
+    """Checkpoint ``parts`` (see :meth:`Parallel.state_of`) on the main process; every process calls it (under
+    ``fsdp`` they gather the full state dicts first)."""
+    if par.sharded:
+        parts = {k: _Saved(p.state_dict()) for k, p in parts.items()}
+    if par.main:
+        save_state(ckpt, step, dataclasses.asdict(cfg), parts)
+
+
 def after_step(cfg: StageConfig, step: int, par: Parallel, validation: Validation, model, ckpt: Path, parts) -> None:
-    """What every stage does after an update: validate every ``val_every`` steps and checkpoint (main process
-    only) every ``checkpoint_every`` steps."""
+    """What every stage does after an update: validate every ``val_every`` steps and checkpoint every
+    ``checkpoint_every`` steps (on the main process; every process calls it)."""
     if cfg.val_every and step % cfg.val_every == 0:
         validation(model, step)
-    if par.main and step % cfg.checkpoint_every == 0:
-        save_state(ckpt, step, dataclasses.asdict(cfg), parts)
+    if step % cfg.checkpoint_every == 0:
+        write_checkpoint(cfg, step, par, ckpt, parts)
 
 
 def finish(cfg: StageConfig, step: int, par: Parallel, validation: Validation, model, ckpt: Path, parts) -> dict:
     """The end of a stage: last checkpoint and validation on the main process, then all processes meet. Returns
-    the last validation's metrics (empty without validation)."""
-    if par.main:
-        save_state(ckpt, step, dataclasses.asdict(cfg), parts)
-        validation(model, step)
+    the last validation's metrics (empty without validation, and on the other processes)."""
+    write_checkpoint(cfg, step, par, ckpt, parts)
+    validation(model, step)
     par.barrier()
     return validation.last
 

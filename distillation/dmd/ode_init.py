@@ -63,7 +63,7 @@ def ode_batch(teacher, tensors, captions, sigmas, cfg, step: int, micro: int):
 
 def train(cfg: ODEInitConfig) -> dict[str, float]:
     """Run (or resume) ODE init; the EMA student is exported to ``<out>/ode_init/export``."""
-    par, device = init_parallel(cfg.device)
+    par, device = init_parallel(cfg.device, cfg.parallel)
     torch.manual_seed(cfg.seed)
     teacher = load_teacher(cfg.teacher, device)
     tensors, captions, meta = read_set(cfg.pairs, PAIRS)
@@ -79,12 +79,14 @@ def train(cfg: ODEInitConfig) -> dict[str, float]:
         tensors = {k: v.to(device) for k, v in tensors.items()}
     student = make_student(teacher, student_config_from(cfg.student_config))
     student.gradient_checkpointing = cfg.grad_checkpointing
-    opt = fused_adamw(student.parameters(), cfg.lr, betas=(0.9, 0.999))
     ema = EMA(student, cfg.ema)
-    parts = {"student": student, "optimizer": opt, "ema": ema}
+    par.shard(student, ema.model, teacher.dit)  # --parallel fsdp: shards (the EMA's match the student's)
+    opt = fused_adamw(student.parameters(), cfg.lr, betas=(0.9, 0.999))
+    parts = {"student": par.state_of(student), "optimizer": par.state_of(student, opt), "ema": par.state_of(ema.model)}
     out = Path(cfg.out) / "ode_init"
     ckpt = out / "checkpoint.pt"
-    step = restore_state(ckpt, parts, dataclasses.asdict(cfg), ("timesteps", "shift", "student_config"), device) or 0
+    where = "cpu" if par.sharded else device  # each process keeps only its shards of what it reads
+    step = restore_state(ckpt, parts, dataclasses.asdict(cfg), ("timesteps", "shift", "student_config"), where) or 0
     budget, log = TimeBudget(cfg.max_minutes), JsonlLog(out / "log.jsonl")
     budget.mark(step)
     validation = Validation(cfg, teacher, stream, par, log)
@@ -97,7 +99,9 @@ def train(cfg: ODEInitConfig) -> dict[str, float]:
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
         total = 0.0
-        for micro in par.micro_batches(cfg.accumulate):
+        micros = par.micro_batches(cfg.accumulate)
+        for j, micro in enumerate(micros):
+            par.sync_gradients([student], j == len(micros) - 1)  # fsdp: reduce-scatter after the last only
             cond, noisy, sigma, target = ode_batch(teacher, tensors, captions, sigmas, cfg, step, micro)
             with torch.autocast(**autocast):
                 loss = regression_loss(teacher_forced(student, stream, cond, noisy, sigma, target), target)
@@ -116,6 +120,7 @@ def train(cfg: ODEInitConfig) -> dict[str, float]:
         after_step(cfg, step, par, validation, ema.model, ckpt, parts)
     bar.close()
     metrics = finish(cfg, step, par, validation, ema.model, ckpt, parts)
+    final = par.full_model(ema.model)  # all processes gather under fsdp
     if par.main:
-        export_student(ema.model, out / "export", step, {"stage": "ode-init", **metrics, **provenance(teacher, cfg)})
+        export_student(final, out / "export", step, {"stage": "ode-init", **metrics, **provenance(teacher, cfg)})
     return {"step": step, **metrics}

@@ -14,7 +14,9 @@ Each generator update:
 Between generator updates the critic takes ``critic_steps`` flow-matching updates on detached rollouts (fresh,
 or drawn from a replay buffer of recent ones with ``--critic-replay``), at its own learning rate. EMA of the
 student, gradient clipping, gradient accumulation, gradient checkpointing, bf16 autocast, data parallelism over
-``torchrun`` processes (gradients averaged, batches drawn per global micro-batch index).
+``torchrun`` processes (batches drawn per global micro-batch index; ``--parallel ddp`` averages the gradients of
+replicas, ``--parallel fsdp`` shards student, critic, teacher, optimizer states and EMA with FSDP2: see
+:mod:`distillation.dmd.common`).
 """
 
 from __future__ import annotations
@@ -79,13 +81,15 @@ def teacher_denoiser(
     frame, the window's actions and captions; with ``guidance`` != 1, contrasted with the ``null`` branch: no
     caption (``"caption"``) or no caption and no actions (``"actions"``)."""
     y = image_condition(window)
-    ctrl = dit.prepare_control(cond.control)
-    ctx = dit.prepare_context(cond.context)
+    with torch.no_grad():  # the scores are read without gradients (dmd_loss): keep no graph of the conditions
+        ctrl = dit.prepare_control(cond.control)
+        ctx = dit.prepare_context(cond.context)
     v_c = lambda x, t: dit(x, t, ctx, y, ctrl)  # noqa: E731
     v_u = None
     if null is not None and guidance != 1.0:
-        ctx_u = dit.prepare_context(teacher.context([""] * len(cond.captions)))
-        ctrl_u = dit.prepare_control(torch.zeros_like(cond.control)) if null == "actions" else ctrl
+        with torch.no_grad():
+            ctx_u = dit.prepare_context(teacher.context([""] * len(cond.captions)))
+            ctrl_u = dit.prepare_control(torch.zeros_like(cond.control)) if null == "actions" else ctrl
         v_u = lambda x, t: dit(x, t, ctx_u, y, ctrl_u)  # noqa: E731
     return velocity_denoiser(guided(v_c, v_u, guidance))
 
@@ -147,7 +151,7 @@ def train(cfg: DMDConfig) -> dict[str, float]:
     """Run (or resume) DMD; the EMA student goes to ``<out>/dmd/export`` and the critic to ``<out>/dmd/critic``."""
     if cfg.rollout_frames < cfg.window:
         raise ValueError(f"rollout_frames ({cfg.rollout_frames}) must be >= window ({cfg.window})")
-    par, device = init_parallel(cfg.device)
+    par, device = init_parallel(cfg.device, cfg.parallel)
     torch.manual_seed(cfg.seed)
     teacher = load_teacher(cfg.teacher, device)
     tensors, captions, meta = read_set(cfg.conditions, CONDITIONS)
@@ -170,11 +174,19 @@ def train(cfg: DMDConfig) -> dict[str, float]:
         print(f"critic from {cfg.critic_from}")
     for m in (student, critic):
         m.gradient_checkpointing = cfg.grad_checkpointing
+    ema = EMA(student, cfg.ema)
+    par.shard(student, critic, ema.model, teacher.dit)  # --parallel fsdp: shards (the EMA's match the student's)
     opt_g = fused_adamw(student.parameters(), cfg.lr, betas=(0.0, 0.999))
     opt_c = fused_adamw(critic.parameters(), cfg.critic_lr, betas=(0.0, 0.999))
-    ema = EMA(student, cfg.ema)
-    parts = {"student": student, "critic": critic, "opt_student": opt_g, "opt_critic": opt_c, "ema": ema}
-    step = restore_state(ckpt, parts, dataclasses.asdict(cfg), ("timesteps", "shift", "student_config"), device) or 0
+    parts = {
+        "student": par.state_of(student),
+        "critic": par.state_of(critic),
+        "opt_student": par.state_of(student, opt_g),
+        "opt_critic": par.state_of(critic, opt_c),
+        "ema": par.state_of(ema.model),
+    }
+    where = "cpu" if par.sharded else device  # each process keeps only its shards of what it reads
+    step = restore_state(ckpt, parts, dataclasses.asdict(cfg), ("timesteps", "shift", "student_config"), where) or 0
     budget, log = TimeBudget(cfg.max_minutes), JsonlLog(out / "log.jsonl")
     budget.mark(step)
     validation = Validation(cfg, teacher, stream, par, log)
@@ -182,6 +194,7 @@ def train(cfg: DMDConfig) -> dict[str, float]:
     replay = Replay(cfg.critic_replay)
     steps = len(stream.schedule.timesteps)
     bar = tqdm(total=cfg.max_steps, initial=step, desc="dmd", dynamic_ncols=True, disable=not par.main)
+    micros = par.micro_batches(cfg.accumulate)
 
     def batch(micro: int, phase: int) -> Conditions:
         rows = draw_rows(len(captions), cfg.batch_size, cfg.seed, mix_seed(step, phase), micro)
@@ -197,7 +210,8 @@ def train(cfg: DMDConfig) -> dict[str, float]:
         c_total = 0.0
         for phase in range(1, cfg.critic_steps + 1):
             opt_c.zero_grad(set_to_none=True)
-            for micro in par.micro_batches(cfg.accumulate):
+            for j, micro in enumerate(micros):
+                par.sync_gradients([critic], j == len(micros) - 1)  # fsdp: reduce-scatter after the last only
                 gen = step_generator(cfg.seed, mix_seed(step, phase), micro, device)
                 if replay.items and phase % 2 == 0:
                     wcond, clip = replay.draw(mix_seed(cfg.seed, step, phase, micro))
@@ -217,7 +231,8 @@ def train(cfg: DMDConfig) -> dict[str, float]:
         exit_step = mix_seed(cfg.seed, step, 0) % steps
         opt_g.zero_grad(set_to_none=True)
         g_total, gnorm_dmd = 0.0, 0.0
-        for micro in par.micro_batches(cfg.accumulate):
+        for j, micro in enumerate(micros):
+            par.sync_gradients([student], j == len(micros) - 1)
             gen = step_generator(cfg.seed, mix_seed(step, 0), micro, device)
             with torch.autocast(**autocast):
                 loss, stats, item = generator_loss(
@@ -251,7 +266,8 @@ def train(cfg: DMDConfig) -> dict[str, float]:
         after_step(cfg, step, par, validation, ema.model, ckpt, parts)
     bar.close()
     metrics = finish(cfg, step, par, validation, ema.model, ckpt, parts)
+    final, final_critic = par.full_model(ema.model), par.full_model(critic)  # all processes gather under fsdp
     if par.main:
-        export_student(ema.model, out / "export", step, {"stage": "dmd", **metrics, **provenance(teacher, cfg)})
-        export_student(critic, out / "critic", step, {"stage": "dmd-critic"})
+        export_student(final, out / "export", step, {"stage": "dmd", **metrics, **provenance(teacher, cfg)})
+        export_student(final_critic, out / "critic", step, {"stage": "dmd-critic"})
     return {"step": step, **metrics}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -105,11 +106,19 @@ def restore_state(
     config: dict[str, Any],
     same_keys: tuple[str, ...],
     map_location: str | torch.device = "cpu",
+    optional: tuple[str, ...] = (),
 ) -> int | None:
-    """Load a checkpoint written by :func:`save_state` into ``parts`` and the RNGs; its step, or None if absent."""
+    """Load a checkpoint written by :func:`save_state` into ``parts`` and the RNGs; its step, or None if absent.
+
+    Parts named in ``optional`` that the checkpoint lacks keep their fresh state (e.g. a discriminator added to a
+    run that trained without one); every other part must be there."""
     ckpt = load_checkpoint(path, map_location)
     if ckpt is None:
         return None
+    fresh = [name for name in optional if name in parts and name not in ckpt]
+    if fresh:
+        print(f"{path}: the checkpoint has no {fresh}; they start fresh", file=sys.stderr)
+    parts = {name: part for name, part in parts.items() if name not in fresh}
     missing = [name for name in parts if name not in ckpt]
     if missing:
         raise CheckpointFormatError(

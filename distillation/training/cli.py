@@ -56,7 +56,10 @@ def parse_config(cls: type[T], description: str | None, argv: list[str] | None =
             ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text or None)
             continue
         args = typing.get_args(kind)
-        base = next((a for a in args if a is not type(None)), kind) if args else kind
         shown = str(default).replace("%", "%%")
+        if typing.get_origin(kind) is typing.Literal:  # a choice: --flag {a,b}
+            ap.add_argument(flag, choices=args, default=default, help=f"{text} (default: {shown})".lstrip())
+            continue
+        base = next((a for a in args if a is not type(None)), kind) if args else kind
         ap.add_argument(flag, type=base, default=default, help=f"{text} (default: {shown})".lstrip())
     return cls(**vars(ap.parse_args(argv)))

@@ -26,7 +26,9 @@ def clipped_step(opt: torch.optim.Optimizer, max_norm: float) -> torch.Tensor:
             "by a trainer before that (non-fused AdamW) cannot be resumed: start from its export with --init-from"
         )
     params = [p for group in opt.param_groups for p in group["params"]]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # FSDP2 shards: the norm of the whole gradient
+    if hasattr(grad_norm, "full_tensor"):  # a DTensor (sharded parameters): a plain tensor for the host to read
+        grad_norm = grad_norm.full_tensor()
     opt.found_inf = (~torch.isfinite(grad_norm)).float()
     opt.step()
     opt.found_inf = None
