@@ -92,7 +92,7 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
     ``TimeLimit`` wrapper instead, with the same effect).
 
     ## Arguments
-    * ``model``: ``None`` (the project's small Doom model; an error says so while it has not landed),
+    * ``model``: ``None`` or ``"default"`` (the project's small Doom world, shipped in ``world_model/assets/doom``),
       ``"doom-untrained"`` (its architecture with random weights: runs offline, shows noise), a preset name, a
       model folder (the project's bundle or a full-size LingBot folder), an ``InteractiveWorld`` with
       ``batch_size=1`` (the caller keeps ownership: ``close()`` does not close it), a factory returning one
