@@ -83,6 +83,12 @@ def check_inputs(model: WorldModelUnderTest, start_frames: np.ndarray, captions:
 
 
 # -- causal streaming worlds ----------------------------------------------------------------------------------------
+def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+    """``x`` [b, ...] -> [rows, ...] with copies of its last row (a world of more rows than the batch asks)."""
+    pad = rows - len(x)
+    return np.concatenate([x, np.repeat(x[-1:], pad, 0)]) if pad > 0 else x
+
+
 class CausalWorldModel:
     """A streaming :class:`InteractiveWorld` under test: reset on the start frame, then one ``step`` per action.
 
@@ -146,22 +152,21 @@ class CausalWorldModel:
         world = self._world_for(b)
         pad = world.batch_size - b
         seeds = list(range(b)) if seeds is None else [int(s) for s in seeds]
-        frames = np.concatenate([start_frames, np.repeat(start_frames[-1:], pad, 0)]) if pad else start_frames
+        frames = _pad_rows(start_frames, world.batch_size)
         first = world.reset(
             images_to_tensor(frames, world.device), list(captions) + [captions[-1]] * pad, seeds + [seeds[-1]] * pad
         )
         self._active, self._rows = world, b
         return first[:b].numpy()
 
-    def step(self, actions: np.ndarray) -> np.ndarray:
-        """Advance the started worlds by one action each: ``actions`` [B, 6] -> uint8 [B, 4, H, W, 3]."""
+    def step(self, actions: np.ndarray, context_latents: torch.Tensor | None = None) -> np.ndarray:
+        """Advance the started worlds by one action each: ``actions`` [B, 6] -> uint8 [B, 4, H, W, 3].
+        ``context_latents`` (the world's batch, padding rows included): teacher forcing, see
+        :meth:`InteractiveWorld.step`."""
         if self._active is None:
             raise RuntimeError("start() the model before step()")
-        acts = np.asarray(actions, np.float32).reshape(self._rows, 6)
-        pad = self._active.batch_size - self._rows
-        if pad:
-            acts = np.concatenate([acts, np.repeat(acts[-1:], pad, 0)])
-        frames, _ = self._active.step(torch.from_numpy(acts))
+        acts = _pad_rows(np.asarray(actions, np.float32).reshape(self._rows, 6), self._active.batch_size)
+        frames, _ = self._active.step(torch.from_numpy(acts), context_latents=context_latents)
         return frames[: self._rows].numpy()
 
     def generate(self, start_frames, captions, actions, starts=None, seeds=None) -> np.ndarray:
@@ -177,17 +182,13 @@ class CausalWorldModel:
         steps ``0 .. j - 1`` (VAE-encoded; the world's cache and decoder go on from them, not from its own)."""
         _, acts = check_inputs(self, real[:, 0], captions, actions)
         out = [self.start(real[:, 0], captions, seeds)]
-        world, b = self._active, self._rows
-        pad = world.batch_size - b
-        video = np.concatenate([real, np.repeat(real[-1:], pad, 0)]) if pad else real
+        world = self._active
         encoder = world.encoder
         with torch.no_grad():
-            x = video_to_tensor(video, world.device).to(next(encoder.parameters()).dtype)
+            x = video_to_tensor(_pad_rows(real, world.batch_size), world.device).to(next(encoder.parameters()).dtype)
             latents = encoder.encode(x).float()  # [B, 16, 1 + n, h, w]: the causal VAE, the whole clip at once
         for i in range(acts.shape[1]):
-            a = np.concatenate([acts[:, i], np.repeat(acts[-1:, i], pad, 0)]) if pad else acts[:, i]
-            frames, _ = world.step(torch.from_numpy(a), context_latents=latents[:, :, 1 + i : 2 + i])
-            out.append(frames[:b].numpy())
+            out.append(self.step(acts[:, i], context_latents=latents[:, :, 1 + i : 2 + i]))
         return np.concatenate(out, axis=1)
 
     def close(self) -> None:

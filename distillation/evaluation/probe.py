@@ -267,6 +267,16 @@ class Probe:
 
 
 # -- accuracy -------------------------------------------------------------------------------------------------------
+def step_scores(keys: np.ndarray, turn: np.ndarray, actions: np.ndarray, dead_zone: float):
+    """Per step, predictions (keys bool [B, n, 4], turn [B, n]) against ``actions`` [B, n, 6]: the
+    :attr:`ProbeAccuracy.NAMES` scores ``(keys_bitwise float, keys_exact, turn, joint bool)``, each [B, n]."""
+    true_keys, true_turn = action_labels(actions, dead_zone)
+    bits = keys == (true_keys > 0.5)
+    exact = bits.all(-1)
+    direction = turn == true_turn
+    return bits.mean(-1), exact, direction, exact & direction
+
+
 class ProbeAccuracy:
     """Accumulates probe predictions against the true actions, per horizon step.
 
@@ -286,12 +296,8 @@ class ProbeAccuracy:
     def update(self, keys: np.ndarray, turn: np.ndarray, actions: np.ndarray, mask: np.ndarray | None = None) -> None:
         """keys bool [B, n, 4], turn [B, n] predicted for ``actions`` [B, n, 6]; only steps where ``mask``
         (bool [B, n], default all) is True count."""
-        true_keys, true_turn = action_labels(actions, self.dead_zone)
         mask = np.ones(turn.shape, bool) if mask is None else np.asarray(mask, bool)
-        bits = keys == (true_keys > 0.5)
-        exact = bits.all(-1)
-        direction = turn == true_turn
-        for name, ok in zip(self.NAMES, (bits.mean(-1), exact, direction, exact & direction)):
+        for name, ok in zip(self.NAMES, step_scores(keys, turn, actions, self.dead_zone)):
             self.sums[name] += (ok * mask).sum(0)
         self.count += mask.sum(0)
         self.excluded += int((~mask).sum())

@@ -32,7 +32,7 @@ from distillation.data.splits import MapSplit
 from distillation.evaluation.game import EpisodeEnded, explorer, fresh_game, start_episode
 from distillation.evaluation.models import CausalWorldModel
 from distillation.evaluation.patterns import PATTERNS, scripted_actions
-from distillation.evaluation.probe import Probe, action_labels, scorable
+from distillation.evaluation.probe import Probe, scorable, step_scores
 from distillation.evaluation.replay import frame_metrics
 from lingbot_env.doom.game import DoomConfig
 
@@ -159,9 +159,8 @@ def probe_step(probe: Probe, prev_real, real, prev_gen, gen, action, walked: flo
         return float("nan"), float("nan")
     clips = np.stack([np.concatenate([prev_real[None], real]), np.concatenate([prev_gen[None], gen])])
     keys, turn = probe.predict(clips)
-    true_keys, true_turn = action_labels(np.repeat(actions, 2, axis=0), probe.config.dead_zone)
-    ok = (keys == (true_keys > 0.5)).all(-1) & (turn == true_turn)
-    return float(ok[0, 0]), float(ok[1, 0])
+    joint = step_scores(keys, turn, np.repeat(actions, 2, axis=0), probe.config.dead_zone)[-1]
+    return float(joint[0, 0]), float(joint[1, 0])
 
 
 def run_stability(
