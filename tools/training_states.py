@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from world_model.safe_files import sha256_file
+
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = REPO / "checkpoints" / "states.json"
 
@@ -32,14 +34,6 @@ def _git(*args: str, binary: bool = False) -> bytes | str:
     if out.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed: {out.stderr.decode(errors='replace').strip()}")
     return out.stdout if binary else out.stdout.decode()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_manifest(path: Path | None = None) -> dict:
@@ -54,7 +48,7 @@ def missing_files(folder: str, entry: dict) -> list[str]:
     out = []
     for rel, digest in entry["files"].items():
         p = REPO / folder / rel
-        if not p.is_file() or _sha256(p) != digest:
+        if not p.is_file() or sha256_file(p) != digest:
             out.append(rel)
     return out
 
