@@ -265,6 +265,33 @@ def test_dmd_trains_end_to_end_with_validation_and_long_rollouts(world, tmp_path
     assert (tmp_path / "dmd" / "critic" / "config.json").exists()
 
 
+def test_critic_rollouts_reuse_one_rollout_per_update(world, tmp_path, monkeypatch):
+    """--critic-rollouts 1: one fresh rollout for the critic's steps and one for the generator, per update."""
+    calls = []
+    real = dmd.self_rollout
+    monkeypatch.setattr(dmd, "self_rollout", lambda *a, **k: calls.append(1) or real(*a, **k))
+    dmd.train(stage(world, tmp_path / "old", dmd.DMDConfig, max_steps=2, critic_steps=3))
+    old = len(calls)
+    calls.clear()
+    dmd.train(stage(world, tmp_path / "new", dmd.DMDConfig, max_steps=2, critic_steps=3, critic_rollouts=1))
+    assert (old, len(calls)) == (2 * (3 + 1), 2 * (1 + 1))
+
+
+def test_critic_warmup_trains_the_critic_alone(world, tmp_path):
+    """A fresh critic catches up with a student trained before; the student does not move during it."""
+    cfg = stage(world, tmp_path, dmd.DMDConfig, max_steps=0, critic_warmup=2, critic_lr=1e-3, warmup=1)
+    dmd.train(cfg)
+    teacher = load_teacher(world["teacher"], "cpu")
+    student, critic = WanDiT(teacher.dit.cfg), WanDiT(teacher.dit.cfg)
+    teacher_lib.load_export_dit(tmp_path / "dmd" / "export", student)
+    teacher_lib.load_export_dit(tmp_path / "dmd" / "critic", critic)
+    ref = {k: v.to(torch.bfloat16).float() for k, v in teacher.dit.state_dict().items()}  # the exports are bf16
+    assert all(torch.equal(v, ref[k]) for k, v in student.state_dict().items())
+    assert not all(torch.equal(v, ref[k]) for k, v in critic.state_dict().items())
+    log = [json.loads(line) for line in (tmp_path / "dmd" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["critic_warmup"] == 2
+
+
 def test_student_that_does_not_fit_is_refused_before_training(world, tmp_path):
     cfg = WanDiTConfig(control_dim=7, **{**TINY, "text_dim": 48})
     with pytest.raises(ValueError, match="text_dim"):

@@ -28,7 +28,8 @@ BATCH="${BATCH:-64}"
 DMD_BATCH="${DMD_BATCH:-32}"
 read -r -a ODE_ARGS <<<"${ODE_ARGS:-}"
 read -r -a DMD_ARGS <<<"${DMD_ARGS:-}"
-LIGHT=checkpoints/doom_light/light_decoder.pt
+LIGHT="${LIGHT:-checkpoints/doom_light/light_decoder.pt}"  # validation decodes with it (any light decoder state file)
+COND="${COND:-.dmd/conditions}"  # the training conditions set (a subset of its shards keeps a call under 64 MiB)
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 LIMIT_S="${LIMIT_S:-570}"  # the call's limit less a margin: later stages shrink to what is left of it
 T0=$(date +%s)
@@ -52,7 +53,7 @@ trap pack EXIT
 common=(--device "$DEVICE" --out runs/dmd --val-conditions .dmd/val --light-decoder "$LIGHT")
 
 if [ "$PAIRS_CLIPS" != 0 ]; then
-    python3 -m distillation.dmd ode-pairs --device "$DEVICE" --conditions .dmd/conditions --out runs/dmd/pairs \
+    python3 -m distillation.dmd ode-pairs --device "$DEVICE" --conditions "$COND" --out runs/dmd/pairs \
         --clips "$PAIRS_CLIPS" --steps "$PAIRS_STEPS" --batch-size 256 --shard-clips 512 \
         --max-minutes "$(fit "$PAIRS_MIN" $((60 * ${ODE_MIN%.*} + 60 * ${DMD_MIN%.*} + 180)))"
 fi
@@ -64,6 +65,6 @@ if [ "$DMD_MIN" != 0 ]; then
     init=()
     [ -n "${STUDENT:-}" ] && init+=(--init-from "$STUDENT")
     [ -n "${CRITIC:-}" ] && init+=(--critic-from "$CRITIC")
-    python3 -m distillation.dmd dmd "${common[@]}" --conditions .dmd/conditions --batch-size "$DMD_BATCH" \
+    python3 -m distillation.dmd dmd "${common[@]}" --conditions "$COND" --batch-size "$DMD_BATCH" \
         --max-minutes "$(fit "$DMD_MIN" 75)" --val-every 100 --checkpoint-every 100000 "${init[@]}" "${DMD_ARGS[@]}"
 fi

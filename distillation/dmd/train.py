@@ -70,6 +70,13 @@ class DMDConfig(StageConfig):
     critic_steps: int = 5  # critic updates per generator update
     critic_lr: float = 4e-5  # peak AdamW learning rate of the critic (not yet tuned on the GPU)
     critic_replay: int = 0  # rollouts kept for the critic to draw from (0: fresh rollouts only)
+    # fresh student rollouts per update for the critic; its other critic steps reuse the newest window (or draw
+    # from the replay buffer) with new noise. 0: the old rule, a fresh rollout per critic step (every other one
+    # from the buffer with --critic-replay). A rollout is the costly part of an update: 1 makes updates ~2-3x faster
+    critic_rollouts: int = 0
+    # critic-only updates before the first generator update of a run whose critic starts fresh (no checkpoint),
+    # so the fake score tracks a student that was trained before (e.g. resuming elsewhere without --critic-from)
+    critic_warmup: int = 0
     warmup: int = 10  # steps of linear warm-up of both optimizers
 
 
@@ -200,33 +207,58 @@ def train(cfg: DMDConfig) -> dict[str, float]:
         rows = draw_rows(len(captions), cfg.batch_size, cfg.seed, mix_seed(step, phase), micro)
         return conditions_of(teacher, tensors, captions, rows, cfg.rollout_frames, mix_seed(cfg.seed, step, phase))
 
-    while step < cfg.max_steps and not budget.expired():
-        lrs = []
-        for opt, base in ((opt_g, cfg.lr), (opt_c, cfg.critic_lr)):
-            lrs.append(learning_rate(base, step, warmup=cfg.warmup, budget=budget, cooldown=cfg.cooldown))
-            for g in opt.param_groups:
-                g["lr"] = lrs[-1]
-        # Critic updates on the student as it is now (detached rollouts: no gradient reaches the student).
+    latest: dict[int, tuple] = {}  # micro-batch -> the newest detached window (a fresh rollout or the generator's)
+
+    def fresh(phase: int) -> bool:
+        if cfg.critic_rollouts == 0:  # the old rule: fresh, or every other step from the buffer
+            return not (replay.items and phase % 2 == 0)
+        return phase <= cfg.critic_rollouts or not latest
+
+    def critic_round(tag: int):
+        """``critic_steps`` updates of the critic on the student as it is now (detached rollouts: no gradient
+        reaches the student); ``tag`` keeps the warm-up's draws apart from the updates'. Returns the summed loss."""
         c_total = 0.0
         for phase in range(1, cfg.critic_steps + 1):
             opt_c.zero_grad(set_to_none=True)
             for j, micro in enumerate(micros):
                 par.sync_gradients([critic], j == len(micros) - 1)  # fsdp: reduce-scatter after the last only
-                gen = step_generator(cfg.seed, mix_seed(step, phase), micro, device)
-                if replay.items and phase % 2 == 0:
-                    wcond, clip = replay.draw(mix_seed(cfg.seed, step, phase, micro))
-                else:
-                    cond = batch(micro, phase)
+                gen = step_generator(cfg.seed, mix_seed(step, tag + phase), micro, device)
+                if fresh(phase):
+                    cond = batch(micro, tag + phase)
                     with torch.no_grad(), torch.autocast(**autocast):
                         rollout = self_rollout(student, stream, cond)
-                    wcond, clip = window_conditions(cond, rollout, cfg.window)
-                    replay.add((wcond, clip))
+                    latest[micro] = window_conditions(cond, rollout, cfg.window)
+                    replay.add(latest[micro])
+                    wcond, clip = latest[micro]
+                elif replay.items:
+                    wcond, clip = replay.draw(mix_seed(cfg.seed, step, tag + phase, micro))
+                else:
+                    wcond, clip = latest[micro]
                 with torch.autocast(**autocast):
                     loss = critic_loss(critic, teacher, wcond, clip, cfg, gen)
                 loss.backward()
                 c_total += loss.detach()
             par.average_gradients([critic], cfg.accumulate * par.world)
             clipped_step(opt_c, cfg.grad_clip)
+        return c_total
+
+    if step == 0 and cfg.critic_warmup:
+        for k in tqdm(range(cfg.critic_warmup), desc="critic warm-up", disable=not par.main):
+            for g in opt_c.param_groups:  # the critic's rate warms up as in the updates
+                g["lr"] = cfg.critic_lr * min(1.0, (k + 1) / max(1, cfg.warmup))
+            c_warm = critic_round(-1000 * (k + 1))
+        if par.main:
+            log.write(
+                step=0, critic_warmup=cfg.critic_warmup, critic_loss=float(c_warm) / (cfg.accumulate * cfg.critic_steps)
+            )
+
+    while step < cfg.max_steps and not budget.expired():
+        lrs = []
+        for opt, base in ((opt_g, cfg.lr), (opt_c, cfg.critic_lr)):
+            lrs.append(learning_rate(base, step, warmup=cfg.warmup, budget=budget, cooldown=cfg.cooldown))
+            for g in opt.param_groups:
+                g["lr"] = lrs[-1]
+        c_total = critic_round(0)
         # Generator update: one exit step for the whole update (the same in every process and micro-batch).
         exit_step = mix_seed(cfg.seed, step, 0) % steps
         opt_g.zero_grad(set_to_none=True)
@@ -240,6 +272,7 @@ def train(cfg: DMDConfig) -> dict[str, float]:
                 )
             loss.backward()
             replay.add(item)
+            latest[micro] = item
             g_total += loss.detach()
             gnorm_dmd += stats["grad_norm"]
         par.average_gradients([student], cfg.accumulate * par.world)
