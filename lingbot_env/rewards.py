@@ -33,3 +33,26 @@ def call_reset_hook(fn: Any, obs: np.ndarray, info: dict[str, Any]) -> None:
     hook = getattr(fn, "reset", None)
     if callable(hook):
         hook(obs, info)
+
+
+class ExploreCells:
+    """The exploration reward's bookkeeping: +1 the first time a position falls in a ``cell`` x ``cell`` square
+    of the map (Doom map units). The real game env counts it per video frame from the engine's pose; the world's
+    learned reward counts it from the poses its step heads integrate: one definition for both."""
+
+    def __init__(self, cell: float = 64.0) -> None:
+        if cell <= 0:
+            raise ValueError(f"the explore cell must be > 0 map units, got {cell}")
+        self.cell = float(cell)
+        self.visited: set[tuple[int, int]] = set()
+
+    def reset(self) -> None:
+        self.visited = set()
+
+    def visit(self, x: float, y: float) -> int:
+        """1 if ``(x, y)`` is in a cell not visited before (and marks it), else 0."""
+        key = (int(x // self.cell), int(y // self.cell))
+        if key in self.visited:
+            return 0
+        self.visited.add(key)
+        return 1

@@ -15,6 +15,7 @@ from lingbot_env.actions import action_to_controls
 from lingbot_env.doom.game import DoomConfig, create_game, read_pose
 from lingbot_env.doom.labels import caption, visible_objects
 from lingbot_env.doom.wad import check_map, spawn_points, wad_name
+from lingbot_env.rewards import ExploreCells
 
 
 class ViZDoomWASDEnv(gym.Env):
@@ -81,7 +82,7 @@ class ViZDoomWASDEnv(gym.Env):
         self._step = 0
         self._frame_count = 0
         self._last_move, self._since_use = 0.0, 8
-        self._visited: set[tuple[int, int]] = set()
+        self._cells = ExploreCells(config.explore_cell)
 
     # ------------------------------------------------------------------ frames and state
     def _convert(self, buf: np.ndarray, nearest: bool = False) -> np.ndarray:
@@ -97,11 +98,7 @@ class ViZDoomWASDEnv(gym.Env):
         return self._convert(state.screen_buffer), read_pose(state.game_variables), state
 
     def _visit(self, pose: np.ndarray) -> int:
-        cell = (int(pose[0] // self.config.explore_cell), int(pose[1] // self.config.explore_cell))
-        if cell in self._visited:
-            return 0
-        self._visited.add(cell)
-        return 1
+        return self._cells.visit(float(pose[0]), float(pose[1]))
 
     def _info(self, frames: np.ndarray, poses: np.ndarray, state: Any, frames_valid: int) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -174,7 +171,7 @@ class ViZDoomWASDEnv(gym.Env):
         self._step = 0
         self._frame_count = 0
         self._last_move, self._since_use = 0.0, 8
-        self._visited = set()
+        self._cells.reset()
         frame, pose, state = self._read()
         self._visit(pose)
         self._last_obs = frame

@@ -1,0 +1,116 @@
+"""Score a policy on the transfer task in the real game: mean return with its standard error.
+
+    python -m agents.evaluate --policy random --episodes 20 --split val --out runs/agents/random.json
+    python -m agents.evaluate --policy hold_w ...
+    python -m agents.evaluate --policy explorer ...          # the data engine's scripted explorer (it reads the
+                                                             # map's walls: a privileged reference, not an agent)
+    python -m agents.evaluate --policy runs/agents/ppo_real.zip ...   # a Stable-Baselines3 model
+
+Episodes are seeded ``seed, seed + 1, ...``: two policies scored with the same ``--seed`` play the same maps from
+the same starts. The JSON holds every episode's return and length, the mean, its standard error and the task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from agents.task import ExploreTask
+
+Policy = Callable[[np.ndarray, dict[str, Any]], np.ndarray]  # (obs uint8 [H, W, 3], info) -> action float32 [6]
+BUILTIN = ("random", "hold_w", "explorer")
+
+
+def make_policy(name: str, action_space, seed: int) -> tuple[Policy, Callable[[int], None]]:
+    """``(policy, reset(seed))`` for a built-in name or a Stable-Baselines3 ``.zip``."""
+    if name == "random":
+        rng = np.random.default_rng(seed)
+
+        def reseed(s: int) -> None:
+            nonlocal rng
+            rng = np.random.default_rng(s)
+
+        lo, hi = action_space.low, action_space.high
+        return (lambda obs, info: rng.uniform(lo, hi).astype(np.float32)), reseed
+    if name == "hold_w":
+        w = np.array([1, 0, 0, 0, 0, 0], np.float32)
+        return (lambda obs, info: w), (lambda s: None)
+    if name == "explorer":
+        from distillation.data.policy import ExplorationPolicy
+
+        explorer = ExplorationPolicy(seed)
+        return explorer, explorer.reset
+    path = Path(name)
+    if path.suffix != ".zip" or not path.exists():
+        raise ValueError(f"--policy must be one of {BUILTIN} or an existing Stable-Baselines3 .zip, got {name!r}")
+    from stable_baselines3 import PPO
+
+    model = PPO.load(path, device="cpu")
+    return (lambda obs, info: model.predict(obs, deterministic=True)[0]), (lambda s: None)
+
+
+def evaluate(policy: str, task: ExploreTask, split: str, episodes: int, seed: int = 0) -> dict[str, Any]:
+    """Play ``episodes`` episodes of ``task`` on ``split``'s maps; returns and lengths per episode."""
+    env = task.real_env(split, seed=seed)
+    act, reseed = make_policy(policy, env.action_space, seed)
+    returns, lengths, maps, deaths = [], [], [], 0
+    t0 = time.perf_counter()
+    for ep in tqdm(range(episodes), desc=f"{policy} on {split}", unit="episode"):
+        obs, info = env.reset(seed=seed + ep)
+        reseed(seed + ep)
+        total, n, done = 0.0, 0, False
+        while not done:
+            obs, r, terminated, truncated, info = env.step(act(obs, info))
+            total, n = total + r, n + 1
+            done = terminated or truncated
+        deaths += int(terminated and info.get("health", 1) <= 0)
+        returns.append(total)
+        lengths.append(n)
+        maps.append(info.get("map"))
+    env.close()
+    mean = float(np.mean(returns))
+    se = float(np.std(returns, ddof=1) / math.sqrt(len(returns))) if len(returns) > 1 else float("nan")
+    return {
+        "policy": policy,
+        "split": split,
+        "episodes": episodes,
+        "seed": seed,
+        "mean_return": mean,
+        "stderr": se,
+        "deaths": deaths,
+        "returns": returns,
+        "lengths": lengths,
+        "maps": maps,
+        "seconds": time.perf_counter() - t0,
+        "task": dataclasses.asdict(task),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m agents.evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--policy", required=True, help=f"one of {BUILTIN} or a Stable-Baselines3 .zip")
+    ap.add_argument("--split", default="val", choices=("train", "val"), help="maps to play (val: held out)")
+    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--episode-steps", type=int, default=ExploreTask.episode_steps, help="env steps per episode")
+    ap.add_argument("--seed", type=int, default=0, help="episode i is seeded seed + i")
+    ap.add_argument("--out", help="write the result JSON here")
+    args = ap.parse_args(argv)
+    task = ExploreTask(episode_steps=args.episode_steps)
+    res = evaluate(args.policy, task, args.split, args.episodes, args.seed)
+    print(f"{args.policy}: {res['mean_return']:.1f} +- {res['stderr']:.1f} cells per episode ({args.split} maps)")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""Train the world's step heads (:mod:`world_model.heads`) on real game data with the game's own labels.
+
+    python -m distillation.train_heads --vae checkpoints/doom_vae --out runs/heads \\
+        --train-episodes 96 --val-episodes 24 --device cuda
+
+1. **play**: episodes of the transfer task (:class:`agents.task.ExploreTask`: monsters on, the player can die) on
+   the training maps and, for held-out scores, on the validation maps; each episode is driven by the data engine's
+   explorer or by sticky random actions (held for a few steps), so the heads see walking, turning, getting
+   blocked by walls and dying. Game worker processes play in parallel.
+2. **encode**: every episode's video through the VAE encoder (the world's latent space; its fingerprint is
+   recorded), one latent frame per env step.
+3. **train**: one row per step: (latent before, latent after, action) -> (the player's motion in its own frame,
+   from the engine's poses; whether the player died in the step). AdamW, a fixed number of steps.
+4. **score** on the held-out episodes: motion error against two baselines (no motion; the mean motion of the
+   step's key combination, i.e. what the keys alone say), the end head's recall and false-alarm rate, and the
+   exploration return the heads' integrated poses give against the game's own return, per episode.
+
+Writes ``<out>/heads.safetensors`` + ``heads.json`` (config, latent fingerprint, scores) and ``<out>/report.json``.
+``--bundle FOLDER`` also copies the heads into a world bundle, which the env then uses for its reward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from agents.task import ExploreTask
+from lingbot_env.rewards import ExploreCells
+from world_model.heads import StepHeads, StepHeadsConfig, save_heads
+
+FRAMES_PER_STEP = 4
+
+
+# -- play ---------------------------------------------------------------------------------------------------------
+class StickyRandom:
+    """Uniform random actions, each held for 1-8 steps (a jittering random policy never gets anywhere)."""
+
+    def __init__(self, seed: int, action_space) -> None:
+        self.rng, self.space, self.left, self.action = np.random.default_rng(seed), action_space, 0, None
+
+    def __call__(self, obs, info):
+        if self.left == 0:
+            self.action = self.rng.uniform(self.space.low, self.space.high).astype(np.float32)
+            self.left = int(self.rng.integers(1, 9))
+        self.left -= 1
+        return self.action
+
+
+def play_episode(args: tuple[ExploreTask, str, int, float]) -> dict[str, np.ndarray]:
+    """One episode: frames uint8 [1 + 4n, H, W, 3], actions [n, 6], poses [1 + 4n, 5], died (bool)."""
+    from distillation.data.policy import ExplorationPolicy
+
+    task, split, seed, explorer_share = args
+    env = task.real_env(split, seed=seed)
+    obs, info = env.reset(seed=seed)
+    use_explorer = np.random.default_rng(seed).random() < explorer_share
+    policy = ExplorationPolicy(seed) if use_explorer else StickyRandom(seed, env.action_space)
+    frames, poses, actions = [obs], [info["pose"]], []
+    died = False
+    while True:
+        a = np.asarray(policy(obs, info), np.float32)
+        obs, _, terminated, truncated, info = env.step(a)
+        actions.append(a)
+        frames.extend(info["frames"])
+        poses.extend(info["poses"])
+        if terminated or truncated:
+            died = bool(terminated and info.get("health", 1) <= 0)
+            break
+    env.close()
+    return {
+        "frames": np.stack(frames),
+        "poses": np.stack(poses).astype(np.float32),
+        "actions": np.stack(actions),
+        "died": np.array(died),
+        "explorer": np.array(use_explorer),
+    }
+
+
+def play(task: ExploreTask, split: str, episodes: int, seed: int, workers: int, explorer_share: float) -> list[dict]:
+    jobs = [(task, split, seed + i, explorer_share) for i in range(episodes)]
+    if workers <= 1:
+        return [play_episode(j) for j in tqdm(jobs, desc=f"play {split}")]
+    with mp.get_context("spawn").Pool(workers) as pool:
+        return list(tqdm(pool.imap(play_episode, jobs), total=len(jobs), desc=f"play {split}"))
+
+
+# -- labels -------------------------------------------------------------------------------------------------------
+def step_motion(poses: np.ndarray) -> np.ndarray:
+    """The player's motion per step ``[n, 2]`` (forward, right) in map units, in its frame at the step's start,
+    from poses ``[1 + 4n, 5]`` (x, y, z, yaw degrees counter-clockwise from +x, pitch)."""
+    start, end = poses[:-1:FRAMES_PER_STEP], poses[FRAMES_PER_STEP::FRAMES_PER_STEP]
+    d = end[:, :2] - start[:, :2]
+    yaw = np.deg2rad(start[:, 3])
+    fwd = d[:, 0] * np.cos(yaw) + d[:, 1] * np.sin(yaw)
+    right = d[:, 0] * np.sin(yaw) - d[:, 1] * np.cos(yaw)
+    return np.stack([fwd, right], axis=1).astype(np.float32)
+
+
+def integrate(start_xy: np.ndarray, yaws_deg: np.ndarray, motion: np.ndarray) -> np.ndarray:
+    """Positions ``[4n + 1, 2]`` from a start, each step's start yaw ``[n]`` and motion ``[n, 2]`` (forward,
+    right): the inverse of :func:`step_motion`, spread evenly over the step's 4 video frames as the game counts
+    cells per frame."""
+    yaw = np.deg2rad(yaws_deg)
+    dx = motion[:, 0] * np.cos(yaw) + motion[:, 1] * np.sin(yaw)
+    dy = motion[:, 0] * np.sin(yaw) - motion[:, 1] * np.cos(yaw)
+    per_frame = np.repeat(np.stack([dx, dy], 1) / FRAMES_PER_STEP, FRAMES_PER_STEP, axis=0)
+    return np.concatenate([start_xy[None], start_xy[None] + np.cumsum(per_frame, axis=0)])
+
+
+def explore_return(positions: np.ndarray, cell: float) -> int:
+    """The task's return of a path ``[F, 2]``: cells entered after the start's."""
+    cells = ExploreCells(cell)
+    cells.visit(*positions[0])
+    return sum(cells.visit(x, y) for x, y in positions[1:])
+
+
+# -- encode -------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def encode(vae, frames: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Normalised latents ``[16, 1 + n, h, w]`` (bf16, CPU) of a video uint8 ``[1 + 4n, H, W, 3]``."""
+    video = torch.from_numpy(frames).to(device).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    return vae.encode(video.to(vae.dtype), chunked=True)[0].to(torch.bfloat16).cpu()
+
+
+def rows_of(episodes: list[dict], latents: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    prev, cur, act, motion, ended = [], [], [], [], []
+    for ep, z in zip(episodes, latents, strict=True):
+        n = len(ep["actions"])
+        prev.append(z[:, :n].transpose(0, 1))
+        cur.append(z[:, 1 : n + 1].transpose(0, 1))
+        act.append(torch.from_numpy(ep["actions"]))
+        motion.append(torch.from_numpy(step_motion(ep["poses"])))
+        e = torch.zeros(n)
+        e[-1] = float(ep["died"])
+        ended.append(e)
+    return {k: torch.cat(v) for k, v in dict(prev=prev, cur=cur, act=act, motion=motion, ended=ended).items()}
+
+
+# -- score --------------------------------------------------------------------------------------------------------
+def key_pattern(actions: torch.Tensor) -> torch.Tensor:
+    """An integer per row for the pressed-key combination (W, A, S, D > 0.5)."""
+    keys = (actions[:, :4] > 0.5).long()
+    return (keys * torch.tensor([1, 2, 4, 8])).sum(1)
+
+
+@torch.no_grad()
+def predict(heads: StepHeads, rows: dict[str, torch.Tensor], device, batch: int = 1024):
+    out_m, out_e = [], []
+    for i in range(0, len(rows["act"]), batch):
+        m, e = heads(*(rows[k][i : i + batch].to(device).float() for k in ("prev", "cur", "act")))
+        out_m.append(m.cpu())
+        out_e.append(e.cpu())
+    return torch.cat(out_m), torch.cat(out_e)
+
+
+def score(heads, train_rows, val_rows, val_episodes, task: ExploreTask, device) -> dict[str, Any]:
+    motion, logit = predict(heads, val_rows, device)
+    true = val_rows["motion"]
+    # Baseline: what the keys alone say (mean training motion per key combination).
+    pat_tr, pat_va = key_pattern(train_rows["act"]), key_pattern(val_rows["act"])
+    means = torch.zeros(16, 2)
+    for p in range(16):
+        sel = pat_tr == p
+        if sel.any():
+            means[p] = train_rows["motion"][sel].mean(0)
+    by_keys = means[pat_va]
+
+    def mae(pred):
+        return float((pred - true).norm(dim=1).mean())
+
+    ended = val_rows["ended"] > 0.5
+    fired = logit > 0
+    # Per-episode exploration return from the heads' integrated path, against the game's.
+    game_ret, head_ret, keys_ret = [], [], []
+    lo = 0
+    for ep in val_episodes:
+        n = len(ep["actions"])
+        poses = ep["poses"]
+        yaws = poses[:-1:FRAMES_PER_STEP, 3]
+        game_ret.append(explore_return(poses[:, :2], task.explore_cell))
+        head_ret.append(explore_return(integrate(poses[0, :2], yaws, motion[lo : lo + n].numpy()), task.explore_cell))
+        keys_ret.append(explore_return(integrate(poses[0, :2], yaws, by_keys[lo : lo + n].numpy()), task.explore_cell))
+        lo += n
+    g, h, k = (np.array(x, float) for x in (game_ret, head_ret, keys_ret))
+
+    def corr(a, b):
+        return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+
+    return {
+        "rows": len(true),
+        "motion_mae": mae(motion),
+        "motion_mae_keys_only": mae(by_keys),
+        "motion_mae_zero": mae(torch.zeros_like(true)),
+        "mean_speed": float(true.norm(dim=1).mean()),
+        "end_positives": int(ended.sum()),
+        "end_recall": float((fired & ended).sum() / max(1, int(ended.sum()))),
+        "end_false_alarm_rate": float((fired & ~ended).sum() / max(1, int((~ended).sum()))),
+        "return_game_mean": float(g.mean()),
+        "return_heads_mean": float(h.mean()),
+        "return_heads_mae": float(np.abs(h - g).mean()),
+        "return_heads_corr": corr(h, g),
+        "return_keys_only_mae": float(np.abs(k - g).mean()),
+        "return_keys_only_corr": corr(k, g),
+    }
+
+
+# -- train --------------------------------------------------------------------------------------------------------
+def train(rows: dict[str, torch.Tensor], steps: int, batch: int, lr: float, device, seed: int, end_weight: float):
+    torch.manual_seed(seed)
+    heads = StepHeads(StepHeadsConfig()).to(device)
+    opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(seed)
+    n = len(rows["act"])
+    dev_rows = {k: v.to(device) for k, v in rows.items()}
+    log = []
+    for step in tqdm(range(steps), desc="train heads"):
+        idx = torch.randint(0, n, (batch,), generator=gen).to(device)
+        b = {k: v[idx] for k, v in dev_rows.items()}
+        for g in opt.param_groups:  # cosine to 5%
+            g["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        terms = heads.losses(b["prev"].float(), b["cur"].float(), b["act"], b["motion"], b["ended"], end_weight)
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        opt.step()
+        if step % 100 == 0 or step == steps - 1:
+            log.append({"step": step, **{k: float(v) for k, v in terms.items()}})
+    return heads.eval(), log
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m distillation.train_heads",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 2)[2],
+    )
+    ap.add_argument("--vae", default="checkpoints/doom_vae", help="VAE export whose encoder makes the latents")
+    ap.add_argument("--out", default="runs/heads", help="output folder (heads + report.json)")
+    ap.add_argument("--train-episodes", type=int, default=96, help="episodes played on the training maps")
+    ap.add_argument("--val-episodes", type=int, default=24, help="episodes played on the held-out maps")
+    ap.add_argument("--episode-steps", type=int, default=ExploreTask.episode_steps, help="env steps per episode")
+    ap.add_argument(
+        "--explorer-share", type=float, default=0.7, help="episodes played by the explorer (rest: sticky random)"
+    )
+    ap.add_argument("--workers", type=int, default=2, help="game worker processes")
+    ap.add_argument("--steps", type=int, default=3000, help="training steps")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--end-weight", type=float, default=20.0, help="BCE weight of the (rare) death rows")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--bundle", help="also copy the heads into this world bundle folder")
+    args = ap.parse_args(argv)
+
+    from distillation.vae_export import latent_fingerprint, load_exported_vae
+
+    device = torch.device(args.device)
+    task = ExploreTask(episode_steps=args.episode_steps)
+    t0 = time.perf_counter()
+    train_eps = play(task, "train", args.train_episodes, args.seed, args.workers, args.explorer_share)
+    val_eps = play(task, "val", args.val_episodes, args.seed + 100_000, args.workers, args.explorer_share)
+    t_play = time.perf_counter() - t0
+    vae = load_exported_vae(args.vae, device, decoder=False)
+    train_rows = rows_of(train_eps, [encode(vae, e["frames"], device) for e in tqdm(train_eps, desc="encode train")])
+    val_rows = rows_of(val_eps, [encode(vae, e["frames"], device) for e in tqdm(val_eps, desc="encode val")])
+    t_enc = time.perf_counter() - t0 - t_play
+    heads, log = train(train_rows, args.steps, args.batch_size, args.lr, device, args.seed, args.end_weight)
+    scores = score(heads, train_rows, val_rows, val_eps, task, device)
+    fingerprint = latent_fingerprint(args.vae)
+    out = Path(args.out)
+    save_heads(heads.cpu(), out, fingerprint, scores)
+    report = {
+        "scores_val_real": scores,
+        "train_rows": len(train_rows["act"]),
+        "train_deaths": int(train_rows["ended"].sum()),
+        "seconds": {"play": t_play, "encode": t_enc, "total": time.perf_counter() - t0},
+        "args": vars(args),
+        "log": log,
+        "vae_fingerprint": fingerprint,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(scores, indent=1))
+    if args.bundle:
+        for name in ("heads.safetensors", "heads.json"):
+            shutil.copy(out / name, Path(args.bundle) / name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The world's step heads: they learn from labelled rows, round-trip through their files, refuse other latents,
+and the labels they learn are the game's own (motion from its poses, return as the game counts it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agents.task import ExploreTask
+from distillation import train_heads
+from world_model.heads import StepHeads, StepHeadsConfig, load_heads, save_heads
+
+TINY = StepHeadsConfig(width=8, hidden=16)
+
+
+def fixed_batch(n: int = 32, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    prev, cur = torch.randn(n, 16, 12, 16, generator=g), torch.randn(n, 16, 12, 16, generator=g)
+    act = torch.rand(n, 6, generator=g)
+    motion = torch.stack([(cur - prev).mean((1, 2, 3)) * 40, act[:, 0] * 20], 1)  # learnable from the inputs
+    ended = (act[:, 1] > 0.8).float()
+    return prev, cur, act, motion, ended
+
+
+def test_heads_lower_their_losses_on_a_fixed_batch():
+    torch.manual_seed(0)
+    heads = StepHeads(TINY)
+    opt = torch.optim.Adam(heads.parameters(), lr=3e-3)
+    batch = fixed_batch()
+    first = {k: float(v) for k, v in heads.losses(*batch).items()}
+    for _ in range(150):
+        loss = heads.losses(*batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    last = {k: float(v) for k, v in heads.losses(*batch).items()}
+    assert last["motion"] < 0.5 * first["motion"] and last["end"] < 0.5 * first["end"]
+
+
+def test_heads_round_trip_and_refuse_other_latents(tmp_path):
+    heads = StepHeads(TINY).eval()
+    save_heads(heads, tmp_path, "abcd", {"motion_mae": 1.0})
+    back = load_heads(tmp_path, "abcd")
+    batch = fixed_batch(4)[:3]
+    for a, b in zip(heads(*batch), back(*batch), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="latents of VAE abcd.*ffff"):
+        load_heads(tmp_path, "ffff")
+
+
+def test_motion_labels_invert_to_the_path():
+    rng = np.random.default_rng(0)
+    n = 12
+    poses = np.zeros((1 + 4 * n, 5), np.float32)
+    poses[:, :2] = np.cumsum(rng.normal(0, 5, (1 + 4 * n, 2)), 0)
+    poses[:, 3] = np.repeat(rng.uniform(0, 360, n + 1), 4)[: 1 + 4 * n]
+    motion = train_heads.step_motion(poses)
+    back = train_heads.integrate(poses[0, :2], poses[:-1:4, 3], motion)
+    np.testing.assert_allclose(back[4::4], poses[4::4, :2], atol=1e-3)  # step ends land where the game was
+
+
+def test_explore_return_counts_as_the_game_does():
+    """The return of the engine's own path equals the sum of the real env's explore rewards over the episode."""
+    task = ExploreTask(episode_steps=30)
+    env = task.real_env("train", seed=3)
+    obs, info = env.reset(seed=3)
+    poses, total = [info["pose"]], 0.0
+    policy = train_heads.StickyRandom(3, env.action_space)
+    done = False
+    while not done:
+        obs, r, term, trunc, info = env.step(policy(obs, info))
+        total += r
+        poses.extend(info["poses"])
+        done = term or trunc
+    env.close()
+    assert total > 0
+    assert train_heads.explore_return(np.stack(poses)[:, :2], task.explore_cell) == total
