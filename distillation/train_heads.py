@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import multiprocessing as mp
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from agents.task import ExploreTask
-from lingbot_env.rewards import ExploreCells
+from lingbot_env.rewards import explore_return, integrate, step_motion
 from world_model.heads import StepHeads, StepHeadsConfig, save_heads
 
 FRAMES_PER_STEP = 4
@@ -92,36 +91,6 @@ def play(task: ExploreTask, split: str, episodes: int, seed: int, workers: int, 
         return [play_episode(j) for j in tqdm(jobs, desc=f"play {split}")]
     with mp.get_context("spawn").Pool(workers) as pool:
         return list(tqdm(pool.imap(play_episode, jobs), total=len(jobs), desc=f"play {split}"))
-
-
-# -- labels -------------------------------------------------------------------------------------------------------
-def step_motion(poses: np.ndarray) -> np.ndarray:
-    """The player's motion per step ``[n, 2]`` (forward, right) in map units, in its frame at the step's start,
-    from poses ``[1 + 4n, 5]`` (x, y, z, yaw degrees counter-clockwise from +x, pitch)."""
-    start, end = poses[:-1:FRAMES_PER_STEP], poses[FRAMES_PER_STEP::FRAMES_PER_STEP]
-    d = end[:, :2] - start[:, :2]
-    yaw = np.deg2rad(start[:, 3])
-    fwd = d[:, 0] * np.cos(yaw) + d[:, 1] * np.sin(yaw)
-    right = d[:, 0] * np.sin(yaw) - d[:, 1] * np.cos(yaw)
-    return np.stack([fwd, right], axis=1).astype(np.float32)
-
-
-def integrate(start_xy: np.ndarray, yaws_deg: np.ndarray, motion: np.ndarray) -> np.ndarray:
-    """Positions ``[4n + 1, 2]`` from a start, each step's start yaw ``[n]`` and motion ``[n, 2]`` (forward,
-    right): the inverse of :func:`step_motion`, spread evenly over the step's 4 video frames as the game counts
-    cells per frame."""
-    yaw = np.deg2rad(yaws_deg)
-    dx = motion[:, 0] * np.cos(yaw) + motion[:, 1] * np.sin(yaw)
-    dy = motion[:, 0] * np.sin(yaw) - motion[:, 1] * np.cos(yaw)
-    per_frame = np.repeat(np.stack([dx, dy], 1) / FRAMES_PER_STEP, FRAMES_PER_STEP, axis=0)
-    return np.concatenate([start_xy[None], start_xy[None] + np.cumsum(per_frame, axis=0)])
-
-
-def explore_return(positions: np.ndarray, cell: float) -> int:
-    """The task's return of a path ``[F, 2]``: cells entered after the start's."""
-    cells = ExploreCells(cell)
-    cells.visit(*positions[0])
-    return sum(cells.visit(x, y) for x, y in positions[1:])
 
 
 # -- encode -------------------------------------------------------------------------------------------------------
@@ -291,8 +260,9 @@ def main(argv: list[str] | None = None) -> None:
     (out / "report.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(scores, indent=1))
     if args.bundle:
-        for name in ("heads.safetensors", "heads.json"):
-            shutil.copy(out / name, Path(args.bundle) / name)
+        from world_model.bundle import add_heads
+
+        add_heads(args.bundle, out)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from lingbot_env.actions import action_spec_for, check_actions
 from lingbot_env.images import ImageArg, check_prompt, fit_image, load_image, prepare_image
 from lingbot_env.pose import PoseTracker
 from lingbot_env.resolve import ModelArg, apply_num_threads, release_cuda_memory, resolve_world
-from lingbot_env.rewards import RewardFn, TerminationFn, call_reset_hook
+from lingbot_env.rewards import RewardFn, TerminationFn, call_reset_hook, learned_explore_for, reward_source
 from lingbot_env.world_env import check_env_args, render_rates
 
 if TYPE_CHECKING:
@@ -133,6 +133,7 @@ class LingBotWorldVectorEnv(VectorEnv):
         self._initial_seed = seed
         self._seeded_once = False
         self._poses = PoseTracker.for_world(self.world)
+        self._learned = learned_explore_for(self.world, n)  # the bundle's step heads, if it has them
         self._steps = np.zeros(n, dtype=np.int64)
         self._autoreset = np.zeros(n, dtype=bool)
         self._last_obs = np.zeros((n, self.height, self.width, 3), dtype=np.uint8)
@@ -240,6 +241,8 @@ class LingBotWorldVectorEnv(VectorEnv):
 
         world.reset(images_to_tensor(obs), texts, seeds=seeds, rows=None if all_rows else rows)
         self._poses.reset(rows)
+        if self._learned is not None:
+            self._learned.reset(rows)
         self._steps[rows] = 0
         self._autoreset[rows] = False
         self._last_obs[rows] = obs
@@ -312,12 +315,13 @@ class LingBotWorldVectorEnv(VectorEnv):
         going = np.flatnonzero(~self._autoreset).tolist()
         self._check_restartable(restart)
         timings = {"generate_ms": 0.0, "decode_ms": 0.0}
-        generated = None
+        generated = heads = None
         if going:
             stepped = act.copy()
             stepped[restart] = 0.0  # those rows' chunk is thrown away
             out, timings = world.step(torch.from_numpy(stepped))
             generated = out.numpy()
+            heads = world.read_heads(stepped) if self._learned is not None else None
         # F is frames_per_step, except on LingBot Fast's first chunk (its frame 0 is the start image, shown already).
         f = self.frames_per_step if generated is None else generated.shape[1]
         frames = np.empty((n, f, self.height, self.width, 3), dtype=np.uint8)
@@ -353,9 +357,19 @@ class LingBotWorldVectorEnv(VectorEnv):
         rewards = np.zeros(n, dtype=np.float64)
         terminated = np.zeros(n, dtype=bool)
         truncated = np.zeros(n, dtype=bool)
+        _put(info, "reward_source", np.full(n, reward_source(self.reward_fn, self._learned), dtype=object))
+        if heads is not None:
+            _put(info, "motion", heads[0].numpy())
+            _put(info, "end_logit", heads[1].numpy())
         if going:
-            rewards[going] = self._evaluate(self.reward_fn, obs, act, info, going, float)
-            terminated[going] = self._evaluate(self.termination_fn, obs, act, info, going, bool)
+            if self.reward_fn is None and heads is not None:
+                rewards[going] = self._learned.step(heads[0].numpy()[going], act[going], going)
+            else:
+                rewards[going] = self._evaluate(self.reward_fn, obs, act, info, going, float)
+            if self.termination_fn is None and heads is not None:
+                terminated[going] = heads[1].numpy()[going] > 0
+            else:
+                terminated[going] = self._evaluate(self.termination_fn, obs, act, info, going, bool)
             if self.max_episode_steps is not None:
                 truncated[going] = self._steps[going] >= self.max_episode_steps
         self._autoreset = terminated | truncated

@@ -26,7 +26,7 @@ from lingbot_env.actions import (
 from lingbot_env.images import ImageArg, check_prompt, fit_image, load_image, prepare_image
 from lingbot_env.pose import PoseTracker
 from lingbot_env.resolve import ModelArg, apply_num_threads, release_cuda_memory, resolve_world
-from lingbot_env.rewards import RewardFn, TerminationFn, call_reset_hook
+from lingbot_env.rewards import RewardFn, TerminationFn, call_reset_hook, learned_explore_for, reward_source
 from world_model.world import InteractiveWorld
 
 if TYPE_CHECKING:
@@ -84,10 +84,14 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Rewards
     ``reward_fn(obs, action, info) -> float`` when given (see :class:`RewardFn`, which also describes the hooks
-    for stateful and learned reward heads), else 0.
+    for stateful reward functions); else, when the model's bundle has step heads (:mod:`world_model.heads`), the
+    learned exploration reward: +1 per newly entered map cell along the path the heads' per-step motion traces
+    (:class:`~lingbot_env.rewards.LearnedExplore`); else 0. ``info["reward_source"]`` says which:
+    ``"reward_fn"``, ``"heads"`` or ``"none"``.
 
     ## Episode End
-    Terminated when ``termination_fn(obs, action, info)`` returns True (never by default). Truncated once
+    Terminated when ``termination_fn(obs, action, info)`` returns True; without one, when the bundle's step heads
+    say the episode ended (the player died: ``info["end_logit"] > 0``); never otherwise. Truncated once
     ``max_episode_steps`` steps were taken (never by default; ``gym.make(..., max_episode_steps=n)`` adds the
     ``TimeLimit`` wrapper instead, with the same effect).
 
@@ -212,6 +216,7 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
         self.timing_info = timing_info
         self.viewer: HumanRenderer | None = None
         self._poses = PoseTracker.for_world(self.world)
+        self._learned = learned_explore_for(self.world, 1)  # the bundle's step heads, if it has them
         self._started = False
         self._step = 0
         self._last_obs: np.ndarray | None = None
@@ -277,6 +282,8 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
         self._started = True
         self._step = 0
         self._poses.reset()
+        if self._learned is not None:
+            self._learned.reset()
         self._last_obs = obs
         info = {
             "frames": obs[None].copy(),
@@ -318,8 +325,20 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
         }
         if self.timing_info:
             info["generate_ms"], info["decode_ms"] = timings["generate_ms"], timings["decode_ms"]
-        reward = 0.0 if self.reward_fn is None else float(self.reward_fn(obs, act, info))
-        terminated = False if self.termination_fn is None else bool(self.termination_fn(obs, act, info))
+        heads = world.read_heads(act[None]) if self._learned is not None else None
+        info["reward_source"] = reward_source(self.reward_fn, self._learned)
+        if heads is not None:
+            info["motion"], info["end_logit"] = heads[0][0].numpy(), float(heads[1][0])
+        if self.reward_fn is not None:
+            reward = float(self.reward_fn(obs, act, info))
+        elif heads is not None:
+            reward = float(self._learned.step(heads[0].numpy(), act[None])[0])
+        else:
+            reward = 0.0
+        if self.termination_fn is not None:
+            terminated = bool(self.termination_fn(obs, act, info))
+        else:
+            terminated = heads is not None and info["end_logit"] > 0
         truncated = self.max_episode_steps is not None and self._step >= self.max_episode_steps
         self._last_obs = obs
         step_ms = (time.perf_counter() - t0) * 1e3

@@ -9,6 +9,7 @@ import torch
 
 from agents.task import ExploreTask
 from distillation import train_heads
+from lingbot_env import rewards
 from world_model.heads import StepHeads, StepHeadsConfig, load_heads, save_heads
 
 TINY = StepHeadsConfig(width=8, hidden=16)
@@ -55,8 +56,8 @@ def test_motion_labels_invert_to_the_path():
     poses = np.zeros((1 + 4 * n, 5), np.float32)
     poses[:, :2] = np.cumsum(rng.normal(0, 5, (1 + 4 * n, 2)), 0)
     poses[:, 3] = np.repeat(rng.uniform(0, 360, n + 1), 4)[: 1 + 4 * n]
-    motion = train_heads.step_motion(poses)
-    back = train_heads.integrate(poses[0, :2], poses[:-1:4, 3], motion)
+    motion = rewards.step_motion(poses)
+    back = rewards.integrate(poses[0, :2], poses[:-1:4, 3], motion)
     np.testing.assert_allclose(back[4::4], poses[4::4, :2], atol=1e-3)  # step ends land where the game was
 
 
@@ -75,4 +76,4 @@ def test_explore_return_counts_as_the_game_does():
         done = term or trunc
     env.close()
     assert total > 0
-    assert train_heads.explore_return(np.stack(poses)[:, :2], task.explore_cell) == total
+    assert rewards.explore_return(np.stack(poses)[:, :2], task.explore_cell) == total

@@ -8,6 +8,7 @@ Our own format (the shipped Doom model, distilled students)::
     light_decoder.safetensors       the light streaming decoder + light_decoder.json
     text_encoder.safetensors        the small text encoder + text_encoder.json
     start.png                       a start frame for reset() without an image
+    heads.safetensors (optional)    step heads (learned reward / termination, world_model.heads) + heads.json
 
 ``world.json`` records the SHA-256 of every other file (``"sha256": {relative path: hex}``); loading checks them
 all before it builds anything, and a file whose bytes changed is refused by name.
@@ -29,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from world_model.control import ActionControlConfig
+from world_model.heads import HEADS_CONFIG, HEADS_FILE, load_heads
 from world_model.kv_cache import CacheConfig
 from world_model.safe_files import check_sha256, sha256_file
 from world_model.sampling import FewStepSchedule
@@ -169,7 +171,30 @@ def _load_bundle(folder: Path, device, dtype, batch_size: int, seed: int) -> Int
     world = InteractiveWorld(dit, vae, light.to(device).eval(), text.to(device).eval(), spec, batch_size, seed)
     world.start_image = _start_image(folder / "start.png")
     world.notes = meta.get("notes", {})
+    if (folder / HEADS_CONFIG).exists():
+        if checked and HEADS_FILE not in meta["sha256"]:
+            raise ValueError(
+                f"{folder / HEADS_FILE} is not recorded in {folder / 'world.json'}: add heads with "
+                "world_model.bundle.add_heads (python -m distillation.train_heads --bundle), which records them"
+            )
+        world.heads = load_heads(folder, world.notes.get("vae_fingerprint")).to(device)
     return world
+
+
+def add_heads(folder: str | Path, heads_folder: str | Path) -> None:
+    """Copy step heads (:func:`world_model.heads.save_heads`) into a bundle and record their SHA-256 in its
+    ``world.json``; refused when they read other latents than the bundle's."""
+    import shutil
+
+    folder, heads_folder = Path(folder), Path(heads_folder)
+    meta = json.loads((folder / "world.json").read_text())
+    load_heads(heads_folder, meta.get("notes", {}).get("vae_fingerprint"))  # the fingerprint check, before copying
+    for name in (HEADS_FILE, HEADS_CONFIG):
+        shutil.copy(heads_folder / name, folder / name)
+        meta.setdefault("sha256", {})[name] = sha256_file(folder / name)
+    tmp = folder / "world.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, folder / "world.json")
 
 
 def _start_image(path: Path) -> np.ndarray | None:

@@ -33,6 +33,7 @@ class StepHeadsConfig:
     width: int = 64  # channels of the first conv (x2 after each stride)
     hidden: int = 128  # MLP width
     motion_scale: float = 32.0  # map units per output unit (a run step is ~25 units), so outputs are O(1)
+    explore_cell: float = 64.0  # the task's reward cell (map units) the env counts the heads' motion in
 
 
 class StepHeads(nn.Module):

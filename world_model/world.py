@@ -103,6 +103,10 @@ class InteractiveWorld:
         self.steps = [0] * batch_size
         self.start_image: np.ndarray | None = None  # uint8 [H, W, 3] used by reset() without an image
         self.notes: dict = {}  # provenance (training steps, metrics) from the bundle
+        self.heads = None  # optional StepHeads (world_model.heads): the bundle's learned reward / termination
+        # The last latent frame of every row before and after the latest step [B, 16, h, w]: what the heads read.
+        self.previous_latent: torch.Tensor | None = None
+        self.latest_latent: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -155,6 +159,10 @@ class InteractiveWorld:
             self.generator.prime_rows(rows, latent, ctx, control=ctrl0, seeds=seeds)
         for r in rows:
             self.steps[r] = 0
+        if all_rows:
+            self.latest_latent = latent[:, :, -1].clone()
+        elif self.latest_latent is not None:
+            self.latest_latent[rows] = latent[:, :, -1]
         # Decode latent frame 0 of the new rows on a fresh decoder state, then splice their state in.
         fresh = StreamingDecoder(self.decoder)
         first = fresh(latent.to(self._decoder_dtype()))
@@ -222,6 +230,7 @@ class InteractiveWorld:
             context_latents = context_latents.to(self.device, torch.float32)
         latents = self.generator.step(control, context=context_latents)
         self._check_finite(latents, "the DiT's latents", "step")
+        self.previous_latent, self.latest_latent = self.latest_latent, latents[:, :, -1].float()
         if regenerates_first:  # LingBot Fast layout: the decoder already holds the image as latent frame 0
             latents = latents[:, :, 1:]
         t1 = time.perf_counter()
@@ -236,6 +245,16 @@ class InteractiveWorld:
         for r in range(self.batch_size):
             self.steps[r] += 1
         return frames, {"generate_ms": (t1 - t0) * 1e3, "decode_ms": (t2 - t1) * 1e3, "step_ms": (t2 - t0) * 1e3}
+
+    @torch.no_grad()
+    def read_heads(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The step heads on the latest step: ``(motion [B, 2] map units, end_logit [B])`` on the CPU for the
+        step's ``actions`` ``[B, 6]``; None when the world has no heads."""
+        if self.heads is None or self.previous_latent is None:
+            return None
+        acts = torch.as_tensor(actions, dtype=torch.float32, device=self.latest_latent.device)
+        motion, end = self.heads(self.previous_latent, self.latest_latent, acts)
+        return motion.float().cpu(), end.float().cpu()
 
     def close(self) -> None:
         self.generator.reset()

@@ -17,6 +17,12 @@ student, gradient clipping, gradient accumulation, gradient checkpointing, bf16 
 ``torchrun`` processes (batches drawn per global micro-batch index; ``--parallel ddp`` averages the gradients of
 replicas, ``--parallel fsdp`` shards student, critic, teacher, optimizer states and EMA with FSDP2: see
 :mod:`distillation.dmd.common`).
+
+LoRA (``--critic-lora R``, ``--student-lora R``; :mod:`distillation.training.lora`): the critic becomes the frozen
+teacher (its weights shared, not copied) plus rank-R adapters, and/or the student its frozen init weights plus
+adapters. Only the adapters train and go to the checkpoint; the critic is exported as its adapters
+(``<out>/dmd/critic/lora.safetensors``: small enough to travel with a GPU call), the student merged into a full
+bf16 export as without LoRA. Not yet with ``--parallel fsdp`` (the shared frozen base would be sharded twice).
 """
 
 from __future__ import annotations
@@ -44,13 +50,31 @@ from distillation.dmd.common import (
 )
 from distillation.dmd.conditions import KIND as CONDITIONS
 from distillation.dmd.losses import dmd_loss, draw_sigma, velocity_denoiser
-from distillation.dmd.models import check_latents, load_teacher, make_critic, make_student, student_config_from
+from distillation.dmd.models import (
+    check_latents,
+    load_critic_export,
+    load_teacher,
+    make_critic,
+    make_student,
+    student_config_from,
+)
 from distillation.dmd.rollout import Conditions, self_rollout
 from distillation.dmd.shards import read_set
 from distillation.teacher import flow_loss, image_condition, load_export_dit
 from distillation.training.budget import JsonlLog, TimeBudget, learning_rate
 from distillation.training.checkpoint import restore_state
 from distillation.training.ema import EMA
+from distillation.training.lora import (
+    DEFAULT_TARGETS,
+    LoRASpec,
+    LoRAState,
+    add_lora,
+    base_fingerprint,
+    lora_parameters,
+    merge_lora,
+    save_lora,
+    shared_copy,
+)
 from distillation.training.optim import clipped_step, fused_adamw
 from world_model.dit import WanDiT
 from world_model.sampling import guided
@@ -78,6 +102,22 @@ class DMDConfig(StageConfig):
     # so the fake score tracks a student that was trained before (e.g. resuming elsewhere without --critic-from)
     critic_warmup: int = 0
     warmup: int = 10  # steps of linear warm-up of both optimizers
+    # LoRA rank of the critic; 0: the critic is a full trainable copy. > 0: the frozen teacher (or the student's
+    # init weights with --critic-init student), its weights shared, plus trained adapters of this rank, which alone
+    # go to the checkpoint and to <out>/dmd/critic (float32; at the Doom size 0.8 MB at rank 4, 1.6 MB at rank 8,
+    # where a full critic is 23 MB); --critic-from then takes such an adapter export (a full critic export still
+    # starts a full critic)
+    critic_lora: int = 0
+    # LoRA rank of the student; 0: the whole student trains. > 0: adapters on its frozen init weights (--init-from,
+    # else the teacher's, shared) train alone; the export merges them into a full bf16 student
+    student_lora: int = 0
+    # LoRA alpha (adapters scaled by alpha / rank); 0 means alpha = rank: a scale of 1, so B @ A is the weight change
+    # itself and the rate alone sets the step (peft's usual setting). LoRA usually wants a higher rate than full
+    # training (not yet tuned)
+    lora_alpha: float = 0.0
+    # comma-separated name suffixes of the linears that get adapters (default: self- and cross-attention q,k,v,o
+    # and both FFN linears of every block)
+    lora_targets: str = ",".join(DEFAULT_TARGETS)
 
 
 # -- the two losses ---------------------------------------------------------------------------------------------
@@ -154,11 +194,31 @@ def default_init(cfg: DMDConfig) -> str:
     return str(ode) if (ode / "config.json").exists() else ""
 
 
+def lora_targets(cfg: DMDConfig) -> tuple[str, ...]:
+    return tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
+
+
+def lora_spec(cfg: DMDConfig, rank: int, base: str | Path) -> LoRASpec | None:
+    """The adapters of rank ``rank`` on the weights exported in ``base`` (None for rank 0: no adapters)."""
+    if rank <= 0:
+        return None
+    return LoRASpec(rank, cfg.lora_alpha or float(rank), lora_targets(cfg), base_fingerprint(base), str(base))
+
+
 def train(cfg: DMDConfig) -> dict[str, float]:
     """Run (or resume) DMD; the EMA student goes to ``<out>/dmd/export`` and the critic to ``<out>/dmd/critic``."""
     if cfg.rollout_frames < cfg.window:
         raise ValueError(f"rollout_frames ({cfg.rollout_frames}) must be >= window ({cfg.window})")
+    if cfg.critic_lora < 0 or cfg.student_lora < 0:
+        raise ValueError(
+            f"LoRA ranks must be >= 0, got --critic-lora {cfg.critic_lora} --student-lora {cfg.student_lora}"
+        )
     par, device = init_parallel(cfg.device, cfg.parallel)
+    if par.sharded and (cfg.critic_lora or cfg.student_lora):
+        raise NotImplementedError(
+            "--parallel fsdp is not supported with --critic-lora / --student-lora yet (the frozen base the adapters "
+            "share would be sharded twice): use --parallel ddp, where only the small adapters' gradients travel"
+        )
     torch.manual_seed(cfg.seed)
     teacher = load_teacher(cfg.teacher, device)
     tensors, captions, meta = read_set(cfg.conditions, CONDITIONS)
@@ -169,31 +229,54 @@ def train(cfg: DMDConfig) -> dict[str, float]:
             f"{cfg.rollout_frames}: make conditions with --steps {cfg.rollout_frames}"
         )
     stream = stream_config(cfg)
-    student = make_student(teacher, student_config_from(cfg.student_config))
+    student_cfg = student_config_from(cfg.student_config)
     out = Path(cfg.out) / "dmd"
     ckpt = out / "checkpoint.pt"
     init = default_init(cfg)
-    if init and not ckpt.exists():
+    # The weights adapters sit on (none without LoRA): the student's init export, else the teacher's. A fresh
+    # random student has no export to rebuild it from on a resume.
+    same_size = student_cfg is None or student_cfg == teacher.dit.cfg
+    if not init and not same_size and (cfg.student_lora or (cfg.critic_lora and cfg.critic_init == "student")):
+        raise ValueError(
+            "LoRA adapters need a base with exported weights, but a student of another size without --init-from "
+            "starts random: pass --init-from (e.g. the ode-init export), or --critic-init teacher"
+        )
+    student_base = init or cfg.teacher
+    critic_base = cfg.teacher if cfg.critic_init == "teacher" else student_base
+    s_spec = lora_spec(cfg, cfg.student_lora, student_base)
+    c_spec = lora_spec(cfg, cfg.critic_lora, critic_base)
+    student = make_student(teacher, student_cfg, share=cfg.student_lora > 0 and not init)
+    # A base under adapters is not in the checkpoint: it is loaded again on a resume (and then the trained student,
+    # if it trains whole, comes from the checkpoint as without LoRA).
+    needs_base = cfg.student_lora or (cfg.critic_lora and cfg.critic_init == "student")
+    if init and (not ckpt.exists() or needs_base):
         print(f"student from {init} (its step {load_export_dit(init, student)})")
-    critic = make_critic(teacher, student, cfg.critic_init)
+    if cfg.student_lora:
+        student.requires_grad_(False)  # before the critic: a frozen student base is shared, not copied
+    critic = make_critic(teacher, student, cfg.critic_init, cfg.critic_lora, cfg.lora_alpha or None, lora_targets(cfg))
+    if cfg.student_lora:
+        add_lora(student, cfg.student_lora, cfg.lora_alpha or None, lora_targets(cfg))
     if cfg.critic_from and not ckpt.exists():
-        load_export_dit(cfg.critic_from, critic)
+        base = lambda: (base_fingerprint(critic_base), str(critic_base))  # read only for an adapter export
+        load_critic_export(cfg.critic_from, critic, c_spec, base)
         print(f"critic from {cfg.critic_from}")
     for m in (student, critic):
         m.gradient_checkpointing = cfg.grad_checkpointing
-    ema = EMA(student, cfg.ema)
+    ema = EMA(student, cfg.ema, share_frozen=cfg.student_lora > 0)  # with LoRA: an average of the adapters
     par.shard(student, critic, ema.model, teacher.dit)  # --parallel fsdp: shards (the EMA's match the student's)
-    opt_g = fused_adamw(student.parameters(), cfg.lr, betas=(0.0, 0.999))
-    opt_c = fused_adamw(critic.parameters(), cfg.critic_lr, betas=(0.0, 0.999))
-    parts = {
-        "student": par.state_of(student),
-        "critic": par.state_of(critic),
+    opt_g = fused_adamw(lora_parameters(student) if s_spec else student.parameters(), cfg.lr, betas=(0.0, 0.999))
+    opt_c = fused_adamw(lora_parameters(critic) if c_spec else critic.parameters(), cfg.critic_lr, betas=(0.0, 0.999))
+    parts = {  # with LoRA, a network's part is its adapters (and their spec) alone
+        "student": LoRAState(student, s_spec) if s_spec else par.state_of(student),
+        "critic": LoRAState(critic, c_spec) if c_spec else par.state_of(critic),
         "opt_student": par.state_of(student, opt_g),
         "opt_critic": par.state_of(critic, opt_c),
-        "ema": par.state_of(ema.model),
+        "ema": LoRAState(ema.model, s_spec) if s_spec else par.state_of(ema.model),
     }
     where = "cpu" if par.sharded else device  # each process keeps only its shards of what it reads
-    step = restore_state(ckpt, parts, dataclasses.asdict(cfg), ("timesteps", "shift", "student_config"), where) or 0
+    same = ("timesteps", "shift", "student_config")
+    same += ("critic_lora", "student_lora") if cfg.critic_lora or cfg.student_lora else ()
+    step = restore_state(ckpt, parts, dataclasses.asdict(cfg), same, where) or 0
     budget, log = TimeBudget(cfg.max_minutes), JsonlLog(out / "log.jsonl")
     budget.mark(step)
     validation = Validation(cfg, teacher, stream, par, log)
@@ -301,6 +384,11 @@ def train(cfg: DMDConfig) -> dict[str, float]:
     metrics = finish(cfg, step, par, validation, ema.model, ckpt, parts)
     final, final_critic = par.full_model(ema.model), par.full_model(critic)  # all processes gather under fsdp
     if par.main:
+        if s_spec:  # a full student, as without LoRA: the adapters folded into new weights (the base stays)
+            final = merge_lora(shared_copy(final))
         export_student(final, out / "export", step, {"stage": "dmd", **metrics, **provenance(teacher, cfg)})
-        export_student(final_critic, out / "critic", step, {"stage": "dmd-critic"})
+        if c_spec:
+            save_lora(final_critic, out / "critic", c_spec, {"step": step, "stage": "dmd-critic"})
+        else:
+            export_student(final_critic, out / "critic", step, {"stage": "dmd-critic"})
     return {"step": step, **metrics}
