@@ -58,13 +58,20 @@ def make_policy(name: str, action_space, seed: int) -> tuple[Policy, Callable[[i
     return (lambda obs, info: model.predict(obs, deterministic=True)[0]), (lambda s: None)
 
 
-def evaluate(policy: str, task: ExploreTask, split: str, episodes: int, seed: int = 0) -> dict[str, Any]:
-    """Play ``episodes`` episodes of ``task`` on ``split``'s maps; returns and lengths per episode."""
+def evaluate(
+    policy: str | Policy, task: ExploreTask, split: str, episodes: int, seed: int = 0, progress: bool = True
+) -> dict[str, Any]:
+    """Play ``episodes`` episodes of ``task`` on ``split``'s maps with ``policy`` (a name for
+    :func:`make_policy`, or a callable); returns and lengths per episode."""
     env = task.real_env(split, seed=seed)
-    act, reseed = make_policy(policy, env.action_space, seed)
+    if isinstance(policy, str):
+        name = policy
+        act, reseed = make_policy(policy, env.action_space, seed)
+    else:
+        name, act, reseed = getattr(policy, "__name__", type(policy).__name__), policy, (lambda s: None)
     returns, lengths, maps, deaths = [], [], [], 0
     t0 = time.perf_counter()
-    for ep in tqdm(range(episodes), desc=f"{policy} on {split}", unit="episode"):
+    for ep in tqdm(range(episodes), desc=f"{name} on {split}", unit="episode", disable=not progress):
         obs, info = env.reset(seed=seed + ep)
         reseed(seed + ep)
         total, n, done = 0.0, 0, False
@@ -80,7 +87,7 @@ def evaluate(policy: str, task: ExploreTask, split: str, episodes: int, seed: in
     mean = float(np.mean(returns))
     se = float(np.std(returns, ddof=1) / math.sqrt(len(returns))) if len(returns) > 1 else float("nan")
     return {
-        "policy": policy,
+        "policy": name,
         "split": split,
         "episodes": episodes,
         "seed": seed,

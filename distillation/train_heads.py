@@ -183,6 +183,76 @@ def score(heads, train_rows, val_rows, val_episodes, task: ExploreTask, device) 
     }
 
 
+@torch.no_grad()
+def score_in_dream(heads: StepHeads, model: str, val_episodes: list[dict], task: ExploreTask, device) -> dict[str, Any]:
+    """The heads on the world model's own rollouts: every held-out episode replayed in the dream from its real
+    start frame with its real actions (all episodes as one batch), the heads' return there against the game's
+    for the same actions. This is the reward an agent training in the dream would get."""
+    from lingbot_env.rewards import LearnedExplore
+    from world_model.bundle import load_world
+    from world_model.world import images_to_tensor
+
+    n = len(val_episodes)
+    steps = min(len(e["actions"]) for e in val_episodes)
+    world = load_world(model, device=device, batch_size=n)
+    world.heads = heads.to(device)
+    firsts = np.stack([e["first"] if "first" in e else e["frames"][0] for e in val_episodes])
+    world.reset(images_to_tensor(firsts), [world.spec.default_prompt] * n, seeds=list(range(n)))
+    ctl = world.spec.control
+    learned = LearnedExplore(n, task.explore_cell, ctl.turn_deg_per_frame, ctl.frames_per_latent)
+    dream = np.zeros(n)
+    ended = np.zeros(n, bool)
+    for t in tqdm(range(steps), desc="dream replay"):
+        acts = np.stack([e["actions"][t] for e in val_episodes])
+        world.step(torch.from_numpy(acts))
+        motion, end = world.read_heads(torch.from_numpy(acts))
+        dream += learned.step(motion.numpy(), acts)
+        ended |= end.numpy() > 0
+    game = np.array([explore_return(e["poses"][: 1 + 4 * steps, :2], task.explore_cell) for e in val_episodes], float)
+    corr = float(np.corrcoef(dream, game)[0, 1]) if dream.std() > 0 and game.std() > 0 else float("nan")
+    return {
+        "episodes": n,
+        "steps": steps,
+        "return_game_mean": float(game.mean()),
+        "return_dream_mean": float(dream.mean()),
+        "return_dream_mae": float(np.abs(dream - game).mean()),
+        "return_dream_corr": corr,
+        "dream_ended": int(ended.sum()),
+        "game_died": int(sum(bool(e["died"]) for e in val_episodes)),
+    }
+
+
+VAL_EPISODES = "val_episodes.npz"
+
+
+def save_val_episodes(path: Path, episodes: list[dict]) -> None:
+    """What a later dream score needs of the held-out episodes (start frame, actions, poses, death): ~70 kB each."""
+    arrays = {}
+    for i, e in enumerate(episodes):
+        arrays.update({f"{i}_first": e["frames"][0], f"{i}_actions": e["actions"], f"{i}_poses": e["poses"]})
+        arrays[f"{i}_died"] = e["died"]
+    np.savez_compressed(path, count=len(episodes), **arrays)
+
+
+def load_val_episodes(path: Path) -> list[dict]:
+    with np.load(path, allow_pickle=False) as z:
+        keys = ("first", "actions", "poses", "died")
+        return [{k: z[f"{i}_{k}"] for k in keys} for i in range(int(z["count"]))]
+
+
+def dream_only(out: Path, model: str, task: ExploreTask, device) -> None:
+    """Score the heads in ``out`` in the dream of ``model`` on the saved held-out episodes; adds to report.json."""
+    from world_model.heads import load_heads
+
+    heads = load_heads(out)
+    dream = score_in_dream(heads, model, load_val_episodes(out / VAL_EPISODES), task, device)
+    report_path = out / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    report["scores_val_dream"] = {**dream, "model": model}
+    report_path.write_text(json.dumps(report, indent=1))
+    print(json.dumps(dream, indent=1))
+
+
 # -- train --------------------------------------------------------------------------------------------------------
 def train(rows: dict[str, torch.Tensor], steps: int, batch: int, lr: float, device, seed: int, end_weight: float):
     torch.manual_seed(seed)
@@ -202,7 +272,7 @@ def train(rows: dict[str, torch.Tensor], steps: int, batch: int, lr: float, devi
         terms["loss"].backward()
         opt.step()
         if step % 100 == 0 or step == steps - 1:
-            log.append({"step": step, **{k: float(v) for k, v in terms.items()}})
+            log.append({"step": step, **{k: float(v.detach()) for k, v in terms.items()}})
     return heads.eval(), log
 
 
@@ -229,12 +299,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--bundle", help="also copy the heads into this world bundle folder")
+    ap.add_argument(
+        "--dream-model", default="", help="also score the heads on this world's replays of the held-out episodes"
+    )
+    ap.add_argument(
+        "--dream-only",
+        action="store_true",
+        help="only the dream score, of the heads already in --out on the episodes it saved (val_episodes.npz)",
+    )
     args = ap.parse_args(argv)
 
     from distillation.vae_export import latent_fingerprint, load_exported_vae
 
     device = torch.device(args.device)
     task = ExploreTask(episode_steps=args.episode_steps)
+    out = Path(args.out)
+    if args.dream_only:
+        dream_only(out, args.dream_model or "default", task, device)
+        return
     t0 = time.perf_counter()
     train_eps = play(task, "train", args.train_episodes, args.seed, args.workers, args.explorer_share)
     val_eps = play(task, "val", args.val_episodes, args.seed + 100_000, args.workers, args.explorer_share)
@@ -245,11 +327,13 @@ def main(argv: list[str] | None = None) -> None:
     t_enc = time.perf_counter() - t0 - t_play
     heads, log = train(train_rows, args.steps, args.batch_size, args.lr, device, args.seed, args.end_weight)
     scores = score(heads, train_rows, val_rows, val_eps, task, device)
+    dream = score_in_dream(heads, args.dream_model, val_eps, task, device) if args.dream_model else None
     fingerprint = latent_fingerprint(args.vae)
-    out = Path(args.out)
     save_heads(heads.cpu(), out, fingerprint, scores)
+    save_val_episodes(out / VAL_EPISODES, val_eps)
     report = {
         "scores_val_real": scores,
+        "scores_val_dream": dream,
         "train_rows": len(train_rows["act"]),
         "train_deaths": int(train_rows["ended"].sum()),
         "seconds": {"play": t_play, "encode": t_enc, "total": time.perf_counter() - t0},
@@ -258,7 +342,7 @@ def main(argv: list[str] | None = None) -> None:
         "vae_fingerprint": fingerprint,
     }
     (out / "report.json").write_text(json.dumps(report, indent=1))
-    print(json.dumps(scores, indent=1))
+    print(json.dumps({"real": scores, "dream": dream}, indent=1))
     if args.bundle:
         from world_model.bundle import add_heads
 

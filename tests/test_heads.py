@@ -40,7 +40,7 @@ def test_heads_lower_their_losses_on_a_fixed_batch():
 
 
 def test_heads_round_trip_and_refuse_other_latents(tmp_path):
-    heads = StepHeads(TINY).eval()
+    heads = StepHeads(TINY).to(torch.bfloat16).float().eval()  # the file holds bf16: compare at that precision
     save_heads(heads, tmp_path, "abcd", {"motion_mae": 1.0})
     back = load_heads(tmp_path, "abcd")
     batch = fixed_batch(4)[:3]

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 class StepHeadsConfig:
     latent_channels: int = 16  # the VAE's latent channels
     action_dim: int = 6  # [W, A, S, D, yaw, pitch]
-    width: int = 64  # channels of the first conv (x2 after each stride)
+    width: int = 32  # channels of the first conv (x2 after each stride): ~120k parameters, 0.25 MB in bf16
     hidden: int = 128  # MLP width
     motion_scale: float = 32.0  # map units per output unit (a run step is ~25 units), so outputs are O(1)
     explore_cell: float = 64.0  # the task's reward cell (map units) the env counts the heads' motion in
@@ -89,7 +89,7 @@ def save_heads(heads: StepHeads, folder: str | os.PathLike, vae_fingerprint: str
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().float().contiguous().cpu() for k, v in heads.state_dict().items()}
+    sd = {k: v.detach().to(torch.bfloat16).contiguous().cpu() for k, v in heads.state_dict().items()}  # bundles are bf16
     tmp = folder / (HEADS_FILE + ".tmp")
     save_file(sd, tmp)
     os.replace(tmp, folder / HEADS_FILE)

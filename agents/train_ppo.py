@@ -1,0 +1,155 @@
+"""Train a PPO agent (Stable-Baselines3, ``CnnPolicy``) on the transfer task, in the real game or in the dream,
+and score it in the real game on held-out maps as it learns.
+
+    python -m agents.train_ppo --world real --timesteps 100000 --envs 4 --out runs/agents/ppo_real
+    python -m agents.train_ppo --world dream --model default --device cuda --envs 64 --timesteps 1000000 \\
+        --out runs/agents/ppo_dream
+
+``--world real``: the game itself (:meth:`agents.task.ExploreTask.real_env`, training maps), rewarded by the game.
+``--world dream``: ``LingBotWorld-v0`` as a batched vector env (one model call steps every world), started from
+real frames of the training maps, rewarded and terminated by the world bundle's step heads (a bundle without heads
+is refused: the dream would pay nothing). Either way, every ``--eval-every`` steps the deterministic policy plays
+``--eval-episodes`` episodes of the real game on the held-out maps; the curve goes to ``curve.json`` / ``curve.png``
+and the final model to ``model.zip``. The observation is the frame at the world's size in both worlds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.evaluate import evaluate
+from agents.task import ExploreTask
+
+
+def real_vec_env(task: ExploreTask, n: int, seed: int):
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+
+    # DummyVecEnv: the game steps in well under a millisecond per frame, the policy's forward pass dominates.
+    return VecMonitor(DummyVecEnv([lambda i=i: task.real_env("train", seed=seed + 1000 * i) for i in range(n)]))
+
+
+def start_frames(task: ExploreTask, n: int, seed: int) -> list[np.ndarray]:
+    """Real first frames of the training maps (one per dream env): where the dream episodes start."""
+    env = task.real_env("train", seed=seed)
+    frames = [env.reset(seed=seed + i)[0] for i in range(n)]
+    env.close()
+    return frames
+
+
+def dream_vec_env(task: ExploreTask, n: int, seed: int, model: str, device: str):
+    import gymnasium as gym
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    import lingbot_env  # noqa: F401  (registers LingBotWorld-v0)
+    from lingbot_env.wrappers import SB3VecEnv
+
+    venv = gym.make_vec(
+        "LingBotWorld-v0",
+        num_envs=n,
+        vectorization_mode="vector_entry_point",
+        model=model,
+        device=device,
+        image=start_frames(task, n, seed),
+        max_episode_steps=task.episode_steps,
+    )
+    if getattr(venv.world, "heads", None) is None:
+        raise ValueError(
+            f"the world {model!r} has no step heads, so the dream pays no reward: train them with "
+            "python -m distillation.train_heads --bundle <the world's folder>"
+        )
+    return VecMonitor(SB3VecEnv(venv))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m agents.train_ppo",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 2)[2],
+    )
+    ap.add_argument("--world", choices=("real", "dream"), required=True, help="where the agent learns")
+    ap.add_argument("--model", default="default", help="dream: the world model (a bundle with step heads)")
+    ap.add_argument("--timesteps", type=int, default=100_000, help="env steps to train for")
+    ap.add_argument("--envs", type=int, default=4, help="parallel envs")
+    ap.add_argument("--n-steps", type=int, default=128, help="PPO rollout length per env")
+    ap.add_argument("--lr", type=float, default=2.5e-4)
+    ap.add_argument("--ent-coef", type=float, default=0.01)
+    ap.add_argument("--episode-steps", type=int, default=ExploreTask.episode_steps)
+    ap.add_argument("--eval-every", type=int, default=20_000, help="env steps between real-game evaluations")
+    ap.add_argument("--eval-episodes", type=int, default=10, help="held-out real-game episodes per evaluation")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="where the policy (and the dream) runs")
+    ap.add_argument("--out", required=True, help="folder for model.zip, curve.json, curve.png")
+    args = ap.parse_args(argv)
+
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    task = ExploreTask(episode_steps=args.episode_steps)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.world == "real":
+        env = real_vec_env(task, args.envs, args.seed)
+    else:
+        env = dream_vec_env(task, args.envs, args.seed, args.model, args.device)
+    model = PPO(
+        "CnnPolicy", env, n_steps=args.n_steps, batch_size=min(256, args.n_steps * args.envs), learning_rate=args.lr,
+        ent_coef=args.ent_coef, seed=args.seed, device=args.device, verbose=0,
+    )  # fmt: skip
+    curve: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+
+    def score(steps: int) -> None:
+        def act(obs, info):
+            return model.predict(obs, deterministic=True)[0]
+
+        act.__name__ = f"ppo_{args.world}"
+        res = evaluate(act, task, "val", args.eval_episodes, seed=10_000, progress=False)
+        train_returns = [e["r"] for e in model.ep_info_buffer] if model.ep_info_buffer else []
+        curve.append({
+            "timesteps": steps, "real_val_return": res["mean_return"], "real_val_stderr": res["stderr"],
+            "train_return": float(np.mean(train_returns)) if train_returns else None,
+            "seconds": time.perf_counter() - t0,
+        })  # fmt: skip
+        print(json.dumps(curve[-1]), flush=True)
+        write_curve(out, curve, args)
+
+    class EveryN(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.next = args.eval_every
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= self.next:
+                self.next += args.eval_every
+                score(self.num_timesteps)
+            return True
+
+    score(0)
+    model.learn(args.timesteps, callback=EveryN(), progress_bar=False)
+    model.save(out / "model.zip")
+    if curve[-1]["timesteps"] < model.num_timesteps:
+        score(model.num_timesteps)
+    env.close()
+
+
+def write_curve(out: Path, curve: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    from distillation.evaluation.plots import Series, line_plot
+
+    (out / "curve.json").write_text(json.dumps({"args": vars(args), "curve": curve}, indent=1))
+    if len(curve) > 1:
+        x = [c["timesteps"] for c in curve]
+        ys = [c["real_val_return"] for c in curve]
+        band = [c["real_val_stderr"] for c in curve]
+        series = [Series(f"real game, held-out maps (trained in the {args.world})", ys, band=band)]
+        line_plot(out / "curve.png", x, series, f"PPO trained in the {args.world}", "env steps", "cells explored")
+
+
+if __name__ == "__main__":
+    main()
