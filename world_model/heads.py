@@ -89,7 +89,8 @@ def save_heads(heads: StepHeads, folder: str | os.PathLike, vae_fingerprint: str
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().to(torch.bfloat16).contiguous().cpu() for k, v in heads.state_dict().items()}  # bundles are bf16
+    # bf16 like the rest of a bundle (the heads are read at that precision: well inside their label noise)
+    sd = {k: v.detach().to(torch.bfloat16).contiguous().cpu() for k, v in heads.state_dict().items()}
     tmp = folder / (HEADS_FILE + ".tmp")
     save_file(sd, tmp)
     os.replace(tmp, folder / HEADS_FILE)

@@ -6,6 +6,7 @@ working model, in bf16, within memory.
     pair = load_model("/data/lingbot-world-base-cam", "lingbot-world-base-cam", device="cuda")
     fast = load_model("/data/lingbot-world-fast")                     # shape and control type read from tensors
     release = load_release("/data/lingbot-world-base-cam", "lingbot-world-base-cam", device="cuda")  # + VAE, umT5
+    write_random_release("/tmp/fake-fast", "lingbot-world-fast")      # random weights, official layout (benchmarks)
 
 Text encoders (``text_encoders``) import transformers only when the umT5 encoder is built.
 """
@@ -32,6 +33,7 @@ from world_model.checkpoints.presets import (
     register_preset,
     unregister_preset,
 )
+from world_model.checkpoints.random_release import ensure_random_release, write_random_release
 from world_model.checkpoints.release import Release, load_release, load_text_encoder, load_vae
 from world_model.checkpoints.saving import DIFFUSERS_LAYOUT, FAST_LAYOUT, ShardLayout, save_checkpoint, save_model
 from world_model.checkpoints.text_encoders import (
@@ -65,6 +67,7 @@ __all__ = [
     "build_text_encoder",
     "detect_naming",
     "diffusers_to_official",
+    "ensure_random_release",
     "find_weights",
     "get_preset",
     "infer_config",
@@ -81,4 +84,5 @@ __all__ = [
     "save_checkpoint",
     "save_model",
     "unregister_preset",
+    "write_random_release",
 ]
