@@ -61,7 +61,7 @@ def dream_vec_env(task: ExploreTask, n: int, seed: int, model: str, device: str)
     if getattr(venv.world, "heads", None) is None:
         raise ValueError(
             f"the world {model!r} has no step heads, so the dream pays no reward: train them with "
-            "python -m distillation.train_heads --bundle <the world's folder>"
+            "python -m agents.train_heads --bundle <the world's folder>"
         )
     return VecMonitor(SB3VecEnv(venv))
 

@@ -1,5 +1,6 @@
-"""The layering of the packages: ``world_model`` (the core) imports nothing above it, and no modules import each
-other in a circle, counting the imports inside functions (they hide circles, they do not remove them)."""
+"""The layering of the packages: ``world_model`` (the core) imports nothing above it, nothing imports ``agents``
+(the top), and no modules import each other in a circle, counting the imports inside functions (they hide
+circles, they do not remove them)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("world_model", "distillation", "lingbot_env")
+PACKAGES = ("world_model", "lingbot_env", "distillation", "agents")
 
 
 def module_name(path: Path) -> str:
@@ -61,6 +62,12 @@ def test_core_imports_nothing_above_it():
         if m.split(".")[0] == "world_model"
     }
     assert not {m: d for m, d in bad.items() if d}, "world_model must not import lingbot_env or distillation"
+
+
+def test_nothing_imports_the_agents():
+    """``agents`` (the transfer task, heads training, PPO) sits on top: it uses everything, nothing uses it."""
+    bad = {m: sorted(d for d in deps if d.split(".")[0] == "agents") for m, deps in graph().items()}
+    assert not {m: d for m, d in bad.items() if d and m.split(".")[0] != "agents"}, bad
 
 
 def test_no_import_circles():

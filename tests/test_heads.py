@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from agents import train_heads
 from agents.task import ExploreTask
-from distillation import train_heads
 from lingbot_env import rewards
 from world_model.heads import StepHeads, StepHeadsConfig, load_heads, save_heads
 

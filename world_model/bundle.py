@@ -175,7 +175,7 @@ def _load_bundle(folder: Path, device, dtype, batch_size: int, seed: int) -> Int
         if checked and HEADS_FILE not in meta["sha256"]:
             raise ValueError(
                 f"{folder / HEADS_FILE} is not recorded in {folder / 'world.json'}: add heads with "
-                "world_model.bundle.add_heads (python -m distillation.train_heads --bundle), which records them"
+                "world_model.bundle.add_heads (python -m agents.train_heads --bundle), which records them"
             )
         world.heads = load_heads(folder, world.notes.get("vae_fingerprint")).to(device)
     return world

@@ -11,7 +11,7 @@ the step and the one the step generated (``[B, 16, h, w]`` each, the VAE's norma
 
 The env turns ``motion`` into the task's exploration reward (+1 per newly entered map cell, as the game counts
 it; :class:`lingbot_env.rewards.LearnedExploreReward`) and ``end_logit > 0`` into ``terminated``. The heads are
-trained on real game data with the game's own labels (``distillation.train_heads``).
+trained on real game data with the game's own labels (``agents.train_heads``).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def load_heads(folder: str | os.PathLike, vae_fingerprint: str | None = None) ->
     if vae_fingerprint is not None and theirs != vae_fingerprint:
         raise ValueError(
             f"{folder / HEADS_CONFIG}: the step heads read latents of VAE {theirs}, but this world's latents are "
-            f"{vae_fingerprint}: train heads on this world's latents (python -m distillation.train_heads)"
+            f"{vae_fingerprint}: train heads on this world's latents (python -m agents.train_heads)"
         )
     heads = StepHeads(StepHeadsConfig(**meta["config"]))
     try:

@@ -1,6 +1,6 @@
 """Train the world's step heads (:mod:`world_model.heads`) on real game data with the game's own labels.
 
-    python -m distillation.train_heads --vae checkpoints/doom_vae --out runs/heads \\
+    python -m agents.train_heads --vae checkpoints/doom_vae --out runs/heads \\
         --train-episodes 96 --val-episodes 24 --device cuda
 
 1. **play**: episodes of the transfer task (:class:`agents.task.ExploreTask`: monsters on, the player can die) on
@@ -278,7 +278,7 @@ def train(rows: dict[str, torch.Tensor], steps: int, batch: int, lr: float, devi
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
-        prog="python -m distillation.train_heads",
+        prog="python -m agents.train_heads",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 2)[2],
