@@ -60,7 +60,7 @@ from safetensors.torch import save_file
 
 from world_model.checkpoints.loading import RELEASE_FOLDERS
 from world_model.checkpoints.presets import Preset, get_preset
-from world_model.checkpoints.saving import DIFFUSERS_LAYOUT, FAST_LAYOUT, ShardLayout, plan_shards
+from world_model.checkpoints.saving import DIFFUSERS_LAYOUT, FAST_LAYOUT, ShardLayout, fsync_file, plan_shards
 from world_model.checkpoints.text_encoders import UMT5_XXL
 from world_model.config import WanDiTConfig
 from world_model.kv_cache import CacheConfig
@@ -439,18 +439,10 @@ def _size_of(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_marker(root: Path, marker: dict[str, Any]) -> None:
     tmp = root / f".{MARKER}.tmp"
     tmp.write_text(json.dumps(marker, indent=1))
-    _fsync(tmp)
+    fsync_file(tmp)
     os.replace(tmp, root / MARKER)
 
 
@@ -498,7 +490,7 @@ def _write_dit(
         }
         save_file(tensors, str(folder / fname), metadata={"format": "pt"})
         del tensors  # the only reference: this shard's host memory goes before the next shard is generated
-        _fsync(folder / fname)
+        fsync_file(folder / fname)
         weight_map.update(dict.fromkeys(names, fname))
         written[fname] = (folder / fname).stat().st_size
         done = sum(written.values())
@@ -508,7 +500,7 @@ def _write_dit(
     (folder / layout.index_name).write_text(json.dumps(index, indent=2))
     (folder / "config.json").write_text(json.dumps(official_config_json(cfg), indent=2))
     for name in (layout.index_name, "config.json"):
-        _fsync(folder / name)
+        fsync_file(folder / name)
         written[name] = (folder / name).stat().st_size
     return written
 
@@ -521,7 +513,7 @@ def _write_pth(
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
     del state
-    _fsync(path)
+    fsync_file(path)
     return {path.name: path.stat().st_size}
 
 

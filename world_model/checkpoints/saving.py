@@ -109,7 +109,8 @@ def plan_shards(sizes: list[tuple[str, int]], max_shard_bytes: int | None = None
     return shards
 
 
-def _fsync(path: Path) -> None:
+def fsync_file(path: Path) -> None:
+    """Flush a written file to the disk (before it is renamed into place, so a crash never leaves a half file)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -187,7 +188,7 @@ def save_checkpoint(
             tensors = {name: state[name].detach().to("cpu", dtype or state[name].dtype).contiguous() for name in names}
             save_file(tensors, str(tmp / fname), metadata={"format": "pt"})
             del tensors
-            _fsync(tmp / fname)
+            fsync_file(tmp / fname)
             weight_map.update(dict.fromkeys(names, fname))
             files.append(folder / fname)
         total = sum(s for _, s in sizes)
@@ -196,13 +197,13 @@ def save_checkpoint(
             index = folder / layout.index_name
             with open(tmp / layout.index_name, "w", encoding="utf-8") as f:
                 json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
-            _fsync(tmp / layout.index_name)
+            fsync_file(tmp / layout.index_name)
         if config is not None:
             with open(tmp / "config.json", "w", encoding="utf-8") as f:
                 json.dump(config.to_official(), f, indent=2)
-            _fsync(tmp / "config.json")
+            fsync_file(tmp / "config.json")
         # Per-file SHA-256 (sha256sum format), checked by the loader before it copies a tensor.
-        _fsync(write_sha256sums(tmp, [p.name for p in tmp.iterdir()]))
+        fsync_file(write_sha256sums(tmp, [p.name for p in tmp.iterdir()]))
         _commit(tmp, folder, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
