@@ -117,6 +117,7 @@ class CachedAttention:
     def __init__(self, cache: KVCache, num_frames: int, write: bool, rows: tuple[int, ...] | None = None) -> None:
         self.cache = cache
         self.plan: WritePlan = cache.plan(num_frames, write, rows)
+        self._seen: dict[int, tuple] = {}  # layer -> the cache's K/V this pass attended to (see __call__)
         device = cache.k.device
         if len(set(self.plan.positions)) == 1:  # every row at the same positions: one table for the batch
             self.cos, self.sin = cache.rope.cos_sin(torch.tensor(self.plan.positions[0], device=device), *cache.grid)
@@ -126,7 +127,14 @@ class CachedAttention:
             self.cos, self.sin = cos.view(n, -1, cos.shape[-1]), sin.view(n, -1, sin.shape[-1])
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        ck, cv, key_mask = self.cache.keys_values(layer, self.plan.rows)
+        if layer in self._seen:  # gradient checkpointing's recompute: the cache has moved on since the forward
+            ck, cv, key_mask = self._seen[layer]
+        else:
+            ck, cv, key_mask = self.cache.keys_values(layer, self.plan.rows)
+            if torch.is_grad_enabled() and self.plan.slots is None:
+                # A pass that keeps gradients may be recomputed in the backward (checkpointing), after later frames
+                # were written into the cache: keep what this pass attended to, as the recompute must see it.
+                self._seen[layer] = (ck.clone(), cv.clone(), key_mask)
         keys = torch.cat([ck.to(k.dtype), apply_rope(k, self.cos, self.sin)], dim=1)
         values = torch.cat([cv.to(v.dtype), v], dim=1)
         mask = None
