@@ -330,3 +330,22 @@ def test_any_world_load_world_takes_is_a_model_under_test():
         model = model_from_spec("doom-untrained")
     assert isinstance(model, CausalWorldModel) and model.causal and model.frame_size == (128, 96)
     assert model.name == "doom-untrained"
+
+
+def test_stability_end_scores_see_a_frozen_world_whose_means_match():
+    """A collapsed world that holds one frame at the game's mean brightness: the mean ratio is 1, the variation
+    ratio says it does not move, and per-rollout ratios show a map that misses where the pooled one hides it."""
+    from distillation.evaluation.stability import StabilityResult
+
+    rng = np.random.default_rng(0)
+    real = 50 + 10 * rng.standard_normal((2, 100))
+    gen = np.stack([np.full(100, real[0].mean()), real[1] * 1.5])  # rollout 0 frozen, rollout 1 too bright
+    res = StabilityResult(
+        StabilityConfig(steps=100, rollouts=2, end_window=100),
+        {"gen_brightness": gen, "real_brightness": real, "gen_contrast": gen, "real_contrast": real},
+        steps_run=[100, 100], maps=["MAP05", "MAP13"], seeds=[0, 1],
+    )  # fmt: skip
+    end = res.end_scores()
+    per = end["brightness_ratio_per_rollout"]
+    assert per[0] == pytest.approx(1.0) and per[1] == pytest.approx(1.5)
+    assert end["brightness_variation_ratio"] == pytest.approx((0.0 + 1.5) / 2)

@@ -195,6 +195,7 @@ def _headline(replay: ReplayResult, ctrl: dict[str, Any] | None, stab: dict[str,
         end = stab["end"]
         out["stability_end_brightness_ratio"] = end["brightness_ratio"]
         out["stability_end_contrast_ratio"] = end["contrast_ratio"]
+        out["stability_end_brightness_variation_ratio"] = end.get("brightness_variation_ratio")
         out["stability_end_probe_ratio"] = end["probe_ratio"]
     return out
 

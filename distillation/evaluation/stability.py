@@ -112,7 +112,9 @@ class StabilityResult:
 
     def end_scores(self) -> dict[str, Any]:
         """Over the last ``end_window`` steps each rollout ran (pooled): generated / real mean brightness and mean
-        contrast, and the probe's generated / real accuracy (None without a probe or scorable steps)."""
+        contrast, how much each varies from step to step (generated / real; a collapsed world's means can match
+        the game's while it barely changes), and the probe's generated / real accuracy (None without a probe or
+        scorable steps)."""
         w = self.config.end_window
         ends = [(r, n) for r, n in enumerate(self.steps_run) if n]
 
@@ -127,9 +129,38 @@ class StabilityResult:
             x, y = pooled(a), pooled(b)
             return None if x is None or not y else x / y
 
+        def variation(a: str, b: str) -> float | None:
+            """Mean over rollouts of std over the window of the per-step values, generated / real: a frozen or
+            collapsed world changes little from step to step however close its means are (near 0 then)."""
+            if a not in self.per_step or b not in self.per_step or not ends:
+                return None
+            ratios = []
+            for r, n in ends:
+                ga, rb = self.per_step[a][r, max(0, n - w) : n], self.per_step[b][r, max(0, n - w) : n]
+                if np.nanstd(rb) > 0:
+                    ratios.append(np.nanstd(ga) / np.nanstd(rb))
+            return float(np.mean(ratios)) if ratios else None
+
+        def per_rollout(a: str, b: str) -> list[float | None]:
+            """Generated / real mean over each rollout's window: pooled means can hide maps that miss both ways."""
+            if a not in self.per_step or b not in self.per_step:
+                return []
+            out = []
+            for r, n in ends:
+                x, y = (
+                    np.nanmean(self.per_step[a][r, max(0, n - w) : n]),
+                    np.nanmean(self.per_step[b][r, max(0, n - w) : n]),
+                )
+                out.append(None if not y or np.isnan(x) else float(x / y))
+            return out
+
         return {
             "steps": [f"{max(0, n - w)}-{n}" for _, n in ends],
+            "brightness_ratio_per_rollout": per_rollout("gen_brightness", "real_brightness"),
+            "contrast_ratio_per_rollout": per_rollout("gen_contrast", "real_contrast"),
             "brightness_ratio": ratio("gen_brightness", "real_brightness"),
+            "brightness_variation_ratio": variation("gen_brightness", "real_brightness"),
+            "contrast_variation_ratio": variation("gen_contrast", "real_contrast"),
             "contrast_ratio": ratio("gen_contrast", "real_contrast"),
             "probe_real": pooled("probe_real_joint"),
             "probe_generated": pooled("probe_gen_joint"),
