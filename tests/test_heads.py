@@ -77,3 +77,25 @@ def test_explore_return_counts_as_the_game_does():
     env.close()
     assert total > 0
     assert rewards.explore_return(np.stack(poses)[:, :2], task.explore_cell) == total
+
+
+def test_dream_score_replays_each_episode_for_its_own_length():
+    """The heads scored in a world's replay of real episodes: every episode counts its own steps only."""
+    from helpers import tiny_world
+
+    rng = np.random.default_rng(0)
+    episodes = []
+    for n in (3, 5):
+        poses = np.zeros((1 + 4 * n, 5), np.float32)
+        poses[:, 0] = np.arange(1 + 4 * n) * 20.0  # walks east: a new 64-unit cell every ~3 frames
+        episodes.append({
+            "first": rng.integers(0, 256, (32, 48, 3), dtype=np.uint8),
+            "actions": np.tile(np.array([1, 0, 0, 0, 0, 0], np.float32), (n, 1)),
+            "poses": poses, "died": np.array(False),
+        })  # fmt: skip
+    task = ExploreTask(episode_steps=5)
+    res = train_heads.score_in_dream(StepHeads(TINY), tiny_world(2), episodes, task, "cpu")
+    assert res["steps"] == [3, 5] and res["episodes"] == 2
+    assert res["return_game_mean"] == pytest.approx(
+        np.mean([rewards.explore_return(e["poses"][:, :2], 64.0) for e in episodes])
+    )
