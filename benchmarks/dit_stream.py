@@ -6,6 +6,11 @@ Per preset: one streaming chunk = ``steps`` denoising passes + 1 cache pass over
     python -m benchmarks.dit_stream --device cuda --out out/dit.json            # 1.3B- and LingBot-shaped, 480x832
     python -m benchmarks.dit_stream --quick                                     # tiny CPU smoke run
     python -m benchmarks.dit_stream --long 200 --long-shapes wan-1.3b         # + 200 chunks: is ms/chunk flat?
+    python -m benchmarks.dit_stream --device cuda --fp8 --compile             # fp8 block linears (Hopper / Ada)
+
+``--fp8`` applies ``world_model.fp8.quantize_linears_fp8_`` before timing: the blocks' attention q/k/v/o and FFN
+linears become fp8 (per-row weight scales, per-token activation scales, ``torch._scaled_mm`` on compute capability
+>= 8.9, a float32 emulation elsewhere); the time embedding, norms and head stay bf16.
 
 Every shape also records which SDPA backend its attention ran on (``sdpa_backend``: the ``aten`` SDPA ops and
 top attention kernels of one profiled pass, and which ``sdpa_kernel`` backends accept the pass's shapes).
@@ -23,6 +28,7 @@ import torch
 from benchmarks.common import cuda_time_ms, write_result
 from world_model.config import WanDiTConfig
 from world_model.dit import WanDiT, flops_per_token
+from world_model.fp8 import quantize_linears_fp8_
 from world_model.kv_cache import CacheConfig
 from world_model.sampling import FewStepSchedule
 from world_model.streaming import StreamConfig, StreamingGenerator
@@ -49,6 +55,7 @@ def bench_shape(name: str, height: int, width: int, args) -> dict:
     t_start = time.time()
     cfg = SHAPES[name]
     model = random_model(cfg, device, dtype)
+    fp8_layers = quantize_linears_fp8_(model) if args.fp8 else 0
     if args.compile:
         model.compile()
     h, w = height // 8, width // 8
@@ -109,8 +116,9 @@ def bench_shape(name: str, height: int, width: int, args) -> dict:
     res = {
         "shape": name,
         "compiled": args.compile,
+        "fp8_linears": fp8_layers,
         "resolution": f"{height}x{width}",
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers()),
         "ms_per_pass": med_pass,
         "ms_per_chunk": med_chunk,
         "ms_control_features_per_chunk": statistics.median(ctrl_ms),
@@ -253,6 +261,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=6, help="rolling KV window in latent frames")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--compile", action="store_true", help="WanDiT.compile(): fuse the fp32 pointwise work")
+    ap.add_argument("--fp8", action="store_true", help="fp8 attention/FFN linears (world_model.fp8) before timing")
     ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one pass")
     ap.add_argument("--long", type=int, default=0, metavar="N", help="also stream N chunks timed one by one")
     ap.add_argument("--long-max-s", type=float, default=0.0, help="stop each --long run after this many s (0: never)")

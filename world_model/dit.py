@@ -40,8 +40,10 @@ ATTENTION_MODES = ("bidirectional", "block_causal", "streaming")
 
 
 def _lin(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """Apply ``layer`` in its own dtype (bf16 matmul at full size) whatever the dtype of ``x``."""
-    return layer(x.to(layer.weight.dtype))
+    """Apply ``layer`` in its own dtype (bf16 matmul at full size) whatever the dtype of ``x``. An fp8 layer
+    (``world_model.fp8.Float8Linear``) gets ``x`` as it is: it quantizes its input itself, with a scale per token."""
+    dtype = layer.weight.dtype
+    return layer(x if dtype == torch.float8_e4m3fn else x.to(dtype))
 
 
 def _lin_fp32(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
