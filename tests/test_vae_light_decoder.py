@@ -301,3 +301,23 @@ def test_cli_trains_from_a_folder_of_npz_and_mp4(tmp_path):
     assert json.loads((out / "result.json").read_text())["val_clips"] == 2
     with pytest.raises(SystemExit):
         main(["--data", str(data), "--out", str(out), "--frames", "6", "--random-vae"])
+
+
+def test_cli_trains_on_the_real_frames_from_an_encoder_only_export(tmp_path):
+    """--teacher-weight 0 never decodes with the VAE, so its decoder half may be left behind (GPU calls send a
+    size-limited tree); with the teacher's loss on, the missing half is named."""
+    from distillation.vae_export import DECODER_FILE, export_vae
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "videos"
+    data.mkdir()
+    np.savez(data / "a.npz", frames=rng.integers(0, 255, (9, 16, 16, 3), dtype=np.uint8))
+    vae_dir = export_vae(random_vae(dim=8), ([0.0] * 16, [1.0] * 16), tmp_path / "vae", torch.float32)
+    (vae_dir / DECODER_FILE).unlink()
+    common = ["--data", str(data), "--vae-export", str(vae_dir), "--widths", "8,8,8,8", "--blocks-per-stage", "1",
+              "--steps", "2", "--batch-size", "1", "--frames", "5", "--size", "16x16", "--val-batches", "1",
+              "--no-progress"]  # fmt: skip
+    result = main([*common, "--out", str(tmp_path / "real"), "--real-weight", "1", "--teacher-weight", "0"])
+    assert result.step == 2 and all(np.isfinite(result.losses))
+    with pytest.raises(FileNotFoundError, match=DECODER_FILE):
+        main([*common, "--out", str(tmp_path / "teacher")])
