@@ -161,6 +161,30 @@ def test_exit_step_keeps_gradient_on_one_pass_only(world):
     assert not torch.allclose(out[:, :, 1:].detach(), full[:, :, 1:])
 
 
+def test_window_of_a_long_rollout_takes_the_chosen_image(world):
+    """A window cut from a longer rollout is conditioned on the student's frame before it (optionally noised, the
+    same draw for the same generator) or on the real start latent; actions and control follow the window."""
+    teacher = load_teacher(world["teacher"], "cpu")
+    tensors, captions, _ = shards.read_set(world["cond"], "conditions")
+    cond = conditions_of(teacher, tensors, captions, torch.arange(2), 4, seed=0)
+    roll = torch.randn(2, 16, 4, 12, 16)
+    wc, clip = dmd.window_conditions(cond, roll, 2)
+    torch.testing.assert_close(clip, roll[:, :, 1:])  # frame 1 is the image of frames 2, 3
+    torch.testing.assert_close(wc.actions, cond.actions[:, 2:])
+    torch.testing.assert_close(wc.control[:, :, 1:], cond.control[:, :, 3:])
+    wc, clip = dmd.window_conditions(cond, roll, 2, image="start")
+    torch.testing.assert_close(clip[:, :, :1], cond.first_latent.float())
+    torch.testing.assert_close(clip[:, :, 1:], roll[:, :, 2:])
+    noisy = [dmd.window_conditions(cond, roll, 2, "rollout", 0.1, torch.Generator().manual_seed(3))[1] for _ in "ab"]
+    torch.testing.assert_close(noisy[0], noisy[1])
+    diff = noisy[0][:, :, 0] - roll[:, :, 1]
+    assert 0.05 < diff.std() < 0.3 and torch.equal(noisy[0][:, :, 1:], roll[:, :, 2:])
+    wc, clip = dmd.window_conditions(cond, roll[:, :, 2:], 2, "rollout", 0.1, torch.Generator())
+    torch.testing.assert_close(clip[:, :, :1], cond.first_latent.float())  # no rollout frame before: the real one
+    with pytest.raises(ValueError, match="window image 'middle'"):
+        dmd.window_conditions(cond, roll, 2, image="middle")
+
+
 # -- the DMD gradient ---------------------------------------------------------------------------------------------
 def test_dmd_gradient_is_zero_when_the_critic_is_the_teacher(world):
     teacher = load_teacher(world["teacher"], "cpu")

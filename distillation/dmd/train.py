@@ -88,6 +88,14 @@ class DMDConfig(StageConfig):
     student_config: str = ""  # a student of another size (config.json / export folder); "" = the teacher's
     window: int = 8  # latent frames per DMD window (the teacher's clip length less its image frame)
     rollout_frames: int = 8  # latent frames rolled out per update; > window trains on windows of long rollouts
+    # the image both scores condition a window of a long rollout on: "rollout" (the student's frame before the
+    # window, Self-Forcing++'s choice) or "start" (the real start latent: a condition the teacher knows, but the
+    # window then reads as following the start frame directly, as if the frames between had not happened)
+    window_image: str = "rollout"
+    # noise mixed into that image latent when it is the student's own frame (one draw, shared by both scores and
+    # the critic's training on the window): the Doom teacher learnt to read conditions noised up to 0.1
+    # (train_teacher --cond-noise), so a drifted frame can be read as a noisy real one. 0: clean
+    window_cond_noise: float = 0.0
     guidance: float = 3.0  # CFG scale of the real score (caption, and actions if the teacher learnt the null action)
     sigma_min: float = 0.02  # range of the noise levels of the DMD loss (before the shift)
     sigma_max: float = 0.98
@@ -122,7 +130,12 @@ class DMDConfig(StageConfig):
 
 # -- the two losses ---------------------------------------------------------------------------------------------
 def teacher_denoiser(
-    teacher, dit: WanDiT, cond: Conditions, window: torch.Tensor, guidance: float = 1.0, null: str | None = None
+    teacher,
+    dit: WanDiT,
+    cond: Conditions,
+    window: torch.Tensor,
+    guidance: float = 1.0,
+    null: str | None = None,
 ):
     """``x0`` estimates of a window ``[B, 16, 1 + w, h, w]`` by ``dit`` (bidirectional) conditioned on its first
     frame, the window's actions and captions; with ``guidance`` != 1, contrasted with the ``null`` branch: no
@@ -141,11 +154,33 @@ def teacher_denoiser(
     return velocity_denoiser(guided(v_c, v_u, guidance))
 
 
-def window_conditions(cond: Conditions, rollout: torch.Tensor, window: int) -> tuple[Conditions, torch.Tensor]:
-    """The last ``window`` frames of a rollout ``[B, 16, n, h, w]`` with the frame before them as their image:
-    ``(conditions of the window, clip [B, 16, 1 + window, h, w])``."""
+WINDOW_IMAGES = ("rollout", "start")
+
+
+def window_conditions(
+    cond: Conditions,
+    rollout: torch.Tensor,
+    window: int,
+    image: str = "rollout",
+    cond_noise: float = 0.0,
+    gen: torch.Generator | None = None,
+) -> tuple[Conditions, torch.Tensor]:
+    """The last ``window`` frames of a rollout ``[B, 16, n, h, w]`` with their image frame before them:
+    ``(conditions of the window, clip [B, 16, 1 + window, h, w])``.
+
+    The image is the start latent for a rollout of ``window`` frames; for a longer one, the student's frame before
+    the window (``image="rollout"``), noised by ``cond_noise`` with ``gen``'s draw, or the real start latent
+    (``image="start"``). The clip's frame 0 is that image as the scores see it."""
+    if image not in WINDOW_IMAGES:
+        raise ValueError(f"window image {image!r} is not one of {', '.join(WINDOW_IMAGES)}")
     n = rollout.shape[2]
-    first = cond.first_latent if n == window else rollout[:, :, n - window - 1 : n - window].detach()
+    if n == window or image == "start":
+        first = cond.first_latent
+    else:
+        first = rollout[:, :, n - window - 1 : n - window].detach()
+        if cond_noise > 0:
+            noise = torch.randn(first.shape, device=first.device, generator=gen, dtype=torch.float32)
+            first = ((1 - cond_noise) * first.float() + cond_noise * noise).to(first.dtype)
     clip = torch.cat([first, rollout[:, :, n - window :]], dim=2)
     ctrl = torch.cat([cond.control[:, :, :1], cond.control[:, :, 1 + n - window :]], dim=2)
     acts = cond.actions[:, n - window :]
@@ -155,7 +190,7 @@ def window_conditions(cond: Conditions, rollout: torch.Tensor, window: int) -> t
 def generator_loss(student, teacher, critic, stream, cond, cfg, gen: torch.Generator, exit_step: int):
     """DMD loss of one micro-batch (the rollout keeps gradients on the window's exit passes)."""
     rollout = self_rollout(student, stream, cond, exit_step=exit_step, grad_frames=cfg.window)
-    wcond, clip = window_conditions(cond, rollout, cfg.window)
+    wcond, clip = window_conditions(cond, rollout, cfg.window, cfg.window_image, cfg.window_cond_noise, gen)
     null = "actions" if teacher.guide_actions else "caption"
     real = teacher_denoiser(teacher, teacher.dit, wcond, clip, cfg.guidance, null)
     fake = teacher_denoiser(teacher, critic, wcond, clip)
@@ -209,6 +244,10 @@ def train(cfg: DMDConfig) -> dict[str, float]:
     """Run (or resume) DMD; the EMA student goes to ``<out>/dmd/export`` and the critic to ``<out>/dmd/critic``."""
     if cfg.rollout_frames < cfg.window:
         raise ValueError(f"rollout_frames ({cfg.rollout_frames}) must be >= window ({cfg.window})")
+    if cfg.window_image not in WINDOW_IMAGES:
+        raise ValueError(f"--window-image {cfg.window_image!r}: choose one of {', '.join(WINDOW_IMAGES)}")
+    if not 0.0 <= cfg.window_cond_noise < 1.0:
+        raise ValueError(f"--window-cond-noise {cfg.window_cond_noise} must be in [0, 1)")
     if cfg.critic_lora < 0 or cfg.student_lora < 0:
         raise ValueError(
             f"LoRA ranks must be >= 0, got --critic-lora {cfg.critic_lora} --student-lora {cfg.student_lora}"
@@ -310,7 +349,9 @@ def train(cfg: DMDConfig) -> dict[str, float]:
                     cond = batch(micro, tag + phase)
                     with torch.no_grad(), torch.autocast(**autocast):
                         rollout = self_rollout(student, stream, cond)
-                    latest[micro] = window_conditions(cond, rollout, cfg.window)
+                    latest[micro] = window_conditions(
+                        cond, rollout, cfg.window, cfg.window_image, cfg.window_cond_noise, gen
+                    )
                     replay.add(latest[micro])
                     wcond, clip = latest[micro]
                 elif replay.items:

@@ -453,7 +453,7 @@ class WanVAE(nn.Module):
     def _stats(self) -> tuple[Tensor, Tensor]:
         # ``.to(bf16)`` casts buffers too; the constants stay fp32 (bf16 would round 2.8184 to 2.8125).
         stale = self.latent_mean.is_meta or self.latent_mean.dtype != torch.float32
-        if stale and not self.conv2.weight.is_meta:
+        if stale and not self.conv1.weight.is_meta:  # conv1: the encoder half, present without the decoder too
             self._reset_latent_stats()
         return self.latent_mean.view(1, -1, 1, 1, 1), self.latent_std.view(1, -1, 1, 1, 1)
 
