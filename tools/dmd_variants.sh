@@ -7,8 +7,9 @@
 # Why side by side: the Doom student's DMD step is many small passes (48 tokens per latent frame; a CPU profile
 # counts ~240 DiT passes and ~19k linear calls per update), so its time goes to launching kernels rather than to
 # the GPU's arithmetic: three runs shared an H200 at 0.22-0.24 updates/s each (Dec 7), where one alone ran 0.33 on
-# an H100 (another card, so only roughly comparable). An A/B that changes one thing at a time fits one device call. A second call with the same VARIANTS resumes every
-# run from its checkpoint (--init-from / --critic-from are then ignored), so runs can span calls on a warm machine.
+# an H100 (another card, so only roughly comparable). An A/B that changes one thing at a time fits one device call.
+# A second call with the same VARIANTS resumes every run from its checkpoint (--init-from / --critic-from are then
+# ignored), so runs can span calls on a warm machine.
 #
 # VARIANTS: "name=extra flags|name=extra flags|..." (names of letters, digits, '_' and '-'); COMMON: flags of
 # every run; STUDENT / CRITIC: the exports a new run starts from; MINUTES: each run's time budget (it checkpoints,

@@ -130,12 +130,7 @@ class DMDConfig(StageConfig):
 
 # -- the two losses ---------------------------------------------------------------------------------------------
 def teacher_denoiser(
-    teacher,
-    dit: WanDiT,
-    cond: Conditions,
-    window: torch.Tensor,
-    guidance: float = 1.0,
-    null: str | None = None,
+    teacher, dit: WanDiT, cond: Conditions, window: torch.Tensor, guidance: float = 1.0, null: str | None = None
 ):
     """``x0`` estimates of a window ``[B, 16, 1 + w, h, w]`` by ``dit`` (bidirectional) conditioned on its first
     frame, the window's actions and captions; with ``guidance`` != 1, contrasted with the ``null`` branch: no
