@@ -22,6 +22,7 @@ Writes ``<out>/heads.safetensors`` + ``heads.json`` (config, latent fingerprint,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import multiprocessing as mp
@@ -35,7 +36,14 @@ from tqdm.auto import tqdm
 
 from agents.task import ExploreTask
 from lingbot_env.rewards import explore_return, integrate, step_motion
-from world_model.heads import StepHeads, StepHeadsConfig, save_heads
+from world_model.heads import (
+    END_MAX_FALSE_ENDS,
+    END_MIN_RECALL,
+    StepHeads,
+    StepHeadsConfig,
+    end_head_trusted,
+    save_heads,
+)
 
 FRAMES_PER_STEP = 4
 
@@ -303,6 +311,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--bundle", help="also copy the heads into this world bundle folder")
     ap.add_argument(
+        "--terminate",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="whether the env may end episodes on the end head: auto = only if its held-out recall is >= "
+        f"{END_MIN_RECALL} and its false alarms would end <= {END_MAX_FALSE_ENDS:.0%} of episodes",
+    )
+    ap.add_argument(
         "--dream-model", default="", help="also score the heads on this world's replays of the held-out episodes"
     )
     ap.add_argument(
@@ -330,6 +345,14 @@ def main(argv: list[str] | None = None) -> None:
     t_enc = time.perf_counter() - t0 - t_play
     heads, log = train(train_rows, args.steps, args.batch_size, args.lr, device, args.seed, args.end_weight)
     scores = score(heads, train_rows, val_rows, val_eps, task, device)
+    trusted = end_head_trusted(scores["end_recall"], scores["end_false_alarm_rate"], task.episode_steps)
+    heads.cfg = dataclasses.replace(heads.cfg, terminates={"auto": trusted, "yes": True, "no": False}[args.terminate])
+    scores["terminates"] = heads.cfg.terminates
+    if not heads.cfg.terminates:
+        print(
+            "the end head does not end episodes (info['end_logit'] still reports it): "
+            + ("its held-out recall / false alarms do not earn it" if args.terminate == "auto" else "--terminate no")
+        )
     dream = score_in_dream(heads, args.dream_model, val_eps, task, device) if args.dream_model else None
     fingerprint = latent_fingerprint(args.vae)
     save_heads(heads.cpu(), out, fingerprint, scores)

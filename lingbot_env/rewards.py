@@ -136,3 +136,12 @@ def learned_explore_for(world, n: int) -> LearnedExplore | None:
 def reward_source(reward_fn, learned: LearnedExplore | None) -> str:
     """What ``info["reward_source"]`` says: a user's ``reward_fn`` overrides the bundle's heads."""
     return "reward_fn" if reward_fn is not None else "heads" if learned is not None else "none"
+
+
+def termination_source(termination_fn, world) -> str:
+    """What ``info["termination_source"]`` says: a user's ``termination_fn`` overrides the bundle's end head, which
+    ends episodes only when its config says it may (``StepHeadsConfig.terminates``, set from its held-out scores)."""
+    if termination_fn is not None:
+        return "termination_fn"
+    heads = getattr(world, "heads", None)
+    return "heads" if heads is not None and heads.cfg.terminates else "none"

@@ -27,7 +27,14 @@ from lingbot_env.actions import action_spec_for, check_actions
 from lingbot_env.images import ImageArg, check_prompt, fit_image, load_image, prepare_image
 from lingbot_env.pose import PoseTracker
 from lingbot_env.resolve import ModelArg, apply_num_threads, release_cuda_memory, resolve_world
-from lingbot_env.rewards import RewardFn, TerminationFn, call_reset_hook, learned_explore_for, reward_source
+from lingbot_env.rewards import (
+    RewardFn,
+    TerminationFn,
+    call_reset_hook,
+    learned_explore_for,
+    reward_source,
+    termination_source,
+)
 from lingbot_env.world_env import check_env_args, render_rates
 
 if TYPE_CHECKING:
@@ -358,6 +365,8 @@ class LingBotWorldVectorEnv(VectorEnv):
         terminated = np.zeros(n, dtype=bool)
         truncated = np.zeros(n, dtype=bool)
         _put(info, "reward_source", np.full(n, reward_source(self.reward_fn, self._learned), dtype=object))
+        ends_by = termination_source(self.termination_fn, self.world)
+        _put(info, "termination_source", np.full(n, ends_by, dtype=object))
         if heads is not None:
             _put(info, "motion", heads[0].numpy())
             _put(info, "end_logit", heads[1].numpy())
@@ -366,9 +375,9 @@ class LingBotWorldVectorEnv(VectorEnv):
                 rewards[going] = self._learned.step(heads[0].numpy()[going], act[going], going)
             else:
                 rewards[going] = self._evaluate(self.reward_fn, obs, act, info, going, float)
-            if self.termination_fn is None and heads is not None:
+            if ends_by == "heads":
                 terminated[going] = heads[1].numpy()[going] > 0
-            else:
+            elif ends_by == "termination_fn":
                 terminated[going] = self._evaluate(self.termination_fn, obs, act, info, going, bool)
             if self.max_episode_steps is not None:
                 truncated[going] = self._steps[going] >= self.max_episode_steps

@@ -26,7 +26,14 @@ from lingbot_env.actions import (
 from lingbot_env.images import ImageArg, check_prompt, fit_image, load_image, prepare_image
 from lingbot_env.pose import PoseTracker
 from lingbot_env.resolve import ModelArg, apply_num_threads, release_cuda_memory, resolve_world
-from lingbot_env.rewards import RewardFn, TerminationFn, call_reset_hook, learned_explore_for, reward_source
+from lingbot_env.rewards import (
+    RewardFn,
+    TerminationFn,
+    call_reset_hook,
+    learned_explore_for,
+    reward_source,
+    termination_source,
+)
 from world_model.world import InteractiveWorld
 
 if TYPE_CHECKING:
@@ -91,9 +98,11 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Episode End
     Terminated when ``termination_fn(obs, action, info)`` returns True; without one, when the bundle's step heads
-    say the episode ended (the player died: ``info["end_logit"] > 0``); never otherwise. Truncated once
-    ``max_episode_steps`` steps were taken (never by default; ``gym.make(..., max_episode_steps=n)`` adds the
-    ``TimeLimit`` wrapper instead, with the same effect).
+    say the episode ended (the player died: ``info["end_logit"] > 0``) and their config lets them
+    (``terminates``: set by the trainer only for an end head that finds deaths without false alarms); never
+    otherwise. ``info["termination_source"]`` says which: ``"termination_fn"``, ``"heads"`` or ``"none"``.
+    Truncated once ``max_episode_steps`` steps were taken (never by default;
+    ``gym.make(..., max_episode_steps=n)`` adds the ``TimeLimit`` wrapper instead, with the same effect).
 
     ## Arguments
     * ``model``: ``None`` or ``"default"`` (the project's small Doom world, shipped in ``world_model/assets/doom``),
@@ -327,6 +336,7 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
             info["generate_ms"], info["decode_ms"] = timings["generate_ms"], timings["decode_ms"]
         heads = world.read_heads(act[None]) if self._learned is not None else None
         info["reward_source"] = reward_source(self.reward_fn, self._learned)
+        info["termination_source"] = termination_source(self.termination_fn, world)
         if heads is not None:
             info["motion"], info["end_logit"] = heads[0][0].numpy(), float(heads[1][0])
         if self.reward_fn is not None:
@@ -338,7 +348,7 @@ class LingBotWorldEnv(gym.Env[np.ndarray, np.ndarray]):
         if self.termination_fn is not None:
             terminated = bool(self.termination_fn(obs, act, info))
         else:
-            terminated = heads is not None and info["end_logit"] > 0
+            terminated = info["termination_source"] == "heads" and info["end_logit"] > 0
         truncated = self.max_episode_steps is not None and self._step >= self.max_episode_steps
         self._last_obs = obs
         step_ms = (time.perf_counter() - t0) * 1e3

@@ -99,3 +99,19 @@ def test_dream_score_replays_each_episode_for_its_own_length():
     assert res["return_game_mean"] == pytest.approx(
         np.mean([rewards.explore_return(e["poses"][:, :2], 64.0) for e in episodes])
     )
+
+
+def test_trainer_end_to_end_keeps_an_untrusted_end_head_from_ending_episodes(tmp_path):
+    """Real game episodes, the repository's VAE, a few training steps: the heads and report are written, and an
+    end head that found no held-out death (recall 0) is saved with ``terminates`` off, unless told otherwise."""
+    pytest.importorskip("vizdoom")
+    import json
+
+    args = ["--vae", "checkpoints/doom_vae", "--train-episodes", "2", "--val-episodes", "1", "--episode-steps", "8"]
+    args += ["--workers", "1", "--steps", "5", "--device", "cpu"]
+    train_heads.main([*args, "--out", str(tmp_path / "auto")])
+    report = json.loads((tmp_path / "auto" / "report.json").read_text())
+    assert report["scores_val_real"]["end_recall"] < 0.5 and report["scores_val_real"]["terminates"] is False
+    assert load_heads(tmp_path / "auto").cfg.terminates is False
+    train_heads.main([*args, "--out", str(tmp_path / "yes"), "--terminate", "yes"])
+    assert load_heads(tmp_path / "yes").cfg.terminates is True

@@ -14,15 +14,15 @@ from lingbot_env.rewards import LearnedExplore
 from lingbot_env.vector_env import LingBotWorldVectorEnv
 from lingbot_env.world_env import LingBotWorldEnv
 from world_model.bundle import add_heads, load_world, save_world
-from world_model.heads import StepHeads, StepHeadsConfig, save_heads
+from world_model.heads import StepHeads, StepHeadsConfig, end_head_trusted, load_heads, save_heads
 
 IMG = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
 
 
-def make_heads(end_bias: float) -> StepHeads:
+def make_heads(end_bias: float, terminates: bool = True) -> StepHeads:
     """Random heads that walk ~40 map units forward per step (a new 64-unit cell every other step or so)."""
     torch.manual_seed(0)
-    heads = StepHeads(StepHeadsConfig(width=8, hidden=16))
+    heads = StepHeads(StepHeadsConfig(width=8, hidden=16, terminates=terminates))
     with torch.no_grad():
         heads.motion.weight.mul_(0.1)
         heads.motion.bias.copy_(torch.tensor([40.0 / 32, 5.0 / 32]))
@@ -31,9 +31,9 @@ def make_heads(end_bias: float) -> StepHeads:
     return heads.eval()
 
 
-def world_with_heads(batch_size: int = 1, end_bias: float = -5.0):
+def world_with_heads(batch_size: int = 1, end_bias: float = -5.0, terminates: bool = True):
     world = tiny_world(batch_size)
-    world.heads = make_heads(end_bias)
+    world.heads = make_heads(end_bias, terminates)
     return world
 
 
@@ -69,7 +69,31 @@ def test_env_without_heads_rewards_nothing_and_says_so():
 def test_heads_end_the_episode():
     env = LingBotWorldEnv(model=lambda: world_with_heads(end_bias=5.0), image=IMG)
     _, _, term, _, info = play(env, ACTIONS[:1])[1]
-    assert term and info["end_logit"] > 0
+    assert term and info["end_logit"] > 0 and info["termination_source"] == "heads"
+
+
+def test_an_untrusted_end_head_reports_but_never_ends_the_episode():
+    env = LingBotWorldEnv(model=lambda: world_with_heads(end_bias=5.0, terminates=False), image=IMG)
+    steps = play(env, ACTIONS[:3])[1:]
+    assert not any(s[2] for s in steps) and all(s[4]["end_logit"] > 0 for s in steps)
+    assert {s[4]["termination_source"] for s in steps} == {"none"} and sum(s[1] for s in steps) > 0
+    venv = LingBotWorldVectorEnv(2, model=lambda batch_size: world_with_heads(batch_size, 5.0, False), image=IMG)
+    venv.reset(seed=0)
+    _, _, term, _, info = venv.step(ACTIONS[:2])
+    assert not term.any() and info["termination_source"].tolist() == ["none", "none"]
+    env = LingBotWorldEnv(
+        model=lambda: world_with_heads(end_bias=-5.0, terminates=False), image=IMG, termination_fn=lambda o, a, i: True
+    )
+    _, _, term, _, info = play(env, ACTIONS[:1])[1]
+    assert term and info["termination_source"] == "termination_fn"
+
+
+def test_end_head_trust_rule():
+    # 1 of 3 deaths found: not trusted whatever its false alarms; all found at 0.23% false alarms per step would
+    # still end ~70% of 300-step episodes falsely: not trusted; at 0.02% (6% of episodes): trusted.
+    assert not end_head_trusted(1 / 3, 0.0, 300)
+    assert not end_head_trusted(1.0, 0.0023, 300)
+    assert end_head_trusted(1.0, 0.0002, 300)
 
 
 def test_vector_env_with_heads_equals_n_single_envs():
@@ -107,3 +131,12 @@ def test_bundle_carries_heads_and_refuses_heads_of_other_latents(tmp_path):
     (folder / "world.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="heads.safetensors is not recorded"):
         load_world(folder)
+
+
+def test_heads_keep_their_terminates_flag_and_old_heads_still_terminate(tmp_path):
+    save_heads(make_heads(-5.0, terminates=False), tmp_path / "h", "aaaa")
+    assert load_heads(tmp_path / "h", "aaaa").cfg.terminates is False
+    meta = json.loads((tmp_path / "h" / "heads.json").read_text())
+    del meta["config"]["terminates"]  # heads written before the flag existed
+    (tmp_path / "h" / "heads.json").write_text(json.dumps(meta))
+    assert load_heads(tmp_path / "h", "aaaa").cfg.terminates is True

@@ -10,7 +10,8 @@ the step and the one the step generated (``[B, 16, h, w]`` each, the VAE's norma
 * ``end_logit`` ``[B]``: the logit that the episode ended during the step (the player died).
 
 The env turns ``motion`` into the task's exploration reward (+1 per newly entered map cell, as the game counts
-it; :class:`lingbot_env.rewards.LearnedExploreReward`) and ``end_logit > 0`` into ``terminated``. The heads are
+it; :class:`lingbot_env.rewards.LearnedExploreReward`) and, when the config's ``terminates`` is set,
+``end_logit > 0`` into ``terminated``. The heads are
 trained on real game data with the game's own labels (``agents.train_heads``).
 """
 
@@ -34,6 +35,9 @@ class StepHeadsConfig:
     hidden: int = 128  # MLP width
     motion_scale: float = 32.0  # map units per output unit (a run step is ~25 units), so outputs are O(1)
     explore_cell: float = 64.0  # the task's reward cell (map units) the env counts the heads' motion in
+    # Whether ``end_logit > 0`` ends an env episode. The trainer sets it from the end head's held-out recall and
+    # false alarms (:func:`end_head_trusted`): a head that fires falsely would cut most episodes short.
+    terminates: bool = True
 
 
 class StepHeads(nn.Module):
@@ -81,6 +85,16 @@ class StepHeads(nn.Module):
 
 
 HEADS_FILE, HEADS_CONFIG = "heads.safetensors", "heads.json"
+
+# An end head earns the right to end episodes when it finds at least this share of the held-out deaths ...
+END_MIN_RECALL = 0.5
+# ... and would end at most this share of episodes of the task's length falsely (false alarms per step x steps).
+END_MAX_FALSE_ENDS = 0.1
+
+
+def end_head_trusted(recall: float, false_alarm_rate: float, episode_steps: int) -> bool:
+    """Whether an end head with these held-out scores should terminate episodes of ``episode_steps`` steps."""
+    return recall >= END_MIN_RECALL and false_alarm_rate * episode_steps <= END_MAX_FALSE_ENDS
 
 
 def save_heads(heads: StepHeads, folder: str | os.PathLike, vae_fingerprint: str, metrics: dict | None = None) -> None:
