@@ -140,3 +140,13 @@ def test_heads_keep_their_terminates_flag_and_old_heads_still_terminate(tmp_path
     del meta["config"]["terminates"]  # heads written before the flag existed
     (tmp_path / "h" / "heads.json").write_text(json.dumps(meta))
     assert load_heads(tmp_path / "h", "aaaa").cfg.terminates is True
+
+
+def test_the_default_world_pays_its_heads_reward_and_does_not_end_on_its_untrusted_end_head():
+    env = LingBotWorldEnv()  # the shipped bundle: heads trained on real game data, end head not trusted
+    env.reset(seed=0)
+    _, reward, term, _, info = env.step(np.array([1, 0, 0, 0, 0, 0], np.float32))
+    assert info["reward_source"] == "heads" and info["termination_source"] == "none" and not term
+    assert np.isfinite(info["end_logit"]) and reward >= 0
+    assert env.world.heads.cfg.terminates is False
+    env.close()
