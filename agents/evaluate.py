@@ -4,7 +4,7 @@
     python -m agents.evaluate --policy hold_w ...
     python -m agents.evaluate --policy explorer ...          # the data engine's scripted explorer (it reads the
                                                              # map's walls: a privileged reference, not an agent)
-    python -m agents.evaluate --policy runs/agents/ppo_real.zip ...   # a Stable-Baselines3 model
+    python -m agents.evaluate --policy runs/agents/ppo_real ...   # a trained policy folder (agents.train_ppo's --out)
 
 Episodes are seeded ``seed, seed + 1, ...``: two policies scored with the same ``--seed`` play the same maps from
 the same starts. The JSON holds every episode's return and length, the mean, its standard error and the task.
@@ -31,7 +31,7 @@ BUILTIN = ("random", "hold_w", "explorer")
 
 
 def make_policy(name: str, action_space, seed: int) -> tuple[Policy, Callable[[int], None]]:
-    """``(policy, reset(seed))`` for a built-in name or a Stable-Baselines3 ``.zip``."""
+    """``(policy, reset(seed))`` for a built-in name or a saved policy folder (:mod:`agents.policy_io`)."""
     if name == "random":
         rng = np.random.default_rng(seed)
 
@@ -50,12 +50,20 @@ def make_policy(name: str, action_space, seed: int) -> tuple[Policy, Callable[[i
         explorer = ExplorationPolicy(seed)
         return explorer, explorer.reset
     path = Path(name)
-    if path.suffix != ".zip" or not path.exists():
-        raise ValueError(f"--policy must be one of {BUILTIN} or an existing Stable-Baselines3 .zip, got {name!r}")
-    from stable_baselines3 import PPO
+    if not path.is_dir():
+        raise ValueError(
+            f"--policy must be one of {BUILTIN} or a saved policy folder (python -m agents.train_ppo --out), got "
+            f"{name!r}"
+            + (
+                ": Stable-Baselines3 .zip files are not read (loading them unpickles code)"
+                if path.suffix == ".zip"
+                else ""
+            )
+        )
+    from agents.policy_io import load_policy
 
-    model = PPO.load(path, device="cpu")
-    return (lambda obs, info: model.predict(obs, deterministic=True)[0]), (lambda s: None)
+    policy = load_policy(path)
+    return (lambda obs, info: policy.predict(obs, deterministic=True)[0]), (lambda s: None)
 
 
 def evaluate(
@@ -104,7 +112,7 @@ def evaluate(
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m agents.evaluate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--policy", required=True, help=f"one of {BUILTIN} or a Stable-Baselines3 .zip")
+    ap.add_argument("--policy", required=True, help=f"one of {BUILTIN} or a saved policy folder")
     ap.add_argument("--split", default="val", choices=("train", "val"), help="maps to play (val: held out)")
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--episode-steps", type=int, default=ExploreTask.episode_steps, help="env steps per episode")

@@ -10,7 +10,12 @@ and score it in the real game on held-out maps as it learns.
 real frames of the training maps, rewarded and terminated by the world bundle's step heads (a bundle without heads
 is refused: the dream would pay nothing). Either way, every ``--eval-every`` steps the deterministic policy plays
 ``--eval-episodes`` episodes of the real game on the held-out maps; the curve goes to ``curve.json`` / ``curve.png``
-and the final model to ``model.zip``. The observation is the frame at the world's size in both worlds.
+and the policy to ``policy.safetensors`` + ``policy.json`` (:mod:`agents.policy_io`: no pickles; score it again
+with ``python -m agents.evaluate --policy <out>``). The observation is the frame at the world's size in both worlds.
+
+Resumable: every evaluation also writes a training checkpoint to ``<out>`` (policy, optimizer, steps done, the
+curve), atomically; the same command again goes on from it. ``--max-minutes`` ends a run in time (it evaluates and
+saves before it stops), so a run can span calls of a time-limited machine.
 """
 
 from __future__ import annotations
@@ -85,11 +90,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval-episodes", type=int, default=10, help="held-out real-game episodes per evaluation")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="where the policy (and the dream) runs")
-    ap.add_argument("--out", required=True, help="folder for model.zip, curve.json, curve.png")
+    ap.add_argument("--max-minutes", type=float, default=None, help="stop (evaluated and saved) after this long")
+    ap.add_argument("--out", required=True, help="folder for the policy, its checkpoint, curve.json, curve.png")
     args = ap.parse_args(argv)
 
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
+
+    from agents.policy_io import restore_training, save_policy, save_training
 
     task = ExploreTask(episode_steps=args.episode_steps)
     out = Path(args.out)
@@ -102,8 +110,12 @@ def main(argv: list[str] | None = None) -> None:
         "CnnPolicy", env, n_steps=args.n_steps, batch_size=min(256, args.n_steps * args.envs), learning_rate=args.lr,
         ent_coef=args.ent_coef, seed=args.seed, device=args.device, verbose=0,
     )  # fmt: skip
-    curve: list[dict[str, Any]] = []
+    state = restore_training(model, out)
+    curve: list[dict[str, Any]] = state["curve"] if state else []
+    if state:
+        print(f"resumed from {out} at {model.num_timesteps} env steps", flush=True)
     t0 = time.perf_counter()
+    seconds_before = curve[-1]["seconds"] if curve else 0.0
 
     def score(steps: int) -> None:
         def act(obs, info):
@@ -115,10 +127,11 @@ def main(argv: list[str] | None = None) -> None:
         curve.append({
             "timesteps": steps, "real_val_return": res["mean_return"], "real_val_stderr": res["stderr"],
             "train_return": float(np.mean(train_returns)) if train_returns else None,
-            "seconds": time.perf_counter() - t0,
+            "seconds": seconds_before + time.perf_counter() - t0,
         })  # fmt: skip
         print(json.dumps(curve[-1]), flush=True)
         write_curve(out, curve, args)
+        save_training(model, out, {"timesteps": steps, "curve": curve, "world": args.world})
 
     class EveryN(BaseCallback):
         def __init__(self) -> None:
@@ -129,13 +142,21 @@ def main(argv: list[str] | None = None) -> None:
             if self.num_timesteps >= self.next:
                 self.next += args.eval_every
                 score(self.num_timesteps)
-            return True
+            return not out_of_time()
 
-    score(0)
-    model.learn(args.timesteps, callback=EveryN(), progress_bar=False)
-    model.save(out / "model.zip")
+    def out_of_time() -> bool:
+        return args.max_minutes is not None and time.perf_counter() - t0 > 60 * args.max_minutes
+
+    if not curve:
+        score(0)
+    left = args.timesteps - model.num_timesteps
+    if left > 0 and not out_of_time():
+        callback = EveryN()
+        callback.next = (model.num_timesteps // args.eval_every + 1) * args.eval_every
+        model.learn(left, callback=callback, progress_bar=True, reset_num_timesteps=False)
     if curve[-1]["timesteps"] < model.num_timesteps:
         score(model.num_timesteps)
+    save_policy(model.policy, out, {"world": args.world, "timesteps": model.num_timesteps})
     env.close()
 
 

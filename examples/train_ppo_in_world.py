@@ -6,7 +6,7 @@ Usage::
     python examples/train_ppo_in_world.py --tiny --num-envs 8         # 8 worlds stepped by one model call (~30 s)
     python examples/train_ppo_in_world.py --tiny --num-envs 2 --n-steps 8 --timesteps 16   # smoke test, seconds
     python examples/train_ppo_in_world.py --model <preset|folder> --image start.png --device cuda --dtype bf16 \\
-        --num-envs 16 --timesteps 200000 --out ppo_world.zip
+        --num-envs 16 --timesteps 200000 --out runs/ppo_world
 
 ``--num-envs 1`` uses ``gym.make("LingBotWorld-v0")``; more uses ``gym.make_vec(..., vectorization_mode=
 "vector_entry_point")`` (one ``InteractiveWorld`` with ``batch_size=N``) through
@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reward", choices=sorted(REWARDS), default="forward")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 with --tiny)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="save the trained policy here (.zip)")
+    p.add_argument(
+        "--out", default=None, help="save the trained policy in this folder (safetensors + JSON: agents.policy_io)"
+    )
     args = p.parse_args(argv)
 
     from stable_baselines3 import PPO
@@ -132,7 +134,9 @@ def main(argv: list[str] | None = None) -> None:
             f"last quarter {np.mean([e['r'] for e in last]):.2f} ({len(episodes)} episodes kept)"
         )
     if args.out:
-        model.save(args.out)
+        from agents.policy_io import save_policy
+
+        save_policy(model.policy, args.out)  # not model.save: its zip holds pickles that loading would run
         print(f"saved the policy to {args.out}")
     env.close()
 

@@ -35,3 +35,29 @@ def test_evaluate_writes_returns_with_their_error(tmp_path):
 def test_unknown_policy_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="random"):
         evaluate.make_policy("nope", None, 0)
+
+
+def test_ppo_in_the_real_game_saves_resumes_and_is_scored_from_its_folder(tmp_path, capsys):
+    """Tiny budget: a checkpoint at each evaluation, the same command with a larger budget goes on from it (the
+    curve continues, the steps add up), and the saved policy (safetensors + JSON) plays in agents.evaluate."""
+    pytest.importorskip("vizdoom")
+    pytest.importorskip("stable_baselines3")
+    from agents import policy_io, train_ppo
+
+    out = tmp_path / "ppo"
+    argv = ["--world", "real", "--envs", "2", "--n-steps", "8", "--eval-every", "16", "--eval-episodes", "1"]
+    argv += ["--episode-steps", "5", "--out", str(out)]
+    train_ppo.main([*argv, "--timesteps", "16"])
+    first = json.loads((out / "state.json").read_text())
+    assert first["timesteps"] == 16 and [c["timesteps"] for c in first["curve"]] == [0, 16]
+    train_ppo.main([*argv, "--timesteps", "32"])
+    assert "resumed from" in capsys.readouterr().out
+    curve = json.loads((out / "curve.json").read_text())["curve"]
+    assert [c["timesteps"] for c in curve] == [0, 16, 32]
+    assert json.loads((out / "policy.json").read_text())["timesteps"] == 32
+    res = evaluate.evaluate(str(out), ExploreTask(episode_steps=4), "val", 1, seed=0, progress=False)
+    assert res["episodes"] == 1 and res["lengths"] == [4]
+    with pytest.raises(ValueError, match="unpickles"):
+        evaluate.make_policy(str(tmp_path / "model.zip"), None, 0)
+    with pytest.raises(ValueError, match="not a saved policy"):
+        policy_io.load_policy(tmp_path)

@@ -35,12 +35,14 @@ def load_example(name: str):
 @pytest.mark.parametrize("num_envs", [1, 2])
 def test_train_ppo_example_tiny(num_envs, tmp_path, capsys, keep_torch_threads):
     ppo = load_example("train_ppo_in_world")
-    out = tmp_path / "ppo.zip"
+    out = tmp_path / "ppo"
     argv = ["--tiny", "--num-envs", str(num_envs), "--n-steps", "8", "--timesteps", "8", "--episode-steps", "4"]
     ppo.main([*argv, "--out", str(out)])
     printed = capsys.readouterr().out
     assert f"trained {8 * num_envs} steps in" in printed and "episode return" in printed
-    assert out.is_file()
+    from agents.policy_io import load_policy
+
+    assert load_policy(out).observation_space.shape == (3, 48, 64)  # SB3 transposes images to CHW
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
