@@ -121,3 +121,44 @@ def test_image_condition_marks_frame_zero_only(first):
     assert gen.frames_generated == [0, 0]
     assert (mask[:, :, 0] == 1).all() and (mask[:, :, 1:] == 0).all()
     assert torch.equal(lat[:, :, :1], first_lat) and torch.equal(lat[:, :, 1:], tail[:, :, 1:])
+
+
+def test_cache_written_by_the_last_denoising_pass_saves_one_pass_per_chunk():
+    """``cache_write="last_pass"``: the same first chunk (the cache before it is the same), one DiT pass fewer per
+    chunk, and later chunks that read other context (the last pass's noisy input) than the clean pass writes."""
+    outs, calls = {}, {}
+    for mode in ("clean", "last_pass"):
+        model = tiny_dit(7)
+        cfg = StreamConfig(
+            block_frames=1, schedule=FewStepSchedule.self_forcing(), cache=CacheConfig("rolling", 3, 1),
+            cache_write=mode,
+        )  # fmt: skip
+        gen = StreamingGenerator(model, cfg, seed=0)
+        first_lat, ctx, ctrl = inputs(model)
+        gen.prime(first_lat, ctx)
+        counted = []
+        model.register_forward_hook(lambda *_, seen=counted: seen.append(1))
+        outs[mode] = [gen.step(ctrl) for _ in range(3)]
+        calls[mode] = len(counted)
+        assert gen.frames_generated == [4, 4]
+    steps = len(FewStepSchedule.self_forcing().timesteps)
+    assert calls == {"clean": 3 * (steps + 1), "last_pass": 3 * steps}
+    assert torch.equal(outs["clean"][0], outs["last_pass"][0])
+    assert not torch.allclose(outs["clean"][1], outs["last_pass"][1])
+    with pytest.raises(ValueError, match="cache_write"):
+        StreamConfig(cache_write="never")
+
+
+def test_cache_write_travels_in_the_bundle_spec_and_old_specs_read_as_clean():
+    import dataclasses
+
+    from world_model import doom
+    from world_model.bundle import spec_from_dict, spec_to_dict
+    from world_model.world import WorldSpec
+
+    spec = WorldSpec(doom.HEIGHT, doom.WIDTH, doom.FPS, doom.action_config(), doom.student_stream())
+    fast = dataclasses.replace(spec, stream=dataclasses.replace(spec.stream, cache_write="last_pass"))
+    assert spec_from_dict(spec_to_dict(fast)).stream.cache_write == "last_pass"
+    d = spec_to_dict(spec)
+    del d["stream"]["cache_write"]
+    assert spec_from_dict(d).stream.cache_write == "clean"

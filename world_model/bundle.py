@@ -61,6 +61,7 @@ def spec_to_dict(spec: WorldSpec) -> dict[str, Any]:
             "first_block_frames": s.first_block_frames,
             "timesteps": list(s.schedule.timesteps),
             "cache": dataclasses.asdict(s.cache),
+            "cache_write": s.cache_write,
         },
     }
 
@@ -72,6 +73,7 @@ def spec_from_dict(d: dict[str, Any]) -> WorldSpec:
         first_block_frames=st["first_block_frames"],
         schedule=FewStepSchedule(tuple(st["timesteps"])),
         cache=CacheConfig(**st["cache"]),
+        cache_write=st.get("cache_write", "clean"),  # bundles written before the option: the clean pass
     )
     control = None if d.get("control") is None else ActionControlConfig(**d["control"])
     return WorldSpec(d["height"], d["width"], d["fps"], control, stream, d.get("default_prompt", ""))

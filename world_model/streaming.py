@@ -28,6 +28,7 @@ from world_model.kv_cache import CacheConfig, KVCache
 from world_model.sampling import FewStepSchedule
 
 MASK_CHANNELS = 4
+CACHE_WRITES = ("clean", "last_pass")
 
 
 @dataclass(frozen=True)
@@ -37,16 +38,25 @@ class StreamConfig:
     ``first_block_frames=1`` (default) writes the conditioning image alone into the cache when a stream is primed
     and then generates ``block_frames`` new frames per step. ``first_block_frames=block_frames`` is LingBot Fast's
     layout: the first step generates frames ``0 .. k-1`` with frame 0 conditioned on the image.
+
+    ``cache_write``: how a generated chunk becomes context. ``"clean"`` (default, what students are trained with):
+    one more pass at ``t = 0`` on the clean result writes its K/V. ``"last_pass"``: the last denoising pass writes
+    the K/V of its own (still noisy) input, so a chunk costs one pass fewer (4 instead of 5 with 4 steps) but the
+    next chunks read context a student never saw in training; a speed lever to measure on quality before use.
+    Teacher forcing and training rollouts always write the clean chunk.
     """
 
     block_frames: int = 3
     first_block_frames: int = 1
     schedule: FewStepSchedule = field(default_factory=FewStepSchedule.lingbot_fast)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    cache_write: str = "clean"
 
     def __post_init__(self) -> None:
         if self.first_block_frames not in (1, self.block_frames):
             raise ValueError("first_block_frames must be 1 (image as context) or block_frames (LingBot Fast layout)")
+        if self.cache_write not in CACHE_WRITES:
+            raise ValueError(f"cache_write must be one of {CACHE_WRITES}, got {self.cache_write!r}")
 
 
 def _as_seeds(seeds: int | Sequence[int] | None, n: int, default: int) -> list[int]:
@@ -245,15 +255,26 @@ class StreamingGenerator:
         shape = (c, self.config.block_frames, h, w)
         ctrl = None if control is None else dit.prepare_control(control.to(dit.device))
         y = self._y(self.config.block_frames, rows)  # once per chunk: every denoising pass of it sees the same
+        from_last_pass = self.config.cache_write == "last_pass" and exit_step is None and context is None
+        passes = len(self.config.schedule.sigmas)
+        done = [0]
+
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            done[0] += 1
+            if from_last_pass and done[0] == passes:  # this pass's K/V become the chunk's context
+                return dit(x, t, self.context, y, ctrl, attention="streaming", kv_cache=self.cache, write_cache=True)
+            return self.velocity(x, t, ctrl, y)
+
         clean = self.config.schedule.sample(
-            lambda x, t: self.velocity(x, t, ctrl, y),
-            self._noise(shape, rows),
-            noise_fn=lambda: self._noise(shape, rows),
-            exit_step=exit_step,
+            velocity, self._noise(shape, rows), noise_fn=lambda: self._noise(shape, rows), exit_step=exit_step
         )
         if context is not None and context.shape != clean.shape:
             raise ValueError(f"context latents must be {tuple(clean.shape)} (the chunk's), got {tuple(context.shape)}")
-        self.append(clean if context is None else context.to(clean), ctrl)
+        if from_last_pass:
+            for r in rows:
+                self.frames_generated[r] += clean.shape[2]
+        else:
+            self.append(clean if context is None else context.to(clean), ctrl)
         return clean
 
     def reset(self) -> None:
