@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         video = None if args.no_stability_video else SideBySideVideo(out / "stability.mp4", game.video_fps)
         sink = None if video is None else (lambda real, gen, r: video.add(real, gen) if r == 0 else None)
         try:
-            stability = run_stability(model, stab_cfg, game, maps, sink, progress, probe=probe)
+            stability = run_stability(model, stab_cfg, game, maps, sink, progress, probe=probe, features=features)
         finally:
             if video is not None:
                 video.close()

@@ -72,6 +72,9 @@ def test_harness_end_to_end_on_a_tiny_random_world(tmp_path, capsys):
     assert stab["gen_brightness"]["drift"] is not None
     end = stab["end"]  # the last end_window (100) steps: here all 6
     assert end["steps"] == ["0-6"] and end["brightness_ratio"] > 0 and end["contrast_ratio"] > 0
+    # The shipped feature network scores the windows: 6 steps, so the first and the last 100 are the same frames.
+    assert end["frechet_end"] > 0 and end["frechet_end"] == pytest.approx(end["frechet_start"])
+    assert end["frechet_real_start_vs_end"] == pytest.approx(0.0, abs=1e-6)
     walked = ~np.isnan(np.load(out / "metrics.npz")["stability_probe_real_joint"])
     assert walked.any() == (end["probe_ratio"] is not None or end["probe_real"] == 0)
     forced = rep["teacher_forced_psnr"]  # on by default for a causal world
@@ -345,7 +348,13 @@ def test_stability_end_scores_see_a_frozen_world_whose_means_match():
         {"gen_brightness": gen, "real_brightness": real, "gen_contrast": gen, "real_contrast": real},
         steps_run=[100, 100], maps=["MAP05", "MAP13"], seeds=[0, 1],
     )  # fmt: skip
+    res.window_features = {  # the world starts like the game and ends far from it in feature space
+        "real_start": rng.standard_normal((400, 8)), "gen_start": rng.standard_normal((400, 8)),
+        "real_end": rng.standard_normal((400, 8)), "gen_end": rng.standard_normal((400, 8)) + 3.0,
+    }  # fmt: skip
     end = res.end_scores()
+    assert end["frechet_end"] > 50 * end["frechet_start"] and end["frechet_end"] == pytest.approx(72.0, rel=0.1)
+    assert end["frechet_real_start_vs_end"] < 1.0
     per = end["brightness_ratio_per_rollout"]
     assert per[0] == pytest.approx(1.0) and per[1] == pytest.approx(1.5)
     assert end["brightness_variation_ratio"] == pytest.approx((0.0 + 1.5) / 2)

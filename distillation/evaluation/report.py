@@ -197,6 +197,8 @@ def _headline(replay: ReplayResult, ctrl: dict[str, Any] | None, stab: dict[str,
         out["stability_end_contrast_ratio"] = end["contrast_ratio"]
         out["stability_end_brightness_variation_ratio"] = end.get("brightness_variation_ratio")
         out["stability_end_probe_ratio"] = end["probe_ratio"]
+        out["stability_end_frechet"] = end.get("frechet_end")
+        out["stability_start_frechet"] = end.get("frechet_start")
     return out
 
 

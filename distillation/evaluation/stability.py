@@ -12,7 +12,11 @@ this is an open-loop rollout, as in play. Per step (its 4 frames averaged):
   frames (``probe_real_joint``, ``probe_gen_joint``), steps whose keys were blocked by a wall left out.
 
 The summary's ``end`` section makes numbers of the last ``end_window`` steps (100): generated over real mean
-brightness and contrast, and the probe ratio (generated over real accuracy) there.
+brightness and contrast, and the probe ratio (generated over real accuracy) there. With a feature network
+(``features``), it also gives the Fréchet distance of the generated frames to the real ones over the first and over
+the last ``end_window`` steps (every frame, pooled over rollouts), and the real frames' own distance between those
+two windows (the scale of "a real view from elsewhere in the level"). A world that has collapsed into a texture can
+keep the game's mean brightness and contrast, and even the probe's reading of the actions, but not its features.
 
 A stable model keeps brightness and contrast near the game's over the whole rollout (no fade to grey, no
 saturation); PSNR falls as the rollout diverges from the game's trajectory and then flattens at the level of
@@ -29,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from distillation.data.splits import MapSplit
+from distillation.evaluation.frechet import frechet_distance
 from distillation.evaluation.game import EpisodeEnded, explorer, fresh_game, start_episode
 from distillation.evaluation.models import CausalWorldModel
 from distillation.evaluation.patterns import PATTERNS, scripted_actions
@@ -82,6 +87,8 @@ class StabilityResult:
     seeds: list[int]
     captions: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # features float32 [frames, dim] of the first / last ``end_window`` steps, pooled over rollouts (with features)
+    window_features: dict[str, np.ndarray] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         w = self.config.window
@@ -154,8 +161,18 @@ class StabilityResult:
                 out.append(None if not y or np.isnan(x) else float(x / y))
             return out
 
+        feats = self.window_features
+
+        def frechet(a: str, b: str) -> float | None:
+            if a not in feats or b not in feats or min(len(feats[a]), len(feats[b])) < 2:
+                return None
+            return frechet_distance(feats[a], feats[b])
+
         return {
             "steps": [f"{max(0, n - w)}-{n}" for _, n in ends],
+            "frechet_end": frechet("gen_end", "real_end"),
+            "frechet_start": frechet("gen_start", "real_start"),
+            "frechet_real_start_vs_end": frechet("real_start", "real_end"),
             "brightness_ratio_per_rollout": per_rollout("gen_brightness", "real_brightness"),
             "contrast_ratio_per_rollout": per_rollout("gen_contrast", "real_contrast"),
             "brightness_ratio": ratio("gen_brightness", "real_brightness"),
@@ -202,10 +219,14 @@ def run_stability(
     sink: FrameSink | None = None,
     progress: bool = True,
     probe: Probe | None = None,
+    features: Any = None,
 ) -> StabilityResult:
     """Roll ``model`` out against the real game ``cfg.rollouts`` times; ``sink(real, generated, rollout)`` gets each
-    step's frames (uint8 [4, H, W, 3] each) as they come, for a video, without keeping them in memory."""
+    step's frames (uint8 [4, H, W, 3] each) as they come, for a video, without keeping them in memory.
+    ``features``: a :class:`~distillation.evaluation.features.FrameFeatures` for the windows' Fréchet distances
+    (only the windows' features are kept, never frames)."""
     import time
+    from collections import deque
 
     from tqdm.auto import tqdm
 
@@ -218,6 +239,7 @@ def run_stability(
     names = METRICS + (PROBE_METRICS if probe is not None else ())
     per_step = {m: np.full((cfg.rollouts, cfg.steps), np.nan) for m in names}
     result = StabilityResult(cfg, per_step, [], [], [])
+    pooled: dict[str, list[np.ndarray]] = {k: [] for k in ("gen_start", "real_start", "gen_end", "real_end")}
     for r in range(cfg.rollouts):
         map_name = split_maps[r % len(split_maps)]
         bar = tqdm(total=cfg.steps, desc=f"stability {r + 1}/{cfg.rollouts}", unit="step", disable=not progress)
@@ -237,6 +259,7 @@ def run_stability(
             last_pose = np.asarray(info["pose"], np.float64)
             scripted = _scripted(cfg, seed) if cfg.policy != "explorer" else None
             steps_run = 0
+            last_feats: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=cfg.end_window)
             for t in range(cfg.steps):
                 action = np.asarray(policy(obs, info) if scripted is None else scripted(t), np.float32)
                 obs, _, term, trunc, info = env.step(action)
@@ -255,6 +278,12 @@ def run_stability(
                     last_pose = pose
                     per_step["probe_real_joint"][r, t], per_step["probe_gen_joint"][r, t] = real_ok, gen_ok
                 last_real, last_gen = real[-1], gen[-1]
+                if features is not None:
+                    step_feats = features.embed(np.stack([gen, real]))  # [2, 4, dim]
+                    last_feats.append((step_feats[0], step_feats[1]))
+                    if t < cfg.end_window:
+                        pooled["gen_start"].append(step_feats[0])
+                        pooled["real_start"].append(step_feats[1])
                 if sink is not None:
                     sink(real, gen, r)
                 steps_run = t + 1
@@ -262,9 +291,14 @@ def run_stability(
                 if t % 25 == 0:
                     bar.set_postfix(psnr=f"{np.nanmean(per_step['psnr'][r, max(0, t - 24) : t + 1]):.2f}")
         bar.close()
+        for g, rf in last_feats:
+            pooled["gen_end"].append(g)
+            pooled["real_end"].append(rf)
         result.steps_run.append(steps_run)
         result.maps.append(map_name)
         result.seeds.append(seed)
         result.captions.append(caption)
+    if features is not None:
+        result.window_features = {k: np.concatenate(v) for k, v in pooled.items() if v}
     result.seconds = time.perf_counter() - t0
     return result
