@@ -506,3 +506,38 @@ def test_copy_of_teacher_is_the_student(world):
         assert torch.equal(a, b), k
     assert all(p.requires_grad for p in student.parameters())
     assert not any(p.requires_grad for p in teacher.dit.parameters())
+
+
+def test_conditions_encode_a_few_clips_at_a_time_and_fill_shards_exactly(tmp_path, monkeypatch):
+    """A 512-clip shard of whole videos collated at once needed ~22 GB (killed here); the set is now built from
+    batches of at most ENCODE_CLIPS clips, shards still get shard_clips rows, and the start latents are the VAE's."""
+    from distillation.dmd import conditions
+    from distillation.vae_export import load_exported_vae
+
+    asked, g = [], torch.Generator().manual_seed(0)
+
+    def fake_batches(source, batch_size, steps, device, **kw):
+        asked.append(batch_size)
+        while True:
+            video = torch.rand(batch_size, 3, 4 * steps + 1, 96, 128, generator=g) * 2 - 1
+            yield {
+                "video": video,
+                "actions": torch.rand(batch_size, steps, 6, generator=g),
+                "captions": ["c"] * batch_size,
+            }
+
+    monkeypatch.setattr(conditions, "clip_batches", fake_batches)
+    monkeypatch.setattr(conditions, "ENCODE_CLIPS", 3)
+    cfg = conditions.ConditionsConfig(vae="checkpoints/doom_vae", out=str(tmp_path / "c"), clips=7, steps=1,
+                                      shard_clips=4, device="cpu")  # fmt: skip
+    conditions.build(cfg)
+    tensors, captions, _ = shards.read_set(tmp_path / "c", "conditions")
+    assert asked == [3] and len(captions) == 7 and tensors["first_latent"].shape == (7, 16, 1, 12, 16)
+    index = json.loads((tmp_path / "c" / "index.json").read_text())
+    assert sorted(s["rows"] for s in index["shards"].values()) == [3, 4]
+    vae = load_exported_vae("checkpoints/doom_vae", torch.device("cpu"), decoder=False)
+    g.manual_seed(0)  # the first batch again: its first clip's start latent is what the set holds
+    video = torch.rand(3, 3, 5, 96, 128, generator=g) * 2 - 1
+    with torch.no_grad():
+        first = vae.encode(video[:1, :, :1].to(vae.dtype), chunked=False).to(torch.bfloat16)
+    assert torch.equal(tensors["first_latent"][:1], first)

@@ -44,6 +44,22 @@ class ConditionsConfig:
     device: str = "cuda" if torch.cuda.is_available() else "cpu"  # where the VAE encodes
 
 
+ENCODE_CLIPS = 32  # clips collated and encoded at once (memory: ~1 GB of float video at 33 steps)
+
+
+def encode_conditions(vae, batch: dict, n: int, real_latents: bool) -> dict[str, torch.Tensor]:
+    """The first ``n`` clips of a collated batch (``video`` [B, 3, F, H, W]) as condition tensors: the start
+    latent (and every latent frame with ``real_latents``) in bf16, the actions in float32."""
+    video = batch["video"][:n]
+    with torch.no_grad():
+        # The causal encoder's first latent frame depends on the first video frame alone.
+        first = vae.encode(video[:, :, :1].to(vae.dtype), chunked=False)
+        tensors = {"first_latent": first.to(torch.bfloat16), "actions": batch["actions"][:n].float()}
+        if real_latents:
+            tensors["latents"] = vae.encode(video.to(vae.dtype), chunked=False).to(torch.bfloat16)
+    return tensors
+
+
 def build(cfg: ConditionsConfig) -> Path:
     """Play and encode until the set in ``cfg.out`` has ``cfg.clips`` clips; returns its folder."""
     if cfg.split not in ("train", "val"):
@@ -58,23 +74,24 @@ def build(cfg: ConditionsConfig) -> Path:
         return out.folder
     vae = load_exported_vae(cfg.vae, device, decoder=False)
     # A resumed set continues with other game streams, so it adds new clips rather than repeating old ones.
+    # Clips are collated and encoded a few at a time: a whole shard of 512 33-step videos in float32 is ~15 GB.
     batches = clip_batches(
-        cfg.data, cfg.shard_clips, cfg.steps, device, split=cfg.split, workers=cfg.workers, seed=cfg.seed + out.rows
-    )
+        cfg.data, min(cfg.shard_clips, ENCODE_CLIPS), cfg.steps, device, split=cfg.split, workers=cfg.workers,
+        seed=cfg.seed + out.rows,
+    )  # fmt: skip
     bar = tqdm(total=cfg.clips, initial=out.rows, desc=f"conditions ({cfg.split})", dynamic_ncols=True)
     try:
         while out.rows < cfg.clips:
-            batch = next(batches)
             n = min(cfg.shard_clips, cfg.clips - out.rows)
-            video = batch["video"][:n]
-            with torch.no_grad():
-                # The causal encoder's first latent frame depends on the first video frame alone.
-                first = vae.encode(video[:, :, :1].to(vae.dtype), chunked=False)
-                tensors = {"first_latent": first.to(torch.bfloat16), "actions": batch["actions"][:n].float()}
-                if cfg.real_latents:
-                    tensors["latents"] = vae.encode(video.to(vae.dtype), chunked=False).to(torch.bfloat16)
-            out.add(tensors, list(batch["captions"][:n]))
-            bar.update(n)
+            parts: list[dict[str, torch.Tensor]] = []
+            captions: list[str] = []
+            while len(captions) < n:
+                batch = next(batches)
+                k = min(len(batch["captions"]), n - len(captions))
+                parts.append(encode_conditions(vae, batch, k, cfg.real_latents))
+                captions += list(batch["captions"][:k])
+                bar.update(k)
+            out.add({key: torch.cat([p[key] for p in parts]) for key in parts[0]}, captions)
     finally:
         bar.close()
         if hasattr(batches, "close"):
