@@ -102,12 +102,15 @@ def test_dream_score_replays_each_episode_for_its_own_length():
 
 
 def test_trainer_end_to_end_keeps_an_untrusted_end_head_from_ending_episodes(tmp_path):
-    """Real game episodes, the repository's VAE, a few training steps: the heads and report are written, and an
-    end head that found no held-out death (recall 0) is saved with ``terminates`` off, unless told otherwise."""
+    """Real game episodes, a tiny VAE, a few training steps: the heads and report are written, and an end head
+    that found no held-out death (recall 0) is saved with ``terminates`` off, unless told otherwise."""
     pytest.importorskip("vizdoom")
     import json
 
-    args = ["--vae", "checkpoints/doom_vae", "--train-episodes", "2", "--val-episodes", "1", "--episode-steps", "8"]
+    from helpers import tiny_vae_export
+
+    vae = str(tiny_vae_export(tmp_path / "vae"))
+    args = ["--vae", vae, "--train-episodes", "2", "--val-episodes", "1", "--episode-steps", "8"]
     args += ["--workers", "1", "--steps", "5", "--device", "cpu"]
     train_heads.main([*args, "--out", str(tmp_path / "auto")])
     report = json.loads((tmp_path / "auto" / "report.json").read_text())
