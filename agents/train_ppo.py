@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from agents.policy_io import restore_training, save_policy, save_training
+    from agents.policy_io import save_policy
+    from distillation.training.checkpoint import restore_state, save_state
 
     task = ExploreTask(episode_steps=args.episode_steps)
     out = Path(args.out)
@@ -110,10 +111,14 @@ def main(argv: list[str] | None = None) -> None:
         "CnnPolicy", env, n_steps=args.n_steps, batch_size=min(256, args.n_steps * args.envs), learning_rate=args.lr,
         ent_coef=args.ent_coef, seed=args.seed, device=args.device, verbose=0,
     )  # fmt: skip
-    state = restore_training(model, out)
-    curve: list[dict[str, Any]] = state["curve"] if state else []
-    if state:
-        print(f"resumed from {out} at {model.num_timesteps} env steps", flush=True)
+    curve = Curve()
+    # The project's training checkpoint (safetensors + JSON, RNG included): policy, optimizer and the curve so far.
+    ckpt, parts = out / "checkpoint.pt", {"policy": model.policy, "optimizer": model.policy.optimizer, "curve": curve}
+    config = vars(args)
+    done = restore_state(ckpt, parts, config, SAME_SETTINGS, map_location=model.device)
+    if done is not None:
+        model.num_timesteps = done  # learn(reset_num_timesteps=False) goes on from here
+        print(f"resumed from {ckpt} at {done} env steps", flush=True)
     t0 = time.perf_counter()
     seconds_before = curve[-1]["seconds"] if curve else 0.0
 
@@ -131,12 +136,12 @@ def main(argv: list[str] | None = None) -> None:
         })  # fmt: skip
         print(json.dumps(curve[-1]), flush=True)
         write_curve(out, curve, args)
-        save_training(model, out, {"timesteps": steps, "curve": curve, "world": args.world})
+        save_state(ckpt, steps, config, parts)
 
     class EveryN(BaseCallback):
         def __init__(self) -> None:
             super().__init__()
-            self.next = args.eval_every
+            self.next = (model.num_timesteps // args.eval_every + 1) * args.eval_every  # the next after a resume
 
         def _on_step(self) -> bool:
             if self.num_timesteps >= self.next:
@@ -151,13 +156,25 @@ def main(argv: list[str] | None = None) -> None:
         score(0)
     left = args.timesteps - model.num_timesteps
     if left > 0 and not out_of_time():
-        callback = EveryN()
-        callback.next = (model.num_timesteps // args.eval_every + 1) * args.eval_every
-        model.learn(left, callback=callback, progress_bar=True, reset_num_timesteps=False)
+        model.learn(left, callback=EveryN(), progress_bar=True, reset_num_timesteps=False)
     if curve[-1]["timesteps"] < model.num_timesteps:
         score(model.num_timesteps)
     save_policy(model.policy, out, {"world": args.world, "timesteps": model.num_timesteps})
     env.close()
+
+
+# Settings a resumed run must share with its checkpoint (the policy, its inputs or its task would change).
+SAME_SETTINGS = ("world", "model", "envs", "n_steps", "episode_steps")
+
+
+class Curve(list):
+    """The learning curve (one dict per evaluation), checkpointed with the policy as a ``state_dict`` part."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"points": list(self)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self[:] = state["points"]
 
 
 def write_curve(out: Path, curve: list[dict[str, Any]], args: argparse.Namespace) -> None:

@@ -47,9 +47,11 @@ def test_ppo_in_the_real_game_saves_resumes_and_is_scored_from_its_folder(tmp_pa
     out = tmp_path / "ppo"
     argv = ["--world", "real", "--envs", "2", "--n-steps", "8", "--eval-every", "16", "--eval-episodes", "1"]
     argv += ["--episode-steps", "5", "--out", str(out)]
+    from distillation.training.checkpoint import load_checkpoint
+
     train_ppo.main([*argv, "--timesteps", "16"])
-    first = json.loads((out / "state.json").read_text())
-    assert first["timesteps"] == 16 and [c["timesteps"] for c in first["curve"]] == [0, 16]
+    first = load_checkpoint(out / "checkpoint.pt")
+    assert first["step"] == 16 and [c["timesteps"] for c in first["curve"]["points"]] == [0, 16]
     train_ppo.main([*argv, "--timesteps", "32"])
     assert "resumed from" in capsys.readouterr().out
     curve = json.loads((out / "curve.json").read_text())["curve"]

@@ -203,8 +203,12 @@ class StreamingGenerator:
             write_cache=True,
             cache_rows=None if len(rows) == self.batch_size else rows,
         )
+        self._count(rows, f)
+
+    def _count(self, rows: tuple[int, ...], frames: int) -> None:
+        """``frames`` more frames of these rows are in the cache."""
         for r in rows:
-            self.frames_generated[r] += f
+            self.frames_generated[r] += frames
 
     @torch.no_grad()
     def step(self, control: torch.Tensor | None = None, context: torch.Tensor | None = None) -> torch.Tensor:
@@ -271,8 +275,7 @@ class StreamingGenerator:
         if context is not None and context.shape != clean.shape:
             raise ValueError(f"context latents must be {tuple(clean.shape)} (the chunk's), got {tuple(context.shape)}")
         if from_last_pass:
-            for r in rows:
-                self.frames_generated[r] += clean.shape[2]
+            self._count(rows, clean.shape[2])
         else:
             self.append(clean if context is None else context.to(clean), ctrl)
         return clean
