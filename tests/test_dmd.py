@@ -544,3 +544,23 @@ def test_conditions_encode_a_few_clips_at_a_time_and_fill_shards_exactly(tmp_pat
     with torch.no_grad():
         first = vae.encode(video[:, :, :1].to(vae.dtype), chunked=False).to(torch.bfloat16)
     assert torch.equal(tensors["first_latent"][:3], first)
+
+
+def test_rollout_lengths_are_drawn_per_update_within_the_range(world, tmp_path, monkeypatch):
+    """--rollout-frames-min: each update's rollouts (critic's and generator's alike) share one length drawn from
+    [min, rollout_frames]; over many updates every length comes up; 0 keeps the fixed length; a bad range is refused."""
+    base = stage(world, tmp_path / "cfg", dmd.DMDConfig, rollout_frames=4, rollout_frames_min=3)
+    lengths = [dmd.rollout_length(base, s) for s in range(60)]
+    assert set(lengths) == {3, 4}
+    assert {dmd.rollout_length(dataclasses.replace(base, rollout_frames_min=0), s) for s in range(20)} == {4}
+    with pytest.raises(ValueError, match="rollout-frames-min"):
+        dmd.train(dataclasses.replace(base, rollout_frames_min=5))
+    seen: list[tuple[int, int]] = []
+    real = dmd.self_rollout
+    monkeypatch.setattr(
+        dmd, "self_rollout", lambda s, st, cond, *a, **k: seen.append(cond.frames) or real(s, st, cond, *a, **k)
+    )
+    cfg = dataclasses.replace(base, out=str(tmp_path / "run"), max_steps=3, critic_rollouts=1, critic_steps=1)
+    dmd.train(cfg)
+    # per update: one critic rollout and one generator rollout, of that update's length (warm-up draws at step 0)
+    assert seen[-6:] == [dmd.rollout_length(cfg, s) for s in range(3) for _ in range(2)]

@@ -88,6 +88,10 @@ class DMDConfig(StageConfig):
     student_config: str = ""  # a student of another size (config.json / export folder); "" = the teacher's
     window: int = 8  # latent frames per DMD window (the teacher's clip length less its image frame)
     rollout_frames: int = 8  # latent frames rolled out per update; > window trains on windows of long rollouts
+    # > 0: each update rolls out a length drawn uniformly from [rollout_frames_min, rollout_frames] (as
+    # Self-Forcing++ does), so the student sees every horizon up to the longest and an update costs the mean
+    # length, not the longest; 0: always rollout_frames
+    rollout_frames_min: int = 0
     # the image both scores condition a window of a long rollout on: "rollout" (the student's frame before the
     # window, Self-Forcing++'s choice) or "start" (the real start latent: a condition the teacher knows, but the
     # window then reads as following the start frame directly, as if the frames between had not happened)
@@ -235,10 +239,24 @@ def lora_spec(cfg: DMDConfig, rank: int, base: str | Path) -> LoRASpec | None:
     return LoRASpec(rank, cfg.lora_alpha or float(rank), lora_targets(cfg), base_fingerprint(base), str(base))
 
 
+def rollout_length(cfg: DMDConfig, step: int) -> int:
+    """Latent frames the student rolls out in update ``step``: ``rollout_frames``, or with ``rollout_frames_min`` a
+    length drawn uniformly from ``[rollout_frames_min, rollout_frames]`` (seeded by the step: the same in every
+    process, and again on a resume)."""
+    if not cfg.rollout_frames_min:
+        return cfg.rollout_frames
+    return cfg.rollout_frames_min + mix_seed(cfg.seed, step, 7) % (cfg.rollout_frames - cfg.rollout_frames_min + 1)
+
+
 def train(cfg: DMDConfig) -> dict[str, float]:
     """Run (or resume) DMD; the EMA student goes to ``<out>/dmd/export`` and the critic to ``<out>/dmd/critic``."""
     if cfg.rollout_frames < cfg.window:
         raise ValueError(f"rollout_frames ({cfg.rollout_frames}) must be >= window ({cfg.window})")
+    if cfg.rollout_frames_min and not cfg.window <= cfg.rollout_frames_min <= cfg.rollout_frames:
+        raise ValueError(
+            f"--rollout-frames-min {cfg.rollout_frames_min} must lie between --window {cfg.window} and "
+            f"--rollout-frames {cfg.rollout_frames} (or be 0 for a fixed length)"
+        )
     if cfg.window_image not in WINDOW_IMAGES:
         raise ValueError(f"--window-image {cfg.window_image!r}: choose one of {', '.join(WINDOW_IMAGES)}")
     if not 0.0 <= cfg.window_cond_noise < 1.0:
@@ -322,7 +340,8 @@ def train(cfg: DMDConfig) -> dict[str, float]:
 
     def batch(micro: int, phase: int) -> Conditions:
         rows = draw_rows(len(captions), cfg.batch_size, cfg.seed, mix_seed(step, phase), micro)
-        return conditions_of(teacher, tensors, captions, rows, cfg.rollout_frames, mix_seed(cfg.seed, step, phase))
+        frames = rollout_length(cfg, step)  # one length per update: the critic's rollouts and the generator's
+        return conditions_of(teacher, tensors, captions, rows, frames, mix_seed(cfg.seed, step, phase))
 
     latest: dict[int, tuple] = {}  # micro-batch -> the newest detached window (a fresh rollout or the generator's)
 
