@@ -331,9 +331,15 @@ class LingBotWorldVectorEnv(VectorEnv):
             heads = world.read_heads(stepped) if self._learned is not None else None
         # F is frames_per_step, except on LingBot Fast's first chunk (its frame 0 is the start image, shown already).
         f = self.frames_per_step if generated is None else generated.shape[1]
-        frames = np.empty((n, f, self.height, self.width, 3), dtype=np.uint8)
-        poses = np.repeat(self._poses.pose()[:, None], f, axis=1)
-        if going:
+        if not restart:  # every env stepped (the usual case): the batch's frames as they came, no gather and copy
+            frames = generated
+            poses = self._poses.advance(act, going, frames=f)
+            self._steps += 1
+            self._last_obs[:] = frames[:, -1]
+        else:
+            frames = np.empty((n, f, self.height, self.width, 3), dtype=np.uint8)
+            poses = np.repeat(self._poses.pose()[:, None], f, axis=1)
+        if going and restart:
             frames[going] = generated[going]
             poses[going] = self._poses.advance(act[going], going, frames=f)
             self._steps[going] += 1

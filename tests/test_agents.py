@@ -63,3 +63,24 @@ def test_ppo_in_the_real_game_saves_resumes_and_is_scored_from_its_folder(tmp_pa
         evaluate.make_policy(str(tmp_path / "model.zip"), None, 0)
     with pytest.raises(ValueError, match="not a saved policy"):
         policy_io.load_policy(tmp_path)
+
+
+def test_side_by_side_plays_one_policy_in_both_worlds_and_writes_video_and_log(tmp_path):
+    """The same policy in the game and in a world from the game's first frame: an MP4 of both panels and a JSON
+    whose per-step rewards add up to the returns it reports; an episode that ends early holds its last frame."""
+    pytest.importorskip("vizdoom")
+    from agents import side_by_side
+    from lingbot_env.video import mp4_available
+
+    if not mp4_available():
+        pytest.skip("imageio-ffmpeg missing")
+    out = tmp_path / "sbs.mp4"
+    res = side_by_side.side_by_side("random", "doom-untrained", out, steps=3, seed=0)
+    log = json.loads(out.with_suffix(".json").read_text())
+    assert out.stat().st_size > 0 and log["steps"] == res["steps"] == 3
+    assert log["return_game"] == pytest.approx(sum(log["reward_game"]))
+    assert log["return_dream"] == pytest.approx(sum(log["reward_dream"]))
+    assert log["dream_reward_source"] == "none"  # an untrained world without heads pays nothing, and says so
+    assert log["ended_at"]["dream"] == 3 and len(log["action_dream"]) == 3
+    held = side_by_side._hold(np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3), 4)
+    assert held.shape[0] == 4 and (held[2] == held[1]).all() and (held[3] == held[1]).all()

@@ -131,10 +131,24 @@ def draw_chart(
                 run = []
         _polyline(d, run, c)
     ly = top + 6
-    for s, c in zip(series, colours):
-        d.line([right - 150, ly + 6, right - 130, ly + 6], fill=c, width=3)
-        d.text((right - 124, ly), s.label[:22], fill=FG, font=font)
+    # the legend sits in the top right corner, as wide as its longest label (at most half the plot: longer ones
+    # are cut there rather than run off the image)
+    room = (right - left) / 2
+    labels = [_fit(d, s.label, font, room) for s in series]
+    lx = right - 30 - max((d.textlength(t, font=font) for t in labels), default=0.0)
+    for t, c in zip(labels, colours):
+        d.line([lx - 26, ly + 6, lx - 6, ly + 6], fill=c, width=3)
+        d.text((lx, ly), t, fill=FG, font=font)
         ly += 14
+
+
+def _fit(d: ImageDraw.ImageDraw, text: str, font, width: float) -> str:
+    """``text``, cut with an ellipsis to fit ``width`` pixels."""
+    if d.textlength(text, font=font) <= width:
+        return text
+    while text and d.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
 
 
 def _polyline(d: ImageDraw.ImageDraw, pts: list[tuple[float, float]], colour: tuple[int, int, int]) -> None:
