@@ -29,6 +29,11 @@ def side_by_side(
 ) -> dict[str, Any]:
     """Play ``steps`` steps of ``policy`` in the real game and in ``model``'s world from the same first frame;
     writes ``out`` (MP4, real | dream) and ``out`` with ``.json``; returns that JSON's content."""
+    if policy == "explorer":
+        raise ValueError(
+            "--policy explorer reads the game's own map (walls, position), which the dream does not have: "
+            "use random, hold_w or a trained policy folder"
+        )
     import gymnasium as gym
 
     import lingbot_env  # noqa: F401  (registers LingBotWorld-v0)

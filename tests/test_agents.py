@@ -82,5 +82,7 @@ def test_side_by_side_plays_one_policy_in_both_worlds_and_writes_video_and_log(t
     assert log["return_dream"] == pytest.approx(sum(log["reward_dream"]))
     assert log["dream_reward_source"] == "none"  # an untrained world without heads pays nothing, and says so
     assert log["ended_at"]["dream"] == 3 and len(log["action_dream"]) == 3
+    with pytest.raises(ValueError, match="explorer"):
+        side_by_side.side_by_side("explorer", "doom-untrained", out, steps=1)
     held = side_by_side._hold(np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3), 4)
     assert held.shape[0] == 4 and (held[2] == held[1]).all() and (held[3] == held[1]).all()
