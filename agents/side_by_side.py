@@ -49,10 +49,9 @@ def side_by_side(
             f"the world {model!r} makes {obs_d.shape[1]}x{obs_d.shape[0]} frames, the game "
             f"{obs_r.shape[1]}x{obs_r.shape[0]}: a policy cannot read both; use a world of the game's frame size"
         )
-    act_r, reseed_r = make_policy(policy, real.action_space, seed)
-    act_d, reseed_d = make_policy(policy, dream.action_space, seed)
-    reseed_r(seed)
-    reseed_d(seed)
+    # one policy object per panel, seeded alike: a random policy plays the same action sequence in both
+    act_r, _ = make_policy(policy, real.action_space, seed)
+    act_d, _ = make_policy(policy, dream.action_space, seed)
     video = SideBySideVideo(out, fps=dream.metadata.get("video_fps", 17.5), labels=("real game", f"dream: {model}"))
     video.add(obs_r[None], obs_d[None])
     log: dict[str, list] = {"reward_game": [], "reward_dream": [], "action_game": [], "action_dream": []}

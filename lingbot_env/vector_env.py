@@ -339,11 +339,11 @@ class LingBotWorldVectorEnv(VectorEnv):
         else:
             frames = np.empty((n, f, self.height, self.width, 3), dtype=np.uint8)
             poses = np.repeat(self._poses.pose()[:, None], f, axis=1)
-        if going and restart:
-            frames[going] = generated[going]
-            poses[going] = self._poses.advance(act[going], going, frames=f)
-            self._steps[going] += 1
-            self._last_obs[going] = frames[going, -1]
+            if going:
+                frames[going] = generated[going]
+                poses[going] = self._poses.advance(act[going], going, frames=f)
+                self._steps[going] += 1
+                self._last_obs[going] = frames[going, -1]
         seeds: list[int] = []
         texts: list[str] = []
         if restart:
