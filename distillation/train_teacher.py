@@ -1,6 +1,12 @@
 """Stage 3: train the bidirectional Doom teacher (image-to-video, act control, captions) with flow matching.
 
     python -m distillation.train_teacher --vae runs/doom_vae/export --out runs/doom_teacher --workers 14 --max-minutes 9
+    python -m distillation.train_teacher ... --init-from checkpoints/doom_teacher --num-layers 16   # a deeper teacher
+
+A teacher runs only on the GPU during distillation, so it may be larger than the student: ``--num-layers`` deepens
+an ``--init-from`` export with identity blocks (:mod:`world_model.dit_deepen`: it starts with the export's output),
+``--dim`` / ``--num-heads`` / ``--ffn-dim`` size a fresh one; the export's ``config.json`` records the size, and the
+harness and the DMD stages read it from there.
 
 Per step, for clips of ``clip_steps`` actions (``4n + 1`` frames, ``n + 1`` latent frames):
 
@@ -36,6 +42,7 @@ from distillation.teacher import (
     ClipConditioner,
     build_models,
     export,
+    export_config,
     flow_loss,
     latent_decoder,
     load_export,
@@ -52,7 +59,9 @@ from distillation.training.replay import ReplayBuffer
 from distillation.vae_export import latent_fingerprint, load_exported_vae
 from world_model import doom
 from world_model.checkpoints.text_encoders import SmallTextEncoder
+from world_model.config import WanDiTConfig
 from world_model.dit import WanDiT
+from world_model.dit_deepen import deepen_dit
 
 
 @dataclasses.dataclass
@@ -88,6 +97,12 @@ class TeacherTrainConfig:
     device: str = "cuda" if torch.cuda.is_available() else "cpu"  # where to train
     compile: bool = False  # torch.compile the DiT's whole training step (pays on the GPU)
     init_from: str = ""  # an export folder to start from when there is no checkpoint (next session)
+    # The DiT's size; 0 keeps the --init-from export's (else the Doom teacher's: 8 layers of width 256, 4 heads,
+    # FFN 1024). A teacher trains on the GPU only and never ships, so it may be larger than the student.
+    num_layers: int = 0  # depth; above an --init-from export's, it is deepened with identity blocks (output kept)
+    dim: int = 0  # width (a fresh teacher only: an export cannot be widened)
+    num_heads: int = 0  # attention heads (a fresh teacher only)
+    ffn_dim: int = 0  # FFN hidden width (a fresh teacher only)
 
 
 # -- data: game workers -> encoded latents in a GPU replay buffer ------------------------------------------------
@@ -131,6 +146,43 @@ def optimisation_step(dit, text, cond, opt, drawn, cfg, gen, cpu_gen) -> tuple[t
     loss.backward()
     grad_norm = clipped_step(opt, cfg.grad_clip)
     return loss.detach(), grad_norm
+
+
+ARCH_FIELDS = ("num_layers", "dim", "num_heads", "ffn_dim")
+
+
+def teacher_config(cfg: TeacherTrainConfig) -> WanDiTConfig:
+    """The DiT config this run trains: the ``--init-from`` export's (else the Doom teacher's) with the size
+    fields of ``cfg`` that are set. An export can be deepened but not widened: that would change its output."""
+    base = export_config(cfg.init_from) if cfg.init_from else doom.dit_config()
+    asked = {k: getattr(cfg, k) for k in ARCH_FIELDS if getattr(cfg, k)}
+    if cfg.init_from:
+        wider = {k: (getattr(base, k), v) for k, v in asked.items() if k != "num_layers" and v != getattr(base, k)}
+        if wider:
+            raise ValueError(
+                f"--init-from {cfg.init_from} has {wider} (export, asked): an export can only be deepened "
+                "(--num-layers). Drop those flags to continue it, or drop --init-from to train a fresh teacher"
+            )
+        if asked.get("num_layers", base.num_layers) < base.num_layers:
+            raise ValueError(
+                f"--num-layers {asked['num_layers']} is below the {base.num_layers} layers of --init-from "
+                f"{cfg.init_from}: a teacher can be deepened, not cut"
+            )
+    out = dataclasses.replace(base, **asked)
+    if out.dim % out.num_heads:
+        raise ValueError(f"--dim {out.dim} must be divisible by --num-heads {out.num_heads}")
+    return out
+
+
+def start_from_export(cfg: TeacherTrainConfig, dit: WanDiT, text: SmallTextEncoder) -> tuple[WanDiT, int]:
+    """Load ``--init-from`` into the run's models, deepening the export's DiT to ``dit``'s depth when it has
+    fewer layers (:func:`~world_model.dit_deepen.deepen_dit`); ``(dit, the export's step)``."""
+    exported = WanDiT(export_config(cfg.init_from)).to(dit.device)
+    step = load_export(cfg.init_from, exported, text)
+    if exported.cfg.num_layers < dit.cfg.num_layers:
+        print(f"deepening {cfg.init_from} from {exported.cfg.num_layers} to {dit.cfg.num_layers} layers")
+        exported = deepen_dit(exported, dit.cfg.num_layers)
+    return exported, step
 
 
 def make_optimizer(dit: WanDiT, text: SmallTextEncoder, cfg: TeacherTrainConfig) -> torch.optim.AdamW:
@@ -181,20 +233,20 @@ def train(cfg: TeacherTrainConfig, batch_source=None) -> dict[str, float]:
     out = Path(cfg.out)
     vae = load_exported_vae(cfg.vae, device, decoder=not cfg.light_decoder)
     decode = latent_decoder(vae, cfg.light_decoder, device)
-    dit, text = build_models(device)
-    opt = make_optimizer(dit, text, cfg)
+    dit, text = build_models(device, teacher_config(cfg))
     ckpt_path = out / "checkpoint.pt"
     step = 0
     # A run started from an export begins with a fresh optimizer, so it warms up again from there.
     opt_start = export_step(cfg.init_from) if cfg.init_from else 0
     if not ckpt_path.exists() and cfg.init_from:
-        step = load_export(cfg.init_from, dit, text)
+        dit, step = start_from_export(cfg, dit, text)
         print(f"initialised from {cfg.init_from} (step {step}); optimizer state starts fresh")
         if not trained_on(cfg.init_from, cfg.vae):
             print(
                 f"{cfg.init_from} was trained on the latents of another VAE encoder than {cfg.vae}'s: it adapts "
                 "to these from here (its samples are wrong until it has)"
             )
+    opt = make_optimizer(dit, text, cfg)
     ema_dit, ema_text = EMA(dit, cfg.ema, start_step=step), EMA(text, cfg.ema, start_step=step)
     parts = {"dit": dit, "text": text, "optimizer": opt, "ema_dit": ema_dit, "ema_text": ema_text}
     resumed = restore_state(ckpt_path, parts, dataclasses.asdict(cfg), ("clip_steps",), device)

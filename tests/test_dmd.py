@@ -347,16 +347,22 @@ def test_student_that_does_not_fit_is_refused_before_training(world, tmp_path):
     assert not (tmp_path / "run" / "ode_init" / "checkpoint.pt").exists()
 
 
-def test_a_smaller_student_distils_from_a_larger_teacher(world, tmp_path):
+@pytest.mark.parametrize("critic_init", ["student", "teacher"])
+def test_a_smaller_student_distils_from_a_larger_teacher(world, tmp_path, critic_init):
     folder = tmp_path / "small"
     folder.mkdir()
     from world_model.checkpoints.saving import save_checkpoint
 
     save_checkpoint(WanDiT(WanDiTConfig(control_dim=7, **{**TINY, "num_layers": 1})), folder, overwrite=True)
     result = dmd.train(
-        stage(world, tmp_path, dmd.DMDConfig, student_config=str(folder), critic_init="student", max_steps=1)
+        stage(world, tmp_path, dmd.DMDConfig, student_config=str(folder), critic_init=critic_init, max_steps=1)
     )
     assert result["step"] == 1
+    # The student keeps its own size; the critic is a copy of the network it was configured to start from.
+    ckpt = load_checkpoint(tmp_path / "dmd" / "checkpoint.pt")
+    blocks = {part: {k.split(".")[1] for k in ckpt[part] if k.startswith("blocks.")} for part in ("student", "critic")}
+    assert len(blocks["student"]) == 1
+    assert len(blocks["critic"]) == (1 if critic_init == "student" else TINY["num_layers"])
 
 
 def run_stage(stage: str, args: list[str], out: Path, procs: int = 1, port: int = 0) -> None:
