@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from benchmarks.common import write_result
+from benchmarks.dit_stream import random_model
 from distillation.dmd.common import stream_config
 from distillation.dmd.models import Teacher, make_critic, make_student
 from distillation.dmd.rollout import Conditions
@@ -35,7 +36,6 @@ from distillation.dmd.train import DMDConfig, critic_loss, generator_loss
 from distillation.training.lora import add_lora, lora_parameters
 from distillation.training.optim import clipped_step, fused_adamw
 from world_model.config import WanDiTConfig
-from world_model.dit import WanDiT
 
 SHAPES = {
     "lingbot": WanDiTConfig(control_dim=6),  # the 18.5B expert with its camera layers
@@ -67,17 +67,6 @@ class FixedControl:
         return self.maps[:, :, : 1 + actions.shape[1]]
 
 
-def random_base(cfg: WanDiTConfig, device: str, dtype: torch.dtype) -> WanDiT:
-    """The frozen base: built on ``meta``, materialised on ``device`` in ``dtype``, Wan's random init."""
-    with torch.device("meta"):
-        model = WanDiT(cfg)
-    model = model.to(dtype).to_empty(device=device)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.02)  # reset_parameters' zero head would make every score 0 and the losses trivial
-    return model.eval().requires_grad_(False)
-
-
 def gib(n_bytes: float) -> float:
     return n_bytes / 2**30
 
@@ -97,7 +86,7 @@ def run(args) -> dict:
     cfg = SHAPES[args.shape]
     h, w = args.height // 8, args.width // 8
     t0 = time.perf_counter()
-    base = random_base(cfg, device, dtype)
+    base = random_model(cfg, device, dtype).requires_grad_(False)  # the frozen base: never trained here
     sync(device)
     base_gib = gib(sum(p.numel() * p.element_size() for p in base.parameters()))
     g = torch.Generator(device=device).manual_seed(0)
