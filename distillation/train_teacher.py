@@ -4,9 +4,10 @@
     python -m distillation.train_teacher ... --init-from checkpoints/doom_teacher --num-layers 16   # a deeper teacher
 
 A teacher runs only on the GPU during distillation, so it may be larger than the student: ``--num-layers`` deepens
-an ``--init-from`` export with identity blocks (:mod:`world_model.dit_deepen`: it starts with the export's output),
-``--dim`` / ``--num-heads`` / ``--ffn-dim`` size a fresh one; the export's ``config.json`` records the size, and the
-harness and the DMD stages read it from there.
+an ``--init-from`` export with identity blocks (:mod:`world_model.dit_grow`: it starts with the export's output),
+``--dim`` a whole multiple of its width widens it (Net2WiderNet, output kept up to ``--widen-noise``), and
+without ``--init-from`` ``--dim`` / ``--num-heads`` / ``--ffn-dim`` size a fresh one; the export's ``config.json``
+records the size, and the harness and the DMD stages read it from there.
 
 Per step, for clips of ``clip_steps`` actions (``4n + 1`` frames, ``n + 1`` latent frames):
 
@@ -61,7 +62,7 @@ from world_model import doom
 from world_model.checkpoints.text_encoders import SmallTextEncoder
 from world_model.config import WanDiTConfig
 from world_model.dit import WanDiT
-from world_model.dit_deepen import deepen_dit
+from world_model.dit_grow import deepen_dit, widen_dit
 
 
 @dataclasses.dataclass
@@ -100,9 +101,10 @@ class TeacherTrainConfig:
     # The DiT's size; 0 keeps the --init-from export's (else the Doom teacher's: 8 layers of width 256, 4 heads,
     # FFN 1024). A teacher trains on the GPU only and never ships, so it may be larger than the student.
     num_layers: int = 0  # depth; above an --init-from export's, it is deepened with identity blocks (output kept)
-    dim: int = 0  # width (a fresh teacher only: an export cannot be widened)
-    num_heads: int = 0  # attention heads (a fresh teacher only)
-    ffn_dim: int = 0  # FFN hidden width (a fresh teacher only)
+    dim: int = 0  # width; a whole multiple of an --init-from export's widens it (heads and FFN grow with it)
+    num_heads: int = 0  # attention heads
+    ffn_dim: int = 0  # FFN hidden width
+    widen_noise: float = 1e-3  # relative noise that lets the copies of a widened export learn apart
 
 
 # -- data: game workers -> encoded latents in a GPU replay buffer ------------------------------------------------
@@ -153,21 +155,30 @@ ARCH_FIELDS = ("num_layers", "dim", "num_heads", "ffn_dim")
 
 def teacher_config(cfg: TeacherTrainConfig) -> WanDiTConfig:
     """The DiT config this run trains: the ``--init-from`` export's (else the Doom teacher's) with the size
-    fields of ``cfg`` that are set. An export can be deepened but not widened: that would change its output."""
+    fields of ``cfg`` that are set. An export grows by whole factors of its width (heads and FFN with it) and by
+    layers (:mod:`world_model.dit_grow`), never shrinks: that would change its output."""
     base = export_config(cfg.init_from) if cfg.init_from else doom.dit_config()
     asked = {k: getattr(cfg, k) for k in ARCH_FIELDS if getattr(cfg, k)}
     if cfg.init_from:
-        wider = {k: (getattr(base, k), v) for k, v in asked.items() if k != "num_layers" and v != getattr(base, k)}
-        if wider:
+        k = asked.get("dim", base.dim) / base.dim
+        whole = max(int(k), 1)
+        grown = dataclasses.replace(
+            base, dim=base.dim * whole, num_heads=base.num_heads * whole, ffn_dim=base.ffn_dim * whole
+        )
+        off = {f: (getattr(grown, f), v) for f, v in asked.items() if f != "num_layers" and v != getattr(grown, f)}
+        if k != whole or off:
             raise ValueError(
-                f"--init-from {cfg.init_from} has {wider} (export, asked): an export can only be deepened "
-                "(--num-layers). Drop those flags to continue it, or drop --init-from to train a fresh teacher"
+                f"--init-from {cfg.init_from} ({base.dim} wide, {base.num_heads} heads, FFN {base.ffn_dim}) can "
+                f"only grow by a whole factor of its width, heads and FFN together; asked {asked}"
+                + (f" (expected {off})" if off else "")
+                + ". Or drop --init-from to train a fresh teacher of any size"
             )
         if asked.get("num_layers", base.num_layers) < base.num_layers:
             raise ValueError(
                 f"--num-layers {asked['num_layers']} is below the {base.num_layers} layers of --init-from "
                 f"{cfg.init_from}: a teacher can be deepened, not cut"
             )
+        return dataclasses.replace(grown, num_layers=asked.get("num_layers", base.num_layers))
     out = dataclasses.replace(base, **asked)
     if out.dim % out.num_heads:
         raise ValueError(f"--dim {out.dim} must be divisible by --num-heads {out.num_heads}")
@@ -175,13 +186,18 @@ def teacher_config(cfg: TeacherTrainConfig) -> WanDiTConfig:
 
 
 def start_from_export(cfg: TeacherTrainConfig, dit: WanDiT, text: SmallTextEncoder) -> tuple[WanDiT, int]:
-    """Load ``--init-from`` into the run's models, deepening the export's DiT to ``dit``'s depth when it has
-    fewer layers (:func:`~world_model.dit_deepen.deepen_dit`); ``(dit, the export's step)``."""
+    """Load ``--init-from`` into the run's models, growing the export's DiT to ``dit``'s size when it is smaller
+    (wider first, :func:`~world_model.dit_grow.widen_dit`, then deeper, :func:`~world_model.dit_grow.deepen_dit`);
+    ``(dit, the export's step)``."""
     exported = WanDiT(export_config(cfg.init_from)).to(dit.device)
     step = load_export(cfg.init_from, exported, text)
-    if exported.cfg.num_layers < dit.cfg.num_layers:
-        print(f"deepening {cfg.init_from} from {exported.cfg.num_layers} to {dit.cfg.num_layers} layers")
-        exported = deepen_dit(exported, dit.cfg.num_layers)
+    old, new = exported.cfg, dit.cfg
+    if old.dim < new.dim:
+        print(f"widening {cfg.init_from} from {old.dim} to {new.dim} (noise {cfg.widen_noise})")
+        exported = widen_dit(exported, new.dim // old.dim, noise=cfg.widen_noise, seed=cfg.seed)
+    if old.num_layers < new.num_layers:
+        print(f"deepening {cfg.init_from} from {old.num_layers} to {new.num_layers} layers")
+        exported = deepen_dit(exported, new.num_layers)
     return exported, step
 
 
