@@ -158,15 +158,15 @@ def teacher_config(cfg: TeacherTrainConfig) -> WanDiTConfig:
     fields of ``cfg`` that are set. An export grows by whole factors of its width (heads and FFN with it) and by
     layers (:mod:`world_model.dit_grow`), never shrinks: that would change its output."""
     base = export_config(cfg.init_from) if cfg.init_from else doom.dit_config()
-    asked = {k: getattr(cfg, k) for k in ARCH_FIELDS if getattr(cfg, k)}
+    asked = {f: getattr(cfg, f) for f in ARCH_FIELDS if getattr(cfg, f)}
     if cfg.init_from:
-        k = asked.get("dim", base.dim) / base.dim
-        whole = max(int(k), 1)
+        factor = asked.get("dim", base.dim) / base.dim
+        whole = max(int(factor), 1)
         grown = dataclasses.replace(
             base, dim=base.dim * whole, num_heads=base.num_heads * whole, ffn_dim=base.ffn_dim * whole
         )
         off = {f: (getattr(grown, f), v) for f, v in asked.items() if f != "num_layers" and v != getattr(grown, f)}
-        if k != whole or off:
+        if factor != whole or off:
             raise ValueError(
                 f"--init-from {cfg.init_from} ({base.dim} wide, {base.num_heads} heads, FFN {base.ffn_dim}) can "
                 f"only grow by a whole factor of its width, heads and FFN together; asked {asked}"
