@@ -14,6 +14,7 @@ import builtins
 import dataclasses
 import itertools
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -346,3 +347,24 @@ def test_a_world_with_nan_weights_raises_on_the_first_step():
             p.fill_(float("nan"))
     with pytest.raises(NonFiniteError, match=r"^reset: NaN or inf in the decoded start frame"):
         LingBotWorldEnv(model=world).reset(seed=0)
+
+
+def test_a_state_file_replaced_while_it_is_read_loads_as_one_file(tmp_path, monkeypatch):
+    """A run replaces its checkpoint (atomically) every N steps; a reader at that moment must get one whole file,
+    never the digest of one and the tensors of the other (a kill test once read exactly that and failed)."""
+    path = tmp_path / "state.safetensors"
+    save_state_file(path, {"step": 1, "w": torch.zeros(64)}, "training-checkpoint")
+    newer = tmp_path / "newer.safetensors"
+    save_state_file(newer, {"step": 2, "w": torch.ones(64)}, "training-checkpoint")
+    read = Path.read_bytes
+
+    def read_then_replace(self):  # the writer's rename lands right after the reader's first look at the file
+        data = read(self)
+        if self == path and newer.exists():
+            os.replace(newer, path)
+        return data
+
+    monkeypatch.setattr(Path, "read_bytes", read_then_replace)
+    state = load_state_file(path, "training-checkpoint")
+    assert state["step"] == 1 and torch.equal(state["w"], torch.zeros(64))
+    assert load_state_file(path, "training-checkpoint")["step"] == 2  # the next read sees the new file whole

@@ -21,12 +21,13 @@ checkpoints record (``world.json``, ``SHA256SUMS``).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -119,7 +120,11 @@ def read_sha256sums(folder: str | os.PathLike) -> dict[str, str] | None:
 def sniff(path: str | os.PathLike) -> str:
     """``"safetensors"``, ``"torch-zip"`` (a ``torch.save`` archive), ``"pickle"``, ``"empty"`` or ``"unknown"``."""
     with open(path, "rb") as f:
-        head = f.read(10)
+        return sniff_bytes(f.read(10))
+
+
+def sniff_bytes(head: bytes) -> str:
+    """:func:`sniff` of a file's first bytes (10 are enough)."""
     if not head:
         return "empty"
     if head[:4] == b"PK\x03\x04":
@@ -291,19 +296,18 @@ def save_state_file(path: str | os.PathLike, state: Any, kind: str) -> Path:
     return atomic_write(path, lambda tmp: _write_state(tmp, tensors, metadata))
 
 
-def read_state_header(path: str | os.PathLike, what: str = "state file") -> dict[str, str]:
-    """The metadata of a state file (``format``, ``kind``, ``tree``, ``sha256``), after checking it is one."""
-    path = Path(path)
-    kind = sniff(path)
+def _read_state_header(f: BinaryIO, size: int, path: Path, what: str) -> tuple[dict[str, str], bytes]:
+    """``(metadata, raw JSON header)`` of the state file open as ``f`` (at its start; left after the header)."""
+    kind = sniff_bytes(f.read(10))
     if kind in ("torch-zip", "pickle"):
         raise _pickle_refusal(path, kind, what)
-    size = path.stat().st_size
+    f.seek(0)
     try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > size - 8:
-                raise ValueError(f"header of {n} bytes in a file of {size}")
-            header = json.loads(f.read(n))
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > size - 8:
+            raise ValueError(f"header of {n} bytes in a file of {size}")
+        raw = f.read(n)
+        header = json.loads(raw)
     except (struct.error, ValueError, UnicodeDecodeError) as exc:
         raise StateFileError(
             f"{path}: not a {what} (not a safetensors file: {exc}; {size} bytes). It is truncated or corrupt, or "
@@ -315,7 +319,14 @@ def read_state_header(path: str | os.PathLike, what: str = "state file") -> dict
             f"{path}: a safetensors file but not a {what} of this project (its metadata has format="
             f"{meta.get('format')!r}, expected {STATE_FORMAT!r})"
         )
-    return meta
+    return meta, raw
+
+
+def read_state_header(path: str | os.PathLike, what: str = "state file") -> dict[str, str]:
+    """The metadata of a state file (``format``, ``kind``, ``tree``, ``sha256``), after checking it is one."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        return _read_state_header(f, os.fstat(f.fileno()).st_size, path, what)[0]
 
 
 def load_state_file(
@@ -326,20 +337,21 @@ def load_state_file(
 ) -> Any:
     """Read a file written by :func:`save_state_file`, after checking its format, ``kind`` (one or several) and
     SHA-256; tensors go to ``map_location`` (default CPU). Errors name the file and what is wrong with it."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     path = Path(path)
-    meta = read_state_header(path, what)
+    # One read of the whole file, and everything below from those bytes: a run that replaces its checkpoint while
+    # it is being read (a resume, a watcher) would otherwise pair one file's digest with another file's tensors.
+    data = path.read_bytes()
+    f = io.BytesIO(data)
+    meta, header = _read_state_header(f, len(data), path, what)
     kinds = (kind,) if isinstance(kind, str) else (None if kind is None else tuple(kind))
     if kinds is not None and meta.get("kind") not in kinds:
         raise StateFileError(f"{path}: a {meta.get('kind')!r} state file, not a {what} ({' or '.join(kinds)})")
     digest = meta.get("sha256", "")
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = f.read(n)
-        if len(digest) != 64 or header.count(digest.encode()) != 1:
-            raise IntegrityError(f"{path}: the {what} records no usable SHA-256; it is corrupt")
-        got = _digest(f, header.replace(digest.encode(), _PLACEHOLDER.encode()))
+    if len(digest) != 64 or header.count(digest.encode()) != 1:
+        raise IntegrityError(f"{path}: the {what} records no usable SHA-256; it is corrupt")
+    got = _digest(f, header.replace(digest.encode(), _PLACEHOLDER.encode()))
     if got != digest:
         raise IntegrityError(
             f"{path}: this {what} is corrupt or was changed after it was written: its SHA-256 is {got[:16]}..., "
@@ -347,9 +359,7 @@ def load_state_file(
         )
     try:
         tree = json.loads(meta["tree"])
-        # Own copies: safetensors maps the file, and a file rewritten in place under a mapping kills the process.
-        tensors = {k: v.clone() for k, v in load_file(str(path)).items()}
-        state = _unflatten(tree, tensors)
+        state = _unflatten(tree, load(data))  # from the bytes read above: no mapping of a file that may change
     except Exception as exc:
         raise StateFileError(f"{path}: cannot read this {what} ({type(exc).__name__}: {exc})") from exc
     if map_location is not None and torch.device(map_location).type != "cpu":
