@@ -65,6 +65,12 @@ def write_result(path: str | Path, name: str, device: str, config: dict[str, Any
     return record
 
 
+def sync(device: str | torch.device) -> None:
+    """Wait for the GPU's queued work (a no-op off CUDA), so that a host timer measures what ran."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
 def cuda_time_ms(fn, warmup: int = 2, repeat: int = 5) -> list[float]:
     """Per-call milliseconds with CUDA events (synchronising host timer elsewhere)."""
     for _ in range(warmup):

@@ -27,7 +27,7 @@ import time
 import torch
 from torch import nn
 
-from benchmarks.common import write_result
+from benchmarks.common import sync, write_result
 from benchmarks.dit_stream import random_model
 from distillation.dmd.common import stream_config
 from distillation.dmd.models import Teacher, make_critic, make_student
@@ -71,18 +71,15 @@ def gib(n_bytes: float) -> float:
     return n_bytes / 2**30
 
 
-def peak(device: str) -> float:
-    return gib(torch.cuda.max_memory_allocated()) if device.startswith("cuda") else 0.0
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+def peak(on_cuda: bool) -> float:
+    """The peak GPU memory since the last reset, GiB (0 off CUDA)."""
+    return gib(torch.cuda.max_memory_allocated()) if on_cuda else 0.0
 
 
 def run(args) -> dict:
     device = args.device
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    on_cuda = torch.device(device).type == "cuda"
+    dtype = torch.bfloat16 if on_cuda else torch.float32
     cfg = SHAPES[args.shape]
     h, w = args.height // 8, args.width // 8
     t0 = time.perf_counter()
@@ -119,31 +116,35 @@ def run(args) -> dict:
     print(f"{args.shape}: base {base_gib:.1f} GiB ({dtype}), adapters {adapters / 1e6:.1f}M, set up in {setup_s:.1f} s")
 
     iterations = []
+
+    def autocast():
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=on_cuda)
+
     for it in range(args.iterations):
-        if device.startswith("cuda"):
+        if on_cuda:
             torch.cuda.reset_peak_memory_stats()
         rec: dict = {"iteration": it}
         gen = torch.Generator(device=device).manual_seed(it)
         exit_step = it % len(stream.schedule.timesteps)
         t = time.perf_counter()
-        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+        with autocast():
             loss, stats, (wcond, clip) = generator_loss(student, teacher, critic, stream, cond, dcfg, gen, exit_step)
             loss.backward()
         clipped_step(opt_g, 1.0)
         opt_g.zero_grad(set_to_none=True)
         sync(device)
-        rec.update(generator_s=time.perf_counter() - t, generator_peak_gib=peak(device), dmd_loss=float(loss.detach()))
-        if device.startswith("cuda"):
+        rec.update(generator_s=time.perf_counter() - t, generator_peak_gib=peak(on_cuda), dmd_loss=float(loss.detach()))
+        if on_cuda:
             torch.cuda.reset_peak_memory_stats()
         t = time.perf_counter()
         for _ in range(args.critic_steps):
-            with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+            with autocast():
                 closs = critic_loss(critic, teacher, wcond, clip, dcfg, gen)
                 closs.backward()
             clipped_step(opt_c, 1.0)
             opt_c.zero_grad(set_to_none=True)
         sync(device)
-        rec.update(critic_s=time.perf_counter() - t, critic_peak_gib=peak(device), critic_loss=float(closs.detach()))
+        rec.update(critic_s=time.perf_counter() - t, critic_peak_gib=peak(on_cuda), critic_loss=float(closs.detach()))
         rec["iteration_s"] = rec["generator_s"] + rec["critic_s"]
         print(
             f"iteration {it}: generator {rec['generator_s']:.1f} s (peak {rec['generator_peak_gib']:.1f} GiB), "

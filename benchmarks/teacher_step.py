@@ -17,16 +17,11 @@ import time
 
 import torch
 
-from benchmarks.common import cuda_time_ms, write_result
+from benchmarks.common import cuda_time_ms, sync, write_result
 from distillation.teacher import ClipConditioner, build_models, encode_text
 from distillation.train_teacher import TeacherTrainConfig, encode_clips, make_optimizer, optimisation_step
 from distillation.training.ema import EMA
 from distillation.vae_export import load_exported_vae
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def timed(fn, iters: int) -> float:
