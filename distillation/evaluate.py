@@ -93,7 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--prefix-steps", type=_range, default=(4, 16), help="explorer steps before the start frame: MIN,MAX"
     )
-    g.add_argument("--videos", type=int, default=4, help="clips written as side-by-side MP4s (default 4)")
+    g.add_argument(
+        "--videos",
+        type=int,
+        default=4,
+        help="clips kept for side-by-side MP4s and the contact sheet (default 4; without imageio-ffmpeg only the "
+        "sheet)",
+    )
     g = ap.add_argument_group("controllability (inverse-dynamics probe)")
     g.add_argument("--probe", default=None, help="probe file to load (or to write with --train-probe)")
     g.add_argument("--train-probe", action="store_true", help="train the probe on real train-map data first")
@@ -168,8 +174,9 @@ def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.stability_rollouts < 1 or args.probe_data_steps < 1:
         ap.error("--stability-rollouts and --probe-data-steps must be >= 1")
     if (args.videos or not args.no_stability_video) and not mp4_available():  # say so now, not at the end
-        print(f"warning: {MISSING}; no MP4s this run (--videos 0 --no-stability-video)", file=sys.stderr)
-        args.videos, args.no_stability_video = 0, True
+        # The --videos clips are still kept: the contact sheet (a PNG) needs no ffmpeg.
+        print(f"warning: {MISSING}; no MP4s this run (the contact sheet is still written)", file=sys.stderr)
+        args.no_stability_video = True
     if args.probe and not args.train_probe and not Path(args.probe).is_file():
         ap.error(f"--probe {args.probe} does not exist (add --train-probe to train it)")
     if args.features and args.no_features:

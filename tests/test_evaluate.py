@@ -358,3 +358,24 @@ def test_stability_end_scores_see_a_frozen_world_whose_means_match():
     per = end["brightness_ratio_per_rollout"]
     assert per[0] == pytest.approx(1.0) and per[1] == pytest.approx(1.5)
     assert end["brightness_variation_ratio"] == pytest.approx((0.0 + 1.5) / 2)
+
+
+def test_without_ffmpeg_the_contact_sheet_is_still_written(tmp_path, monkeypatch, capsys):
+    """A machine without imageio-ffmpeg (the GPU box) gets a warning and the PNG sheet, no MP4s, no failure."""
+    import distillation.evaluate as evaluate
+    import distillation.evaluation.report as report
+
+    monkeypatch.setattr(evaluate, "mp4_available", lambda: False)
+    monkeypatch.setattr(report, "mp4_available", lambda: False)
+    out = tmp_path / "eval"
+    result = evaluate.main(
+        [
+            "--model", "tiny-random", "--clips", "2", "--horizon", "1", "--batch-size", "2", "--out", str(out),
+            "--stability-steps", "0", "--videos", "2", "--no-progress", "--threads", "1", "--no-features",
+        ]
+    )  # fmt: skip
+    files = result["files"]
+    assert files["videos"] == [] and "imageio-ffmpeg" in files["videos_skipped"]
+    assert (out / files["contact_sheet"]).stat().st_size > 0
+    assert not (out / "videos").exists()
+    assert "contact sheet is still written" in capsys.readouterr().err

@@ -25,7 +25,7 @@ from distillation.evaluation.realism import DEFINITIONS as REALISM_DEFINITIONS
 from distillation.evaluation.realism import headline as realism_headline
 from distillation.evaluation.replay import RECORDED, KeptClip, ReplayResult, per_step
 from distillation.evaluation.stability import StabilityResult
-from lingbot_env.video import mp4_writer
+from lingbot_env.video import MISSING, mp4_available, mp4_writer
 
 FORMAT = "lingbot-world-eval"
 ALIGNMENT = {
@@ -236,7 +236,9 @@ def write_report(
         if (out / "stability.mp4").exists():
             files["stability_video"] = "stability.mp4"
     videos = []
-    for i, clip in enumerate(replay.kept):
+    if replay.kept and not mp4_available():  # the kept clips still make the contact sheet below
+        files["videos_skipped"] = MISSING
+    for i, clip in enumerate(replay.kept if mp4_available() else []):
         video = SideBySideVideo(out / "videos" / f"clip_{i:03d}.mp4", fps, ("real game", model["name"]))
         video.add(clip.real, clip.generated)
         video.close()
