@@ -120,6 +120,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--window", type=int, default=6, help="rolling window, latent frames (>= the 3-frame chunk)")
     run.add_argument("--sink", type=int, default=1, help="rolling cache sink frames")
     run.add_argument("--compile", action="store_true", help="WanDiT.compile() before the first reset")
+    run.add_argument(
+        "--overlap", action="store_true", help="run each step's cache pass beside its decode (a second CUDA stream)"
+    )
     run.add_argument("--prompt", default=DEFAULT_PROMPT)
     run.add_argument("--image", default=None, help="start image file (default: a synthetic gradient)")
     timing = ap.add_argument_group("timing")
@@ -273,6 +276,7 @@ def bench(args: argparse.Namespace, release, out: dict[str, Any]) -> dict[str, A
     world = env.unwrapped.world
     if args.compile:
         world.dit.compile()
+    world.overlap_cache_pass = args.overlap
     if cuda:
         out["gpu_mem_after_load_gib"] = torch.cuda.memory_allocated() / GIB
         _gpu_mem(cuda, out, "peak_gpu_mem_load_gib")

@@ -191,6 +191,7 @@ def bench(args: argparse.Namespace, num_envs: int, threads: int | None) -> tuple
     world = env.world
     if args.model and args.compile:
         world.dit.compile()
+    world.overlap_cache_pass = args.overlap
     spec = world.spec
     shape = describe_world(world)
     rng = np.random.default_rng(0)
@@ -268,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     shape.add_argument("--window", type=int, default=6, help="rolling KV window, latent frames")
     shape.add_argument("--sink", type=int, default=1, help="KV sink frames")
     ap.add_argument("--compile", action="store_true", help="WanDiT.compile() (GPU)")
+    ap.add_argument("--overlap", action="store_true", help="each step's cache pass beside its decode (CUDA stream)")
     ap.add_argument("--quick", action="store_true", help="tiny 32x48 world, a few steps (smoke test)")
     ap.add_argument("--out", default="benchmarks/results/env_throughput.json")
     args = ap.parse_args(argv)

@@ -162,3 +162,50 @@ def test_cache_write_travels_in_the_bundle_spec_and_old_specs_read_as_clean():
     d = spec_to_dict(spec)
     del d["stream"]["cache_write"]
     assert spec_from_dict(d).stream.cache_write == "clean"
+
+
+@pytest.mark.parametrize("block, first", [(1, 1), (3, 3)])
+def test_overlapped_cache_passes_give_the_same_latents(block, first):
+    """``overlap=True`` queues every cache pass (on CPU: run at the next use of the cache): the same latents as the
+    immediate passes, through restarts of single rows, teacher forcing and a re-prime with a pass still queued."""
+    model = tiny_dit(7)
+    first_lat, ctx, ctrl = inputs(model, b=3, f=block)
+    runs = []
+    for overlap in (False, True):
+        cfg = StreamConfig(
+            block_frames=block,
+            first_block_frames=first,
+            schedule=FewStepSchedule.self_forcing(),
+            cache=CacheConfig("rolling", window_frames=3, sink_frames=1),
+        )
+        gen = StreamingGenerator(model, cfg, seed=5, overlap=overlap)
+        out = []
+        gen.prime(first_lat, ctx)
+        if overlap and first == 1:
+            assert gen._pending is not None  # the image's pass is queued, not run
+        out.append(gen.step(ctrl))
+        if first == 1:
+            gen.prime_rows([1], first_lat[2:3] * 0.5, ctx[2:3], seeds=[11])
+        out.append(gen.step(ctrl * 0.5))
+        out.append(gen.step(-ctrl, context=out[-1] * 0.9 if first == 1 else None))  # teacher forcing
+        out.append(gen.step(ctrl))
+        counts = list(gen.frames_generated)
+        gen.prime(first_lat, ctx, seeds=[1, 2, 3])  # a queued pass of the old streams is dropped, not run
+        out.append(gen.step(ctrl))
+        gen.flush()
+        runs.append((torch.cat(out, dim=2), counts, gen.cache.nbytes))
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1] and runs[0][2] == runs[1][2]
+
+
+def test_overlap_queues_the_pass_and_flush_runs_it():
+    model, gen = make()
+    gen.overlap = True
+    first_lat, ctx, ctrl = inputs(model)
+    gen.prime(first_lat, ctx)
+    gen.step(ctrl)
+    assert gen._pending is not None and gen.frames_generated == [2, 2]  # counted when queued
+    gen.flush()
+    assert gen._pending is None
+    gen.reset()
+    assert gen._pending is None and not gen.primed

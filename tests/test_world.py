@@ -20,6 +20,26 @@ def test_reset_step_shapes_and_determinism():
     assert set(timing) == {"generate_ms", "decode_ms", "step_ms"}
 
 
+def test_overlapped_cache_pass_gives_the_same_frames():
+    """``overlap_cache_pass`` reorders work (the cache pass beside the decode), never changes a frame: switched on
+    mid-episode, through a row restart and teacher forcing."""
+    img = torch.rand(2, 3, 32, 48) * 2 - 1
+    act = torch.tensor([[1, 0, 0, 0, 0.5, 0], [0, 0, 0, 1, -0.5, 0.2]])
+    runs = []
+    for overlap in (False, True):
+        world = tiny_world(batch_size=2)
+        world.reset(img, ["x", "y"], seeds=[1, 2])
+        frames = [world.step(act)[0]]
+        world.overlap_cache_pass = overlap
+        frames.append(world.step(act)[0])
+        world.reset(img[1:], ["y"], seeds=[9], rows=[0])
+        frames += [world.step(-act)[0], world.step(act, context_latents=torch.zeros(2, 16, 1, 4, 6))[0]]
+        frames.append(world.step(act)[0])
+        runs.append(torch.cat(frames, 1))
+        assert world.overlap_cache_pass is overlap
+    assert torch.equal(runs[0], runs[1])
+
+
 def test_row_restart_matches_fresh_world():
     world = tiny_world(batch_size=2)
     img = torch.rand(2, 3, 32, 48) * 2 - 1

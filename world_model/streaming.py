@@ -14,6 +14,11 @@ mask 0 + ``tail_latent`` (zeros unless given) for every later frame.
 
 Every batch row is an independent stream with its own RNG and frame count: :meth:`prime_rows` restarts some rows
 while the others go on, and a row gives the same frames whatever else is in the batch.
+
+``overlap=True`` queues each cache pass instead of running it before ``step`` returns, so the caller's next work
+(decoding the chunk) runs beside it: on CUDA the pass is issued at once on a second stream (the main stream waits
+for it before the cache is used again), elsewhere it runs at the start of the next call that needs the cache. The
+same computations on the same inputs: the latents are identical either way (tested); only the order changes.
 """
 
 from __future__ import annotations
@@ -73,9 +78,20 @@ class StreamingGenerator:
     """Owns the KV cache, the prompts' cross-attention K/V, the device, dtype and RNGs of a batch of streams."""
 
     def __init__(
-        self, dit: WanDiT, config: StreamConfig | None = None, seed: int = 0, cache_dtype: torch.dtype | None = None
+        self,
+        dit: WanDiT,
+        config: StreamConfig | None = None,
+        seed: int = 0,
+        cache_dtype: torch.dtype | None = None,
+        overlap: bool = False,
     ) -> None:
         self.dit = dit
+        self.overlap = overlap  # queue cache passes (see the module docstring); switch it between steps
+        self._pending: tuple | None = None  # CPU: the queued cache pass's arguments
+        self._side: torch.cuda.Stream | None = None  # CUDA: the stream queued cache passes run on
+        # CUDA: what the side stream reads, kept referenced until the main stream has waited for it, so that the
+        # caching allocator cannot hand that memory to the main stream while the side stream still reads it.
+        self._in_flight: tuple | None = None
         self.config = config or StreamConfig()
         self.seed = seed
         self.cache_dtype = cache_dtype
@@ -135,6 +151,8 @@ class StreamingGenerator:
             seeds: one per row, or a base seed (row i gets ``seed + i``); default the constructor's seed.
         """
         self._check_latent(first_latent)
+        self._pending = None  # a queued pass of the old streams: the cache it would write is replaced here
+        self.flush()
         dit = self.dit
         b, _, _, h, w = first_latent.shape
         tail = torch.zeros(1, dit.cfg.out_dim, 1, h, w) if tail_latent is None else tail_latent
@@ -159,6 +177,7 @@ class StreamingGenerator:
         ``context`` for those rows."""
         if not self.primed:
             raise RuntimeError("prime() the whole batch before restarting some rows")
+        self.flush()  # the queued pass reads the rows' context, which is overwritten below
         rows = tuple(int(r) for r in rows)
         self._check_latent(first_latent)
         if first_latent.shape[0] != len(rows) or first_latent.shape[3:] != self.first_latent.shape[3:]:
@@ -178,8 +197,7 @@ class StreamingGenerator:
             self.generators[r].manual_seed(s)
             self.frames_generated[r] = 0
         if self.config.first_block_frames == 1:
-            clean = self.first_latent[list(rows)]
-            self._write(clean, control, rows)
+            self._cache_pass(self.first_latent[list(rows)], control, rows)
 
     def _sub_context(self, rows: tuple[int, ...]) -> PreparedContext:
         if rows == tuple(range(self.batch_size)):
@@ -187,11 +205,39 @@ class StreamingGenerator:
         idx = list(rows)
         return PreparedContext(self.context.text[idx], [(k[idx], v[idx]) for k, v in self.context.kv])
 
-    def _write(self, clean: torch.Tensor, control, rows: tuple[int, ...]) -> None:
-        """The cache pass: run the clean chunk at t = 0 and keep its K/V."""
-        f = clean.shape[2]
+    def _cache_pass(self, clean: torch.Tensor, control, rows: tuple[int, ...]) -> None:
+        """Write the clean chunk ``[len(rows), 16, F, H, W]`` of ``rows`` as context: now, or queued (``overlap``).
+
+        Its image condition and the rows' frame counts are taken now, so a queued pass computes what an immediate
+        one would."""
+        self.flush()
+        y = self._y(clean.shape[2], rows)
+        self._count(rows, clean.shape[2])
+        if not self.overlap:
+            self._write(clean, control, rows, y)
+        elif self.dit.device.type == "cuda":
+            if self._side is None:
+                self._side = torch.cuda.Stream(self.dit.device)
+            self._side.wait_stream(torch.cuda.current_stream(self.dit.device))  # its inputs are ready
+            with torch.cuda.stream(self._side):
+                self._write(clean, control, rows, y)
+            self._in_flight = (clean, control, y)
+        else:
+            self._pending = (clean, control, rows, y)
+
+    def flush(self) -> None:
+        """Make the cache current: run a queued cache pass (CPU) or order the main stream after it (CUDA). Every
+        method that reads or writes the cache calls it first; call it before reading ``cache`` from outside."""
+        if self._pending is not None:
+            args, self._pending = self._pending, None
+            self._write(*args)
+        if self._in_flight is not None:
+            torch.cuda.current_stream(self.dit.device).wait_stream(self._side)
+            self._in_flight = None
+
+    def _write(self, clean: torch.Tensor, control, rows: tuple[int, ...], y: torch.Tensor | None) -> None:
+        """The cache pass: run the clean chunk at t = 0 with image condition ``y`` and keep its K/V."""
         t0 = torch.zeros(clean.shape[0], device=clean.device)
-        y = self._y(f, rows)
         self.dit(
             clean,
             t0,
@@ -203,7 +249,6 @@ class StreamingGenerator:
             write_cache=True,
             cache_rows=None if len(rows) == self.batch_size else rows,
         )
-        self._count(rows, f)
 
     def _count(self, rows: tuple[int, ...], frames: int) -> None:
         """``frames`` more frames of these rows are in the cache."""
@@ -239,6 +284,7 @@ class StreamingGenerator:
         against the cache, which it leaves as it is: the flow velocity ``[B, 16, block_frames, H, W]``.
         ``control``: the chunk's prepared features (``dit.prepare_control``); ``y``: the chunk's image condition
         (built here when not given; a chunk's passes share it). Records gradients in grad mode."""
+        self.flush()
         if y is None:
             y = self._y(x.shape[2], tuple(range(self.batch_size)))
         return self.dit(x, t, self.context, y, control, attention="streaming", kv_cache=self.cache)
@@ -246,13 +292,14 @@ class StreamingGenerator:
     @torch.no_grad()
     def append(self, clean: torch.Tensor, control: ControlFeatures | torch.Tensor | None) -> None:
         """The cache pass: write the clean chunk ``[B, 16, F, H, W]`` (run at ``t = 0``) as context for the next."""
-        self._write(clean.detach(), control, tuple(range(self.batch_size)))
+        self._cache_pass(clean.detach(), control, tuple(range(self.batch_size)))
 
     def _generate(
         self, control: torch.Tensor | None, exit_step: int | None, context: torch.Tensor | None = None
     ) -> torch.Tensor:
         if not self.primed:
             raise RuntimeError("call prime(first_latent, context) before step()")
+        self.flush()
         dit = self.dit
         _, c, _, h, w = self.first_latent.shape
         rows = tuple(range(self.batch_size))
@@ -282,6 +329,8 @@ class StreamingGenerator:
 
     def reset(self) -> None:
         """Forget all streams (frees the cache); call :meth:`prime` again to start over."""
+        self._pending = None
+        self.flush()
         self.cache = None
         self.context = None
         self.generators = []

@@ -114,6 +114,20 @@ class InteractiveWorld:
     def device(self) -> torch.device:
         return self.dit.device
 
+    @property
+    def overlap_cache_pass(self) -> bool:
+        """Whether a step's cache pass runs beside its decode (CUDA: on a second stream) instead of before it.
+
+        The frames are the same (``StreamingGenerator(overlap=True)``); ``generate_ms`` then times the denoising
+        alone and ``decode_ms`` the decode beside the cache pass. Off by default: it pays only where neither fills
+        the GPU alone (``benchmarks/env_full_size.py --overlap`` measures it)."""
+        return self.generator.overlap
+
+    @overlap_cache_pass.setter
+    def overlap_cache_pass(self, on: bool) -> None:
+        self.generator.flush()
+        self.generator.overlap = bool(on)
+
     def _context(self, prompts: Sequence[str]) -> torch.Tensor:
         feats = self.text_encoder.encode(list(prompts))
         length = max(f.shape[0] for f in feats)
