@@ -122,12 +122,13 @@ def test_pairs_refuse_a_teacher_on_other_latents(world, tmp_path):
 
 
 # -- rollouts: one inference path --------------------------------------------------------------------------------
-def test_self_rollout_is_the_streaming_generator(world):
+@pytest.mark.parametrize("cache_write", ["clean", "last_pass"])
+def test_self_rollout_is_the_streaming_generator(world, cache_write):
     """The trainer's rollout, with gradients kept or not, gives what the env's streaming code gives (controls
-    from the env's ActionControl, same seeds)."""
+    from the env's ActionControl, same seeds), whichever way the cache is written."""
     teacher = load_teacher(world["teacher"], "cpu")
     student = make_student(teacher).eval()
-    cfg = StageConfig(window_frames=4)
+    cfg = StageConfig(window_frames=4, cache_write=cache_write)
     stream = stream_config(cfg)
     tensors, captions, _ = shards.read_set(world["cond"], "conditions")
     cond = conditions_of(teacher, tensors, captions, torch.arange(3), 4, seed=5)
@@ -142,6 +143,48 @@ def test_self_rollout_is_the_streaming_generator(world):
     gen.prime(cond.first_latent, cond.context, control=control.identity(3), seeds=cond.seeds)
     steps = [gen.step(control(cond.actions[:, i : i + 1])) for i in range(4)]
     torch.testing.assert_close(torch.cat(steps, 2), plain)
+
+
+@pytest.mark.parametrize("exit_step", [1, 3])
+def test_a_last_pass_rollout_leaves_the_cache_inference_leaves(world, exit_step):
+    """With ``cache_write="last_pass"`` a training rollout that exits early still runs the chain to its last pass
+    (without gradients), so the next frame sees the cache and the noise draws inference gives: the frames after
+    an early exit equal inference's, and the exit pass alone trains the student (none of it reaches the cache)."""
+    teacher = load_teacher(world["teacher"], "cpu")
+    student = make_student(teacher).eval()
+    stream = stream_config(StageConfig(window_frames=4, cache_write="last_pass"))
+    tensors, captions, _ = shards.read_set(world["cond"], "conditions")
+    cond = conditions_of(teacher, tensors, captions, torch.arange(2), 3, seed=2)
+    control = ActionControl(doom.action_config(), 2)
+    ctrls = [control(cond.actions[:, i : i + 1]) for i in range(3)]
+    runs = []
+    for train in (False, True):
+        control.reset()
+        gen = StreamingGenerator(student, stream)
+        gen.prime(cond.first_latent, cond.context, control=control.identity(2), seeds=cond.seeds)
+        first = gen.training_step(ctrls[0], exit_step) if train else gen.step(ctrls[0])
+        assert not any(t.requires_grad for t in (gen.cache.k, gen.cache.v))
+        with torch.no_grad():
+            runs.append((first, torch.cat([gen.step(c) for c in ctrls[1:]], 2)))
+    (full, after_full), (exited, after_exit) = runs
+    torch.testing.assert_close(after_exit, after_full)  # same cache, same noise draws as inference
+    assert exited.requires_grad
+    if exit_step < 3:
+        assert not torch.allclose(exited.detach(), full)  # an earlier x0 estimate
+    else:
+        torch.testing.assert_close(exited.detach(), full)
+    exited.sum().backward()
+    assert student.head.head.weight.grad.abs().sum() > 0
+
+
+def test_export_refuses_other_streaming_settings_than_the_students(world, tmp_path):
+    from distillation.dmd.common import check_stream_settings
+
+    recorded = {"timesteps": "1000,750,500,250", "shift": 3.0, "cache_write": "last_pass"}
+    check_stream_settings(StageConfig(cache_write="last_pass"), recorded, "the student s")
+    with pytest.raises(ValueError, match="the student s .*cache_write='clean'.*pass --cache-write last_pass"):
+        check_stream_settings(StageConfig(), recorded, "the student s")
+    check_stream_settings(StageConfig(), {"timesteps": "1000,750,500,250"}, "an older student")  # nothing else recorded
 
 
 def test_exit_step_keeps_gradient_on_one_pass_only(world):
@@ -287,6 +330,14 @@ def test_dmd_trains_end_to_end_with_validation_and_long_rollouts(world, tmp_path
     result = dmd.train(cfg)
     assert result["step"] == 2 and "val_latent_psnr_4" in result and "val_latent_sharpness" in result
     assert (tmp_path / "dmd" / "critic" / "config.json").exists()
+
+
+def test_dmd_trains_a_last_pass_student_and_records_it(world, tmp_path):
+    dmd.train(stage(world, tmp_path, dmd.DMDConfig, max_steps=1, cache_write="last_pass"))
+    result = json.loads((tmp_path / "dmd" / "export" / "result.json").read_text())
+    assert result["cache_write"] == "last_pass" and result["timesteps"] == StageConfig.timesteps
+    with pytest.raises(ValueError, match="cache_write"):  # its checkpoint resumes only as what it was
+        dmd.train(stage(world, tmp_path, dmd.DMDConfig, max_steps=2))
 
 
 def test_critic_rollouts_reuse_one_rollout_per_update(world, tmp_path, monkeypatch):

@@ -223,25 +223,32 @@ class FewStepSchedule:
         generator: torch.Generator | None = None,
         noise_fn: Callable[[], torch.Tensor] | None = None,
         exit_step: int | None = None,
+        finish: bool = False,
     ) -> torch.Tensor:
         """Denoise ``noise`` (taken to sit at ``timesteps[0]``) to a clean ``x0`` estimate. Fresh noise for each
         re-noising comes from ``noise_fn()`` if given (e.g. one generator per batch row), else from ``generator``.
 
         ``exit_step`` (training a student, Self-Forcing): stop at that denoising step and return its ``x0``; only
-        that pass records gradients (when grad mode is on), the ones before it run without. None runs them all."""
+        that pass records gradients (when grad mode is on), the ones before it run without. None runs them all.
+        ``finish``: after the exit step, go on to the last step without gradients (their ``x0`` is dropped), so
+        that ``fn`` sees every pass inference makes and the noise draws are inference's: for a caller whose
+        last pass has an effect of its own (it writes the KV cache with ``cache_write="last_pass"``)."""
         x = noise.float()
         sig = self.sigmas
         stop = len(sig) - 1 if exit_step is None else exit_step
         if not 0 <= stop < len(sig):
             raise ValueError(f"exit_step must be in [0, {len(sig) - 1}], got {exit_step}")
+        end = len(sig) - 1 if finish else stop
         grad = torch.is_grad_enabled()
-        for i, s in enumerate(sig[: stop + 1]):
+        for i, s in enumerate(sig[: end + 1]):
             with torch.set_grad_enabled(grad and i == stop):
-                x0 = x - s * fn(x, _t(s, x)).float()
-            if i < stop:
+                x0_i = x - s * fn(x, _t(s, x)).float()
+            if i == stop:
+                x0 = x0_i
+            if i < end:
                 if noise_fn is not None:
                     fresh = noise_fn().to(x)
                 else:
                     fresh = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-                x = (1 - sig[i + 1]) * x0 + sig[i + 1] * fresh
+                x = (1 - sig[i + 1]) * x0_i.detach() + sig[i + 1] * fresh
         return x0

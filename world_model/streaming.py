@@ -47,8 +47,8 @@ class StreamConfig:
     ``cache_write``: how a generated chunk becomes context. ``"clean"`` (default, what students are trained with):
     one more pass at ``t = 0`` on the clean result writes its K/V. ``"last_pass"``: the last denoising pass writes
     the K/V of its own (still noisy) input, so a chunk costs one pass fewer (4 instead of 5 with 4 steps) but the
-    next chunks read context a student never saw in training; a speed lever to measure on quality before use.
-    Teacher forcing and training rollouts always write the clean chunk.
+    next chunks read context a student never saw unless it was trained so (``distillation.dmd --cache-write
+    last_pass``: its rollouts write the cache the same way). Teacher forcing always writes the given clean chunk.
     """
 
     block_frames: int = 3
@@ -306,18 +306,32 @@ class StreamingGenerator:
         shape = (c, self.config.block_frames, h, w)
         ctrl = None if control is None else dit.prepare_control(control.to(dit.device))
         y = self._y(self.config.block_frames, rows)  # once per chunk: every denoising pass of it sees the same
-        from_last_pass = self.config.cache_write == "last_pass" and exit_step is None and context is None
+        # A training rollout (exit_step) of a last-pass student goes on past its exit to the last pass, so that
+        # its cache (and its noise draws) are what inference would have: only the exit pass keeps gradients.
+        from_last_pass = self.config.cache_write == "last_pass" and context is None
         passes = len(self.config.schedule.sigmas)
         done = [0]
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             done[0] += 1
-            if from_last_pass and done[0] == passes:  # this pass's K/V become the chunk's context
+            if not (from_last_pass and done[0] == passes):
+                return self.velocity(x, t, ctrl, y)
+            # This pass's K/V become the chunk's context.
+            if not torch.is_grad_enabled():
                 return dit(x, t, self.context, y, ctrl, attention="streaming", kv_cache=self.cache, write_cache=True)
-            return self.velocity(x, t, ctrl, y)
+            # The exit pass of training: gradients must not reach the cache, so the same pass runs again without
+            # them to write it (after, so the pass with gradients does not attend to its own chunk twice).
+            v = self.velocity(x, t, ctrl, y)
+            with torch.no_grad():
+                dit(x.detach(), t, self.context, y, ctrl, attention="streaming", kv_cache=self.cache, write_cache=True)
+            return v
 
         clean = self.config.schedule.sample(
-            velocity, self._noise(shape, rows), noise_fn=lambda: self._noise(shape, rows), exit_step=exit_step
+            velocity,
+            self._noise(shape, rows),
+            noise_fn=lambda: self._noise(shape, rows),
+            exit_step=exit_step,
+            finish=from_last_pass,
         )
         if context is not None and context.shape != clean.shape:
             raise ValueError(f"context latents must be {tuple(clean.shape)} (the chunk's), got {tuple(context.shape)}")

@@ -75,6 +75,10 @@ class StageConfig:
     checkpoint_every: int = 200  # steps between checkpoints (one is always written at the end)
     timesteps: str = "1000,750,500,250"  # the student's few-step list before the shift (Self-Forcing's)
     shift: float = 3.0  # the teacher's timestep shift (warps the student's list and the noise levels drawn)
+    # how a generated frame becomes the student's context: "clean" (one more pass at t = 0 on the result) or
+    # "last_pass" (the last denoising pass writes it: one DiT pass fewer per frame at inference; the rollouts of
+    # training write it the same way, so the student learns to read it)
+    cache_write: str = "clean"
     window_frames: int = 8  # the student's rolling KV window (latent frames)
     sink_frames: int = 1  # frames kept in the cache forever (the start frame)
     grad_checkpointing: bool = False  # recompute DiT blocks in backward (less memory, more compute)
@@ -102,7 +106,9 @@ def stream_config(cfg: StageConfig) -> StreamConfig:
     """The student's streaming layout: one latent frame per step, the image alone in the first block."""
     schedule = student_schedule(cfg.timesteps, cfg.shift)
     cache = CacheConfig("rolling", window_frames=cfg.window_frames, sink_frames=cfg.sink_frames)
-    return StreamConfig(block_frames=1, first_block_frames=1, schedule=schedule, cache=cache)
+    return StreamConfig(
+        block_frames=1, first_block_frames=1, schedule=schedule, cache=cache, cache_write=cfg.cache_write
+    )
 
 
 # -- data parallelism ----------------------------------------------------------------------------------------------
@@ -404,7 +410,25 @@ class Validation:
 
 def provenance(teacher: Teacher, cfg: StageConfig) -> dict[str, Any]:
     """What an exported student records about where it came from (the VAE fingerprint is checked at export)."""
-    return {"teacher_step": teacher.step, "vae_fingerprint": teacher.fingerprint, "timesteps": cfg.timesteps}
+    return {
+        "teacher_step": teacher.step,
+        "vae_fingerprint": teacher.fingerprint,
+        **{k: getattr(cfg, k) for k in STREAM_SETTINGS},
+    }
+
+
+# The settings that make a student's streaming layout: a checkpoint resumes and an export is made only with the
+# ones it was trained with.
+STREAM_SETTINGS = ("timesteps", "shift", "cache_write")
+
+
+def check_stream_settings(cfg: StageConfig, recorded: dict[str, Any], what: str) -> None:
+    """Refuse ``cfg`` where it differs from the stream settings ``recorded`` by a student (its ``result.json``)."""
+    diff = [k for k in STREAM_SETTINGS if k in recorded and recorded[k] != getattr(cfg, k)]
+    if diff:
+        got = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in diff)
+        want = " ".join(f"--{k.replace('_', '-')} {recorded[k]}" for k in diff)
+        raise ValueError(f"{what} was trained with other streaming settings than {got}: pass {want}")
 
 
 class _Saved:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from distillation.dmd.common import StageConfig, stream_config
+from distillation.dmd.common import StageConfig, check_stream_settings, stream_config
 from distillation.dmd.models import check_latents, load_teacher, recorded_fingerprint
 from distillation.teacher import export_config, load_export_dit
 from distillation.vae_export import latent_fingerprint, load_exported_vae
@@ -65,6 +65,8 @@ def export_bundle(cfg: ExportConfig) -> Path:
     check_latents(
         f"the light decoder {cfg.light_decoder}", light_decoder_fingerprint(cfg.light_decoder), vae_fp, cfg.vae
     )
+    result = json.loads((student_dir / "result.json").read_text())
+    check_stream_settings(cfg, result, f"the student {student_dir}")
     student = WanDiT(export_config(student_dir))
     step = load_export_dit(student_dir, student)
     vae = load_exported_vae(cfg.vae, device, decoder=False)
@@ -79,7 +81,6 @@ def export_bundle(cfg: ExportConfig) -> Path:
     )
     spec = WorldSpec(cfg.height, cfg.width, cfg.fps, control, stream_config(cfg), default_prompt=cfg.prompt)
     world = InteractiveWorld(student.eval(), vae, light.eval(), teacher.text, spec)
-    result = json.loads((student_dir / "result.json").read_text())
     notes = {
         "trained": True,
         "student_step": step,

@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from distillation.dmd.common import (
+    STREAM_SETTINGS,
     StageConfig,
     Validation,
     after_step,
@@ -326,7 +327,7 @@ def train(cfg: DMDConfig) -> dict[str, float]:
         "ema": LoRAState(ema.model, s_spec) if s_spec else par.state_of(ema.model),
     }
     where = "cpu" if par.sharded else device  # each process keeps only its shards of what it reads
-    same = ("timesteps", "shift", "student_config")
+    same = (*STREAM_SETTINGS, "student_config")
     same += ("critic_lora", "student_lora") if cfg.critic_lora or cfg.student_lora else ()
     step = restore_state(ckpt, parts, dataclasses.asdict(cfg), same, where) or 0
     budget, log = TimeBudget(cfg.max_minutes), JsonlLog(out / "log.jsonl")
