@@ -1,6 +1,6 @@
 """One DMD iteration at full size on ONE GPU: does ``distillation.dmd``'s update fit, and how long does it take?
 
-    python -m benchmarks.dmd_full_size --shape lingbot --frames 21 --out out/dmd_full_size.json   # H100 / H200
+    python -m benchmarks.dmd_full_size --shape lingbot --frames 21 --window 1 --out out/dmd.json  # fits one H100
     python -m benchmarks.dmd_full_size --shape tiny                                              # CPU smoke run
 
 The networks are those of ``distillation.dmd`` with LoRA (``--critic-lora R --student-lora R``): ONE frozen bf16
@@ -8,8 +8,11 @@ base (the teacher, random weights) shared by the student and the critic, each a 
 gradient checkpointing on. One iteration is what the trainer does per update with ``--critic-rollouts 1``:
 
 1. the student's self-rollout of ``--frames`` latent frames (``distillation.dmd.rollout.self_rollout``: frame by
-   frame through the KV cache, every frame stopping at the drawn exit step with gradients), the DMD loss against
-   the teacher (CFG) and the critic (``distillation.dmd.train.generator_loss``), backward, the adapters' step;
+   frame through the KV cache, each stopping at the drawn exit step; the last ``--window`` frames, all by default,
+   with gradients), the DMD loss on those against the teacher (CFG) and the critic
+   (``distillation.dmd.train.generator_loss``), backward, the adapters' step. Each frame with gradients keeps
+   the KV cache it attended to for its backward (about 8 GiB at LingBot size and the env's window), which is
+   what bounds ``--window`` on one GPU;
 2. ``--critic-steps`` flow-matching updates of the critic's adapters on that detached rollout (``critic_loss``).
 
 What stands in for the full-size conditioning (the iteration's cost does not depend on it): the caption features
@@ -100,7 +103,11 @@ def run(args) -> dict:
         seeds=list(range(b)),
     )
     dcfg = DMDConfig(
-        window=n, rollout_frames=n, guidance=args.guidance, window_frames=args.cache_window, grad_checkpointing=True
+        window=args.window or n,
+        rollout_frames=n,
+        guidance=args.guidance,
+        window_frames=args.cache_window,
+        grad_checkpointing=True,
     )
     student = make_student(teacher, share=True)
     student.requires_grad_(False)
@@ -179,6 +186,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=21, help="latent frames rolled out (LingBot's clip: 21 = 81 video)")
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--width", type=int, default=832)
+    ap.add_argument("--window", type=int, default=0, help="frames with gradients, judged by DMD (0: all)")
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--rank", type=int, default=32, help="LoRA rank of student and critic adapters")
     ap.add_argument("--critic-steps", type=int, default=1, help="critic updates per generator update")

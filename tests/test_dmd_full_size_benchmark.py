@@ -4,15 +4,18 @@ one shared frozen base with LoRA adapters for the student and the critic, and re
 import json
 from argparse import Namespace
 
+import pytest
 import torch
 
 from benchmarks import dmd_full_size
 
 
-def test_one_dmd_iteration_on_a_shared_base_with_adapters(tmp_path):
+@pytest.mark.parametrize("window", [0, 1])
+def test_one_dmd_iteration_on_a_shared_base_with_adapters(tmp_path, window):
     args = Namespace(
         shape="tiny",
         frames=3,
+        window=window,
         height=32,
         width=48,
         batch_size=2,

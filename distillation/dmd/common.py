@@ -78,7 +78,7 @@ class StageConfig:
     # how a generated frame becomes the student's context: "clean" (one more pass at t = 0 on the result) or
     # "last_pass" (the last denoising pass writes it: one DiT pass fewer per frame at inference; the rollouts of
     # training write it the same way, so the student learns to read it)
-    cache_write: str = "clean"
+    cache_write: Literal["clean", "last_pass"] = "clean"
     window_frames: int = 8  # the student's rolling KV window (latent frames)
     sink_frames: int = 1  # frames kept in the cache forever (the start frame)
     grad_checkpointing: bool = False  # recompute DiT blocks in backward (less memory, more compute)
