@@ -200,8 +200,11 @@ def test_with_the_term_off_the_trainers_make_the_numbers_they_made_before_it(tmp
         # Exact: what was drawn from torch's RNG, the checkpoint's parts (no discriminator), the logged keys.
         for key in ("rng_torch", "parts", "log_keys", "step"):
             assert got[key] == want[key], (name, key)
-        assert got["losses"] == pytest.approx(want["losses"], rel=1e-5), name
-        assert got["metrics"] == pytest.approx(want["metrics"], rel=1e-5), name
+        # Float reductions differ between CPUs (their vector units), and three training steps carry that to about
+        # 2e-5 relative (seen on a second machine: a latent std 1.6e-5 off, an SSIM of 0.0017 3.7e-8 off), so the
+        # numbers match to 1e-4 relative (1e-6 absolute near 0); the RNG draws and parts above stay exact.
+        assert got["losses"] == pytest.approx(want["losses"], rel=1e-4), name
+        assert got["metrics"] == pytest.approx(want["metrics"], rel=1e-4, abs=1e-6), name
         for part in [k for k in want if isinstance(want[k], dict) and "sha256" in want[k]]:
             assert got[part]["numel"] == want[part]["numel"], (name, part)
             for stat in ("sum", "sum_sq"):

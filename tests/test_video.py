@@ -26,13 +26,15 @@ def test_without_imageio_ffmpeg_the_writer_names_the_package(monkeypatch, tmp_pa
         video.mp4_writer(tmp_path / "a.mp4", 10)
 
 
-def test_harness_without_imageio_ffmpeg_drops_videos_before_running(monkeypatch, capsys):
+def test_harness_without_imageio_ffmpeg_drops_mp4s_before_running(monkeypatch, capsys):
+    """Said before any work: no MP4s; the --videos clips stay kept for the contact sheet (a PNG)."""
     monkeypatch.setattr(evaluate, "mp4_available", lambda: False)
     ap = evaluate.build_parser()
     args = ap.parse_args(["--model", "real", "--videos", "3"])
     evaluate.check_args(ap, args)
-    assert args.videos == 0 and args.no_stability_video
-    assert "imageio-ffmpeg" in capsys.readouterr().err
+    assert args.videos == 3 and args.no_stability_video
+    err = capsys.readouterr().err
+    assert "imageio-ffmpeg" in err and "contact sheet" in err
     monkeypatch.setattr(evaluate, "mp4_available", lambda: True)
     args = ap.parse_args(["--model", "real", "--videos", "3"])
     evaluate.check_args(ap, args)
