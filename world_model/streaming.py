@@ -312,18 +312,21 @@ class StreamingGenerator:
         passes = len(self.config.schedule.sigmas)
         done = [0]
 
+        def writing_pass(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            """A denoising pass whose K/V become the chunk's context."""
+            return dit(x, t, self.context, y, ctrl, attention="streaming", kv_cache=self.cache, write_cache=True)
+
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             done[0] += 1
             if not (from_last_pass and done[0] == passes):
                 return self.velocity(x, t, ctrl, y)
-            # This pass's K/V become the chunk's context.
             if not torch.is_grad_enabled():
-                return dit(x, t, self.context, y, ctrl, attention="streaming", kv_cache=self.cache, write_cache=True)
+                return writing_pass(x, t)
             # The exit pass of training: gradients must not reach the cache, so the same pass runs again without
             # them to write it (after, so the pass with gradients does not attend to its own chunk twice).
             v = self.velocity(x, t, ctrl, y)
             with torch.no_grad():
-                dit(x.detach(), t, self.context, y, ctrl, attention="streaming", kv_cache=self.cache, write_cache=True)
+                writing_pass(x.detach(), t)
             return v
 
         clean = self.config.schedule.sample(

@@ -236,9 +236,10 @@ def write_report(
         if (out / "stability.mp4").exists():
             files["stability_video"] = "stability.mp4"
     videos = []
-    if replay.kept and not mp4_available():  # the kept clips still make the contact sheet below
+    mp4 = mp4_available()
+    if replay.kept and not mp4:  # the kept clips still make the contact sheet below
         files["videos_skipped"] = MISSING
-    for i, clip in enumerate(replay.kept if mp4_available() else []):
+    for i, clip in enumerate(replay.kept if mp4 else []):
         video = SideBySideVideo(out / "videos" / f"clip_{i:03d}.mp4", fps, ("real game", model["name"]))
         video.add(clip.real, clip.generated)
         video.close()
