@@ -184,7 +184,10 @@ def test_export_refuses_other_streaming_settings_than_the_students(world, tmp_pa
     check_stream_settings(StageConfig(cache_write="last_pass"), recorded, "the student s")
     with pytest.raises(ValueError, match="the student s .*cache_write='clean'.*pass --cache-write last_pass"):
         check_stream_settings(StageConfig(), recorded, "the student s")
-    check_stream_settings(StageConfig(), {"timesteps": "1000,750,500,250"}, "an older student")  # nothing else recorded
+    older = {"timesteps": "1000,750,500,250"}  # a student from before --cache-write: its cache was written clean
+    check_stream_settings(StageConfig(), older, "an older student")
+    with pytest.raises(ValueError, match="pass --cache-write clean"):
+        check_stream_settings(StageConfig(cache_write="last_pass"), older, "an older student")
 
 
 def test_exit_step_keeps_gradient_on_one_pass_only(world):
@@ -338,6 +341,19 @@ def test_dmd_trains_a_last_pass_student_and_records_it(world, tmp_path):
     assert result["cache_write"] == "last_pass" and result["timesteps"] == StageConfig.timesteps
     with pytest.raises(ValueError, match="cache_write"):  # its checkpoint resumes only as what it was
         dmd.train(stage(world, tmp_path, dmd.DMDConfig, max_steps=2))
+
+
+def test_a_checkpoint_from_before_cache_write_resumes_as_the_clean_cache_it_was(world, tmp_path):
+    from distillation.training.checkpoint import atomic_save, load_checkpoint
+
+    dmd.train(stage(world, tmp_path, dmd.DMDConfig, max_steps=1))
+    path = tmp_path / "dmd" / "checkpoint.pt"
+    ckpt = load_checkpoint(path)
+    del ckpt["config"]["cache_write"]  # as the trainer wrote it before the setting existed
+    atomic_save(ckpt, path)
+    with pytest.raises(ValueError, match="cache_write"):
+        dmd.train(stage(world, tmp_path, dmd.DMDConfig, max_steps=2, cache_write="last_pass"))
+    assert dmd.train(stage(world, tmp_path, dmd.DMDConfig, max_steps=2))["step"] == 2
 
 
 def test_critic_rollouts_reuse_one_rollout_per_update(world, tmp_path, monkeypatch):

@@ -420,10 +420,13 @@ def provenance(teacher: Teacher, cfg: StageConfig) -> dict[str, Any]:
 # The settings that make a student's streaming layout: a checkpoint resumes and an export is made only with the
 # ones it was trained with.
 STREAM_SETTINGS = ("timesteps", "shift", "cache_write")
+# What students and checkpoints made before a setting existed were trained with.
+STREAM_BEFORE = {"cache_write": "clean"}
 
 
 def check_stream_settings(cfg: StageConfig, recorded: dict[str, Any], what: str) -> None:
     """Refuse ``cfg`` where it differs from the stream settings ``recorded`` by a student (its ``result.json``)."""
+    recorded = {**STREAM_BEFORE, **recorded}
     diff = [k for k in STREAM_SETTINGS if k in recorded and recorded[k] != getattr(cfg, k)]
     if diff:
         got = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in diff)

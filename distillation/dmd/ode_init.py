@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from distillation.dmd.common import (
+    STREAM_BEFORE,
     STREAM_SETTINGS,
     StageConfig,
     Validation,
@@ -87,7 +88,8 @@ def train(cfg: ODEInitConfig) -> dict[str, float]:
     out = Path(cfg.out) / "ode_init"
     ckpt = out / "checkpoint.pt"
     where = "cpu" if par.sharded else device  # each process keeps only its shards of what it reads
-    step = restore_state(ckpt, parts, dataclasses.asdict(cfg), (*STREAM_SETTINGS, "student_config"), where) or 0
+    same = (*STREAM_SETTINGS, "student_config")
+    step = restore_state(ckpt, parts, dataclasses.asdict(cfg), same, where, older=STREAM_BEFORE) or 0
     budget, log = TimeBudget(cfg.max_minutes), JsonlLog(out / "log.jsonl")
     budget.mark(step)
     validation = Validation(cfg, teacher, stream, par, log)

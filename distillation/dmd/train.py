@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from distillation.dmd.common import (
+    STREAM_BEFORE,
     STREAM_SETTINGS,
     StageConfig,
     Validation,
@@ -329,7 +330,7 @@ def train(cfg: DMDConfig) -> dict[str, float]:
     where = "cpu" if par.sharded else device  # each process keeps only its shards of what it reads
     same = (*STREAM_SETTINGS, "student_config")
     same += ("critic_lora", "student_lora") if cfg.critic_lora or cfg.student_lora else ()
-    step = restore_state(ckpt, parts, dataclasses.asdict(cfg), same, where) or 0
+    step = restore_state(ckpt, parts, dataclasses.asdict(cfg), same, where, older=STREAM_BEFORE) or 0
     budget, log = TimeBudget(cfg.max_minutes), JsonlLog(out / "log.jsonl")
     budget.mark(step)
     validation = Validation(cfg, teacher, stream, par, log)

@@ -81,9 +81,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def check_same_config(
-    saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...], path: str | os.PathLike | None = None
+    saved: dict[str, Any],
+    current: dict[str, Any],
+    keys: tuple[str, ...],
+    path: str | os.PathLike | None = None,
+    older: dict[str, Any] | None = None,
 ) -> None:
-    """Refuse to resume a run whose shape-defining settings changed (the weights would not fit)."""
+    """Refuse to resume a run whose shape-defining settings changed (the weights would not fit).
+
+    ``older`` gives, for a setting added after some checkpoints were written, the value those checkpoints were
+    made with (so they still resume under it)."""
+    saved = {**(older or {}), **saved}
     diff = {k: (saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)}
     if diff:
         where = f"{path}: " if path is not None else ""
@@ -107,11 +115,12 @@ def restore_state(
     same_keys: tuple[str, ...],
     map_location: str | torch.device = "cpu",
     optional: tuple[str, ...] = (),
+    older: dict[str, Any] | None = None,
 ) -> int | None:
     """Load a checkpoint written by :func:`save_state` into ``parts`` and the RNGs; its step, or None if absent.
 
     Parts named in ``optional`` that the checkpoint lacks keep their fresh state (e.g. a discriminator added to a
-    run that trained without one); every other part must be there."""
+    run that trained without one); every other part must be there. ``older`` is :func:`check_same_config`'s."""
     ckpt = load_checkpoint(path, map_location)
     if ckpt is None:
         return None
@@ -125,7 +134,7 @@ def restore_state(
             f"{path}: this training checkpoint has no {missing} (it holds {sorted(ckpt)}): it was written by "
             "another trainer or version; use another --out folder, or delete it to start over"
         )
-    check_same_config(ckpt["config"], config, same_keys, path)
+    check_same_config(ckpt["config"], config, same_keys, path, older)
     for name, part in parts.items():
         try:
             part.load_state_dict(ckpt[name])
