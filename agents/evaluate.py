@@ -30,8 +30,11 @@ Policy = Callable[[np.ndarray, dict[str, Any]], np.ndarray]  # (obs uint8 [H, W,
 BUILTIN = ("random", "hold_w", "explorer")
 
 
-def make_policy(name: str, action_space, seed: int) -> tuple[Policy, Callable[[int], None]]:
-    """``(policy, reset(seed))`` for a built-in name or a saved policy folder (:mod:`agents.policy_io`)."""
+def make_policy(name: str, action_space, seed: int, stochastic: bool = False) -> tuple[Policy, Callable[[int], None]]:
+    """``(policy, reset(seed))`` for a built-in name or a saved policy folder (:mod:`agents.policy_io`).
+
+    ``stochastic``: a saved policy samples its actions (as it did in training) instead of taking the most likely;
+    its draws are seeded per episode, so a score is reproducible."""
     if name == "random":
         rng = np.random.default_rng(seed)
 
@@ -60,21 +63,41 @@ def make_policy(name: str, action_space, seed: int) -> tuple[Policy, Callable[[i
                 else ""
             )
         )
+    import torch
+
     from agents.policy_io import load_policy
 
     policy = load_policy(path)
-    return (lambda obs, info: policy.predict(obs, deterministic=True)[0]), (lambda s: None)
+    gen = torch.Generator().manual_seed(seed)
+
+    def act(obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        if not stochastic:
+            return policy.predict(obs, deterministic=True)[0]
+        # SB3 samples from the global torch RNG: run it from this policy's own stream.
+        with torch.random.fork_rng(devices=[]):
+            torch.random.set_rng_state(gen.get_state())
+            action = policy.predict(obs, deterministic=False)[0]
+            gen.set_state(torch.random.get_rng_state())
+        return action
+
+    return act, (lambda s: gen.manual_seed(s))
 
 
 def evaluate(
-    policy: str | Policy, task: ExploreTask, split: str, episodes: int, seed: int = 0, progress: bool = True
+    policy: str | Policy,
+    task: ExploreTask,
+    split: str,
+    episodes: int,
+    seed: int = 0,
+    progress: bool = True,
+    stochastic: bool = False,
 ) -> dict[str, Any]:
     """Play ``episodes`` episodes of ``task`` on ``split``'s maps with ``policy`` (a name for
     :func:`make_policy`, or a callable); returns and lengths per episode."""
     env = task.real_env(split, seed=seed)
     if isinstance(policy, str):
         name = policy
-        act, reseed = make_policy(policy, env.action_space, seed)
+        act, reseed = make_policy(policy, env.action_space, seed, stochastic)
     else:
         name, act, reseed = getattr(policy, "__name__", type(policy).__name__), policy, (lambda s: None)
     returns, lengths, maps, deaths = [], [], [], 0
@@ -87,7 +110,7 @@ def evaluate(
             obs, r, terminated, truncated, info = env.step(act(obs, info))
             total, n = total + r, n + 1
             done = terminated or truncated
-        deaths += int(terminated and info.get("health", 1) <= 0)
+        deaths += int(terminated and info.get("dead", False))
         returns.append(total)
         lengths.append(n)
         maps.append(info.get("map"))
@@ -99,6 +122,7 @@ def evaluate(
         "split": split,
         "episodes": episodes,
         "seed": seed,
+        "stochastic": stochastic,
         "mean_return": mean,
         "stderr": se,
         "deaths": deaths,
@@ -117,10 +141,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--episode-steps", type=int, default=ExploreTask.episode_steps, help="env steps per episode")
     ap.add_argument("--seed", type=int, default=0, help="episode i is seeded seed + i")
+    ap.add_argument(
+        "--stochastic",
+        action="store_true",
+        help="a saved policy samples its actions, as in training (default: the most likely action; seeded either way)",
+    )
     ap.add_argument("--out", help="write the result JSON here")
     args = ap.parse_args(argv)
     task = ExploreTask(episode_steps=args.episode_steps)
-    res = evaluate(args.policy, task, args.split, args.episodes, args.seed)
+    res = evaluate(args.policy, task, args.split, args.episodes, args.seed, stochastic=args.stochastic)
     print(f"{args.policy}: {res['mean_return']:.1f} +- {res['stderr']:.1f} cells per episode ({args.split} maps)")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,16 @@ def test_evaluate_writes_returns_with_their_error(tmp_path):
     assert res["mean_return"] == pytest.approx(np.mean(res["returns"]))
 
 
+def test_evaluate_counts_the_deaths_the_game_reports():
+    """A death mid-step leaves ``health`` above 0 at the last frame read: the count comes from the game itself."""
+    pytest.importorskip("vizdoom")
+    task = ExploreTask(episode_steps=60)
+    died = evaluate.evaluate("random", task, "train", 1, seed=10003, progress=False)  # a monster kills it early
+    lived = evaluate.evaluate("random", task, "train", 1, seed=10000, progress=False)  # it lasts the episode
+    assert died["deaths"] == 1 and died["lengths"][0] < 60
+    assert lived["deaths"] == 0 and lived["lengths"] == [60]
+
+
 def test_unknown_policy_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="random"):
         evaluate.make_policy("nope", None, 0)
@@ -58,11 +68,29 @@ def test_ppo_in_the_real_game_saves_resumes_and_is_scored_from_its_folder(tmp_pa
     assert [c["timesteps"] for c in curve] == [0, 16, 32]
     assert json.loads((out / "policy.json").read_text())["timesteps"] == 32
     res = evaluate.evaluate(str(out), ExploreTask(episode_steps=4), "val", 1, seed=0, progress=False)
-    assert res["episodes"] == 1 and res["lengths"] == [4]
+    assert res["episodes"] == 1 and res["lengths"] == [4] and not res["stochastic"]
+    _stochastic_policy_is_seeded_and_leaves_the_global_rng(out)
     with pytest.raises(ValueError, match="unpickles"):
         evaluate.make_policy(str(tmp_path / "model.zip"), None, 0)
     with pytest.raises(ValueError, match="not a saved policy"):
         policy_io.load_policy(tmp_path)
+
+
+def _stochastic_policy_is_seeded_and_leaves_the_global_rng(folder):
+    import torch
+
+    from agents.policy_io import load_policy
+
+    obs = np.zeros(load_policy(folder).observation_space.shape, np.uint8)
+    greedy, _ = evaluate.make_policy(str(folder), None, 0)
+    sample, reseed = evaluate.make_policy(str(folder), None, 0, stochastic=True)
+    assert np.array_equal(greedy(obs, {}), greedy(obs, {}))
+    before = torch.random.get_rng_state()
+    first = [sample(obs, {}) for _ in range(3)]
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert not np.array_equal(first[0], first[1])  # it samples
+    reseed(0)
+    assert all(np.array_equal(x, y) for x, y in zip(first, [sample(obs, {}) for _ in range(3)]))
 
 
 def test_side_by_side_plays_one_policy_in_both_worlds_and_writes_video_and_log(tmp_path):

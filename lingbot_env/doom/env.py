@@ -48,7 +48,7 @@ class ViZDoomWASDEnv(gym.Env):
     ``frames`` uint8 [4, H, W, 3] (at reset: [1, H, W, 3], the start frame), ``poses`` float32 [4, 5]
     and ``pose`` float32 [5] = (x, y, z, yaw, pitch) of the last frame (Doom map units; yaw in degrees
     counter-clockwise from +x, so turning right decreases it; pitch in degrees, > 0 = up), ``map``,
-    ``wad``, ``health``, ``step``, ``tic``, ``frames_valid``; with ``labels=True``:
+    ``wad``, ``health``, ``dead`` (the player died), ``step``, ``tic``, ``frames_valid``; with ``labels=True``:
     ``visible_objects`` (list of dicts, see :class:`~lingbot_env.doom.labels.VisibleObject`) and
     ``caption``; with ``depth=True``: ``depth`` uint8 [H, W] of the last frame.
 
@@ -108,6 +108,8 @@ class ViZDoomWASDEnv(gym.Env):
             "map": self._map,
             "wad": self._wad,
             "health": float(state.game_variables[5]) if state is not None else 0.0,
+            # The game's own word: a death mid-step leaves ``health`` at the last frame read, above 0.
+            "dead": bool(self._game.is_player_dead()),
             "step": self._step,
             "tic": int(state.tic) if state is not None else -1,
             "frames_valid": frames_valid,
