@@ -65,12 +65,15 @@ def make_policy(name: str, action_space, seed: int, stochastic: bool = False) ->
         )
     import torch
 
-    from agents.policy_io import load_policy
+    from agents.policy_io import load_policy, read_meta
+    from lingbot_env.agent_view import AgentView
 
     policy = load_policy(path)
+    eyes = AgentView.from_dict(read_meta(path).get("view")).reader()  # the view it was trained with
     gen = torch.Generator().manual_seed(seed)
 
     def act(obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        obs = eyes(obs)
         if not stochastic:
             return policy.predict(obs, deterministic=True)[0]
         # SB3 samples from the global torch RNG: run it from this policy's own stream.
@@ -80,7 +83,11 @@ def make_policy(name: str, action_space, seed: int, stochastic: bool = False) ->
             gen.set_state(torch.random.get_rng_state())
         return action
 
-    return act, (lambda s: gen.manual_seed(s))
+    def reset(s: int) -> None:  # a new episode: a fresh frame stack, a reseeded draw
+        eyes.reset()
+        gen.manual_seed(s)
+
+    return act, reset
 
 
 def evaluate(
@@ -93,13 +100,15 @@ def evaluate(
     stochastic: bool = False,
 ) -> dict[str, Any]:
     """Play ``episodes`` episodes of ``task`` on ``split``'s maps with ``policy`` (a name for
-    :func:`make_policy`, or a callable); returns and lengths per episode."""
+    :func:`make_policy`, or a callable ``(obs, info) -> action``, whose ``reset(seed)``, where it has one, is called
+    at each episode's start); returns and lengths per episode."""
     env = task.real_env(split, seed=seed)
     if isinstance(policy, str):
         name = policy
         act, reseed = make_policy(policy, env.action_space, seed, stochastic)
     else:
-        name, act, reseed = getattr(policy, "__name__", type(policy).__name__), policy, (lambda s: None)
+        name, act = getattr(policy, "__name__", type(policy).__name__), policy
+        reseed = getattr(policy, "reset", lambda s: None)  # called with the episode's seed after each env reset
     returns, lengths, maps, deaths = [], [], [], 0
     t0 = time.perf_counter()
     for ep in tqdm(range(episodes), desc=f"{name} on {split}", unit="episode", disable=not progress):

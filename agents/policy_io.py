@@ -56,6 +56,11 @@ def save_policy(policy, folder: str | os.PathLike, extra: dict[str, Any] | None 
     return folder
 
 
+def read_meta(folder: str | os.PathLike) -> dict[str, Any]:
+    """A saved policy's ``policy.json``: its class, spaces and extras (e.g. ``view``, ``world``, ``timesteps``)."""
+    return json.loads((Path(folder) / POLICY_META).read_text())
+
+
 def load_policy(folder: str | os.PathLike, device: str = "cpu"):
     """The policy of a :func:`save_policy` folder, in eval mode; a clear error when the folder is not one."""
     from safetensors.torch import load_model
@@ -68,7 +73,7 @@ def load_policy(folder: str | os.PathLike, device: str = "cpu"):
             "python -m agents.train_ppo or agents.policy_io.save_policy). Stable-Baselines3 .zip files are not "
             "read: loading them unpickles code"
         )
-    meta = json.loads((folder / POLICY_META).read_text())
+    meta = read_meta(folder)
     cls = getattr(policies, meta["class"], None)
     if cls is None:
         raise ValueError(f"{folder / POLICY_META}: unknown policy class {meta['class']!r}")

@@ -11,7 +11,9 @@ real frames of the training maps, rewarded and terminated by the world bundle's 
 is refused: the dream would pay nothing). Either way, every ``--eval-every`` steps the deterministic policy plays
 ``--eval-episodes`` episodes of the real game on the held-out maps; the curve goes to ``curve.json`` / ``curve.png``
 and the policy to ``policy.safetensors`` + ``policy.json`` (:mod:`agents.policy_io`: no pickles; score it again
-with ``python -m agents.evaluate --policy <out>``). The observation is the frame at the world's size in both worlds.
+with ``python -m agents.evaluate --policy <out>``). The observation is the frame at the world's size in both worlds,
+or what ``--view-size 64x48 --view-gray --view-stack 4`` make of it (:class:`lingbot_env.agent_view.AgentView`,
+recorded in ``policy.json``, so the policy is scored through the same eyes).
 
 Resumable: every evaluation also writes a training checkpoint to ``<out>`` (policy, optimizer, steps done, the
 curve), atomically; the same command again goes on from it. ``--max-minutes`` ends a run in time (it evaluates and
@@ -30,13 +32,15 @@ import numpy as np
 
 from agents.evaluate import evaluate
 from agents.task import ExploreTask
+from lingbot_env.agent_view import AgentView
 
 
-def real_vec_env(task: ExploreTask, n: int, seed: int):
+def real_vec_env(task: ExploreTask, n: int, seed: int, view: AgentView):
     from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
     # DummyVecEnv: the game steps in well under a millisecond per frame, the policy's forward pass dominates.
-    return VecMonitor(DummyVecEnv([lambda i=i: task.real_env("train", seed=seed + 1000 * i) for i in range(n)]))
+    envs = [lambda i=i: view.wrap(task.real_env("train", seed=seed + 1000 * i), stack=False) for i in range(n)]
+    return view.stack_sb3(VecMonitor(DummyVecEnv(envs)))
 
 
 def start_frames(task: ExploreTask, n: int, seed: int) -> list[np.ndarray]:
@@ -47,7 +51,7 @@ def start_frames(task: ExploreTask, n: int, seed: int) -> list[np.ndarray]:
     return frames
 
 
-def dream_vec_env(task: ExploreTask, n: int, seed: int, model: str, device: str):
+def dream_vec_env(task: ExploreTask, n: int, seed: int, model: str, device: str, view: AgentView):
     import gymnasium as gym
     from stable_baselines3.common.vec_env import VecMonitor
 
@@ -68,7 +72,7 @@ def dream_vec_env(task: ExploreTask, n: int, seed: int, model: str, device: str)
             f"the world {model!r} has no step heads, so the dream pays no reward: train them with "
             "python -m agents.train_heads --bundle <the world's folder>"
         )
-    return VecMonitor(SB3VecEnv(venv))
+    return view.stack_sb3(VecMonitor(SB3VecEnv(view.wrap_vector(venv))))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,6 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--episode-steps", type=int, default=ExploreTask.episode_steps)
     ap.add_argument("--eval-every", type=int, default=20_000, help="env steps between real-game evaluations")
     ap.add_argument("--eval-episodes", type=int, default=10, help="held-out real-game episodes per evaluation")
+    ap.add_argument("--view-size", default=None, help="the policy's frames resized to WIDTHxHEIGHT, e.g. 64x48")
+    ap.add_argument("--view-gray", action="store_true", help="the policy sees gray frames (one channel)")
+    ap.add_argument("--view-stack", type=int, default=1, help="the policy sees its last N frames (motion)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="where the policy (and the dream) runs")
     ap.add_argument("--max-minutes", type=float, default=None, help="stop (evaluated and saved) after this long")
@@ -101,12 +108,13 @@ def main(argv: list[str] | None = None) -> None:
     from distillation.training.checkpoint import restore_state, save_state
 
     task = ExploreTask(episode_steps=args.episode_steps)
+    view = AgentView.parse(args.view_size, args.view_gray, args.view_stack)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.world == "real":
-        env = real_vec_env(task, args.envs, args.seed)
+        env = real_vec_env(task, args.envs, args.seed, view)
     else:
-        env = dream_vec_env(task, args.envs, args.seed, args.model, args.device)
+        env = dream_vec_env(task, args.envs, args.seed, args.model, args.device, view)
     model = PPO(
         "CnnPolicy", env, n_steps=args.n_steps, batch_size=min(256, args.n_steps * args.envs), learning_rate=args.lr,
         ent_coef=args.ent_coef, seed=args.seed, device=args.device, verbose=0,
@@ -115,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     # The project's training checkpoint (safetensors + JSON, RNG included): policy, optimizer and the curve so far.
     ckpt, parts = out / "checkpoint.pt", {"policy": model.policy, "optimizer": model.policy.optimizer, "curve": curve}
     config = vars(args)
-    done = restore_state(ckpt, parts, config, SAME_SETTINGS, map_location=model.device)
+    done = restore_state(ckpt, parts, config, SAME_SETTINGS, map_location=model.device, older=VIEW_BEFORE)
     if done is not None:
         model.num_timesteps = done  # learn(reset_num_timesteps=False) goes on from here
         print(f"resumed from {ckpt} at {done} env steps", flush=True)
@@ -123,10 +131,12 @@ def main(argv: list[str] | None = None) -> None:
     seconds_before = curve[-1]["seconds"] if curve else 0.0
 
     def score(steps: int) -> None:
-        def act(obs, info):
-            return model.predict(obs, deterministic=True)[0]
+        eyes = view.reader()
 
-        act.__name__ = f"ppo_{args.world}"
+        def act(obs, info):
+            return model.predict(eyes(obs), deterministic=True)[0]
+
+        act.__name__, act.reset = f"ppo_{args.world}", lambda seed: eyes.reset()
         res = evaluate(act, task, "val", args.eval_episodes, seed=10_000, progress=False)
         train_returns = [e["r"] for e in model.ep_info_buffer] if model.ep_info_buffer else []
         curve.append({
@@ -159,12 +169,13 @@ def main(argv: list[str] | None = None) -> None:
         model.learn(left, callback=EveryN(), progress_bar=True, reset_num_timesteps=False)
     if curve[-1]["timesteps"] < model.num_timesteps:
         score(model.num_timesteps)
-    save_policy(model.policy, out, {"world": args.world, "timesteps": model.num_timesteps})
+    save_policy(model.policy, out, {"world": args.world, "timesteps": model.num_timesteps, "view": view.to_dict()})
     env.close()
 
 
 # Settings a resumed run must share with its checkpoint (the policy, its inputs or its task would change).
-SAME_SETTINGS = ("world", "model", "envs", "n_steps", "episode_steps")
+SAME_SETTINGS = ("world", "model", "envs", "n_steps", "episode_steps", "view_size", "view_gray", "view_stack")
+VIEW_BEFORE = {"view_size": None, "view_gray": False, "view_stack": 1}  # runs from before --view-*
 
 
 class Curve(list):

@@ -76,6 +76,26 @@ def test_ppo_in_the_real_game_saves_resumes_and_is_scored_from_its_folder(tmp_pa
         policy_io.load_policy(tmp_path)
 
 
+def test_ppo_with_an_agent_view_records_it_and_is_scored_through_it(tmp_path):
+    """--view-*: the policy learns on 48 x 36 gray frames, 2 stacked; policy.json records the view, the evaluator
+    plays the raw game through it, and a resume with another view is refused."""
+    pytest.importorskip("vizdoom")
+    pytest.importorskip("stable_baselines3")
+    from agents import policy_io, train_ppo
+
+    out = tmp_path / "ppo"
+    argv = ["--world", "real", "--envs", "2", "--n-steps", "8", "--eval-every", "16", "--eval-episodes", "1"]
+    argv += ["--episode-steps", "5", "--out", str(out), "--view-size", "48x36", "--view-gray", "--view-stack", "2"]
+    train_ppo.main([*argv, "--timesteps", "16"])
+    meta = policy_io.read_meta(out)
+    assert meta["view"] == {"size": [48, 36], "gray": True, "stack": 2}
+    assert sorted(np.shape(meta["observation_space"]["low"])) == [2, 36, 48]
+    res = evaluate.evaluate(str(out), ExploreTask(episode_steps=4), "val", 1, seed=0, progress=False)
+    assert res["lengths"] == [4]
+    with pytest.raises(ValueError, match="view_stack"):
+        train_ppo.main([*argv[:-1], "3", "--timesteps", "32"])
+
+
 def _stochastic_policy_is_seeded_and_leaves_the_global_rng(folder):
     import torch
 
