@@ -83,6 +83,32 @@ def test_rolling_cache_uses_relative_positions():
     assert (streamed[:, :, 5] - absolute[:, :, 5]).abs().max() > 1e-3  # eviction did change what frame 5 saw
 
 
+def test_passes_with_gradients_recall_what_they_saw_and_share_frame_copies():
+    """A pass that keeps gradients is recomputed in the backward after the window rolled on: it must get back the
+    same keys and values, and the copies it keeps for that are one per frame shared by all passes, not one
+    window per pass."""
+    from world_model.attention import CachedAttention
+
+    model = tiny_dit(None, num_layers=1)
+    cache = model.new_kv_cache(CacheConfig("rolling", window_frames=2, sink_frames=1), 2, (2, 2))
+    tpf, h, d = cache.k.shape[3:]
+    g = torch.Generator().manual_seed(0)
+    passes, steps = [], 6
+    for _ in range(steps):
+        q, k, v = (torch.randn(2, tpf, h, d, generator=g) for _ in range(3))
+        att = CachedAttention(cache, 1, write=False)
+        passes.append((att, (q, k, v), att(0, q, k, v)))  # grad mode: it keeps what it saw
+        with torch.no_grad():  # the cache pass writes the frame; the window rolls after frame 2
+            writer = CachedAttention(cache, 1, write=True)
+            writer(0, *(torch.randn(2, tpf, h, d, generator=g) for _ in range(3)))
+            writer.finish()
+    for att, qkv, first in passes:
+        assert torch.equal(att(0, *qkv), first)  # the recompute branch
+    copies = {t.data_ptr() for att, _, _ in passes for frame in att._seen[0][0] for t in frame}
+    seen = sum(len(att._seen[0][0]) for att, _, _ in passes)
+    assert seen == 0 + 1 + 2 + 3 + 3 + 3 and len(copies) == 2 * (steps - 1)  # K and V of frames 0-4, once each
+
+
 def test_rolling_cache_is_bounded_over_200_chunks():
     model = tiny_dit(7)
     x, y, ctx, ctrl = clip_inputs(model, batch=1, frames=1, hw=(2, 2))

@@ -383,16 +383,18 @@ def test_critic_warmup_trains_the_critic_alone(world, tmp_path):
     assert log[0]["critic_warmup"] == 2
 
 
-@pytest.mark.parametrize("kind", ["ode-init", "dmd"])
+@pytest.mark.parametrize("kind", ["ode-init", "dmd", "dmd-rolling"])
 def test_gradient_checkpointing_takes_the_same_step(world, tmp_path, kind):
     """Recomputing blocks in the backward sees the KV cache as the forward did (later frames were written into it
-    meanwhile), so the update equals the one without checkpointing."""
+    meanwhile; in dmd-rolling the window also rolled), so the update equals the one without checkpointing."""
     cls, run, sub = {
         "ode-init": (ode_init.ODEInitConfig, ode_init.train, "ode_init"),
         "dmd": (dmd.DMDConfig, dmd.train, "dmd"),
+        "dmd-rolling": (dmd.DMDConfig, dmd.train, "dmd"),
     }[kind]
+    extra = dict(window_frames=2, sink_frames=1, rollout_frames=4, window=3) if kind == "dmd-rolling" else {}
     for name, gc in (("plain", False), ("gc", True)):
-        run(stage(world, tmp_path / name, cls, max_steps=1, grad_checkpointing=gc))
+        run(stage(world, tmp_path / name, cls, max_steps=1, grad_checkpointing=gc, **extra))
     a = params(tmp_path / "plain" / sub / "checkpoint.pt", "student")
     b = params(tmp_path / "gc" / sub / "checkpoint.pt", "student")
     for k in a:

@@ -118,6 +118,7 @@ class CachedAttention:
         self.cache = cache
         self.plan: WritePlan = cache.plan(num_frames, write, rows)
         self._seen: dict[int, tuple] = {}  # layer -> the cache's K/V this pass attended to (see __call__)
+        self._seen_positions: torch.Tensor | None = None  # [len(rows), n] the cache's RoPE positions at the time
         device = cache.k.device
         if len(set(self.plan.positions)) == 1:  # every row at the same positions: one table for the batch
             self.cos, self.sin = cache.rope.cos_sin(torch.tensor(self.plan.positions[0], device=device), *cache.grid)
@@ -128,13 +129,18 @@ class CachedAttention:
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if layer in self._seen:  # gradient checkpointing's recompute: the cache has moved on since the forward
-            ck, cv, key_mask = self._seen[layer]
+            ck, cv, key_mask = self._recall(layer)
         else:
             ck, cv, key_mask = self.cache.keys_values(layer, self.plan.rows)
             if torch.is_grad_enabled() and self.plan.slots is None:
                 # A pass that keeps gradients may be recomputed in the backward (checkpointing), after later frames
-                # were written into the cache: keep what this pass attended to, as the recompute must see it.
-                self._seen[layer] = (ck.clone(), cv.clone(), key_mask)
+                # were written into the cache and the window rolled: keep what this pass attended to, as the
+                # recompute must see it. Frame copies shared with the other passes and the positions, not a copy
+                # of the rotated window per pass (see KVCache.frozen).
+                n = ck.shape[1] // self.cache.k.shape[3]
+                if self._seen_positions is None:
+                    self._seen_positions = self.cache.slot_positions()[list(self.plan.rows), :n].clone()
+                self._seen[layer] = (self.cache.frozen(layer, self.plan.rows, n), key_mask)
         keys = torch.cat([ck.to(k.dtype), apply_rope(k, self.cos, self.sin)], dim=1)
         values = torch.cat([cv.to(v.dtype), v], dim=1)
         mask = None
@@ -144,6 +150,20 @@ class CachedAttention:
         if self.plan.slots is not None:
             self.cache.write(layer, self.plan, k, v)
         return out
+
+    def _recall(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The rotated keys, values and key mask that ``layer`` attended to in this pass's forward, rebuilt from
+        the frozen frames (rotated exactly as :meth:`KVCache.keys_values` did: the same values)."""
+        frames, key_mask = self._seen[layer]
+        b, n = self._seen_positions.shape
+        tpf, h, d = self.cache.k.shape[3:]
+        if not frames:
+            empty = self.cache.k.new_zeros(b, 0, h, d)
+            return empty, empty, key_mask
+        k = torch.stack([f[0] for f in frames], dim=1).reshape(b, n * tpf, h, d)
+        v = torch.stack([f[1] for f in frames], dim=1).reshape(b, n * tpf, h, d)
+        cos, sin = self.cache.rope.cos_sin(self._seen_positions.reshape(-1), *self.cache.grid)
+        return apply_rope(k, cos.view(b, n * tpf, -1), sin.view(b, n * tpf, -1)), v, key_mask
 
     def finish(self) -> None:
         if self.plan.slots is not None:

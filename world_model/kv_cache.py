@@ -85,6 +85,8 @@ class KVCache:
         self.version = 0
         self._rot_version = [-1] * num_layers
         self._positions: torch.Tensor | None = None
+        # (layer, slot, rows) -> copies of that slot's un-rotated K/V, shared by the passes that keep them (frozen)
+        self._frozen: dict[tuple[int, int, tuple[int, ...]], tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -- state ---------------------------------------------------------------------------------------------
     def reset(self, rows: Sequence[int] | None = None) -> None:
@@ -92,6 +94,7 @@ class KVCache:
         for b in range(self.batch_size) if rows is None else rows:
             self.slot_frame[b] = [-1] * self.config.capacity
             self.frames_written[b] = 0
+        self._frozen.clear()
         self._changed()
 
     def _changed(self) -> None:
@@ -155,6 +158,9 @@ class KVCache:
         slots = torch.tensor(plan.slots, device=k.device)
         self.k[layer, rows, slots] = k.reshape(n, slots.shape[1], -1, h, d).to(self.k.dtype)
         self.v[layer, rows, slots] = v.reshape(n, slots.shape[1], -1, h, d).to(self.v.dtype)
+        written = {slot for row in plan.slots for slot in row}
+        for key in [key for key in self._frozen if key[0] == layer and key[1] in written]:
+            del self._frozen[key]  # the passes holding them keep their copies; later ones copy the new frame
 
     def commit(self, plan: WritePlan) -> None:
         """Mark the planned frames as cached, after every layer has written them."""
@@ -172,6 +178,21 @@ class KVCache:
             pos = [[self._relative(b, f) if f >= 0 else 0 for f in self.slot_frame[b]] for b in range(self.batch_size)]
             self._positions = torch.tensor(pos, dtype=torch.long, device=self.k.device)
         return self._positions
+
+    def frozen(self, layer: int, rows: tuple[int, ...], n: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        """Un-rotated ``(k, v)`` of slots ``0 .. n-1`` of ``rows`` as they are now, ``[len(rows), tokens, H, D]`` each,
+        which later writes leave alone: what a pass that keeps gradients attended to, for its recompute in the
+        backward (gradient checkpointing). A slot's copy is made once and shared by every later pass that sees the
+        same frame there, so ``P`` such passes over a window of ``W`` frames keep about ``P + W`` frames of K/V
+        instead of ``P * W``."""
+        idx = slice(None) if rows == tuple(range(self.batch_size)) else list(rows)
+        out = []
+        for slot in range(n):
+            key = (layer, slot, rows)
+            if key not in self._frozen:
+                self._frozen[key] = (self.k[layer, idx, slot].clone(), self.v[layer, idx, slot].clone())
+            out.append(self._frozen[key])
+        return tuple(out)
 
     def keys_values(self, layer: int, rows: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Rotated keys and values of ``rows``: ``[len(rows), n * tokens_per_frame, H, D]`` with ``n`` the longest
