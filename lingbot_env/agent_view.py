@@ -97,7 +97,8 @@ class AgentView:
         """uint8 ``[..., H, W, C]`` -> uint8 ``[..., h, w, c]``: resized (area) and/or gray, as :meth:`frame_space`."""
         if self.size is None and not self.gray:
             return obs
-        x = torch.from_numpy(np.ascontiguousarray(obs))
+        arr = np.ascontiguousarray(obs)
+        x = torch.from_numpy(arr if arr.flags.writeable else arr.copy())  # read-only arrays: torch warns
         lead = x.shape[:-3]
         x = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2).float()  # [N, C, H, W]
         if self.gray:

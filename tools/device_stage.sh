@@ -39,13 +39,8 @@ read -r -a TRAIN_ARGS <<<"${TRAIN_ARGS:-}"  # extra trainer flags, e.g. TRAIN_AR
 read -r -a EVAL_ARGS <<<"${EVAL_ARGS:-}"    # extra harness flags, e.g. a short probe for a dry run
 LIGHT=checkpoints/doom_light/light_decoder.pt
 
-if [ -z "${SKIP_WHEELS:-}" ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-fi
-export PYTHONPATH="/tmp/site:$PWD"
-export GIT_COMMIT="${GIT_COMMIT:-unknown}"
+source tools/device_prelude.sh
 mkdir -p runs
-nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || true
 
 evaluate() {  # evaluate <model spec> <out folder> [more args]; a failure is reported, the weights are already in $OUT
     local spec="$1" dir="$2"

@@ -17,10 +17,8 @@
 set -uo pipefail
 OUT="${OUT:?}"
 T0=$(date +%s)
-export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 GIT_COMMIT="${GIT_COMMIT:-unknown}"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+source tools/device_prelude.sh
 [ -f checkpoints/doom_teacher/config.json ] && [ -f checkpoints/probe/probe.pt ] || xz -dc .box_in/teach_in.tar.xz | tar -x
-nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
 read -r -a TRAIN_ARGS <<<"${TRAIN_ARGS:-}"
 RUN="${RUN:-runs/wide}"
 if [ "$PHASE" = train ]; then

@@ -30,14 +30,13 @@ read -r -a ODE_ARGS <<<"${ODE_ARGS:-}"
 read -r -a DMD_ARGS <<<"${DMD_ARGS:-}"
 LIGHT="${LIGHT:-checkpoints/doom_light/light_decoder.pt}"  # validation decodes with it (any light decoder state file)
 COND="${COND:-.dmd/conditions}"  # the training conditions set (a subset of its shards keeps a call under 64 MiB)
-export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
+source tools/device_prelude.sh
 LIMIT_S="${LIMIT_S:-570}"  # the call's limit less a margin: later stages shrink to what is left of it
 T0=$(date +%s)
 fit() {  # fit MINUTES RESERVE_S: MINUTES, or less so that RESERVE_S seconds stay for what follows
     python3 -c "import sys; m, r, used = map(float, sys.argv[1:]); print(max(0.2, min(m, ($LIMIT_S - used - r) / 60)))" \
         "$1" "$2" "$(( $(date +%s) - T0 ))"
 }
-nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || true
 pack() {  # on every exit, failed stages included: what exists comes back
     have=()
     ode_export=runs/dmd/ode_init/export  # 24 MB: only when no DMD student came after it (64 MiB come back at most)
