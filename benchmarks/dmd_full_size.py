@@ -11,8 +11,9 @@ gradient checkpointing on. One iteration is what the trainer does per update wit
    frame through the KV cache, each stopping at the drawn exit step; the last ``--window`` frames, all by default,
    with gradients), the DMD loss on those against the teacher (CFG) and the critic
    (``distillation.dmd.train.generator_loss``), backward, the adapters' step. Each frame with gradients keeps
-   the KV cache it attended to for its backward (about 8 GiB at LingBot size and the env's window), which is
-   what bounds ``--window`` on one GPU;
+   the cache frames it attended to for its backward, as copies shared with the other such frames
+   (``KVCache.frozen``): about the window once plus one frame per frame with gradients (1.19 GiB per latent frame
+   at LingBot size), which is what bounds ``--window`` on one GPU;
 2. ``--critic-steps`` flow-matching updates of the critic's adapters on that detached rollout (``critic_loss``).
 
 What stands in for the full-size conditioning (the iteration's cost does not depend on it): the caption features
@@ -173,6 +174,9 @@ def run(args) -> dict:
             "adapters_and_adamw_fp32": adapter_state,
             "kv_cache_per_latent_frame": kv_per_frame,
             "kv_cache_window": kv_per_frame * (args.cache_window + 1),
+            # frames copied for the recompute of the passes with gradients (KVCache.frozen), counted not measured
+            "kv_kept_for_backward_estimate": kv_per_frame
+            * min(args.frames, (args.window or args.frames) + args.cache_window + 1),
             "activations_and_rest_at_peak": worst - base_gib - adapter_state if worst else None,
         },
         "adapter_params": adapters,
