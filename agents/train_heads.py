@@ -81,7 +81,7 @@ def play_episode(args: tuple[ExploreTask, str, int, float]) -> dict[str, np.ndar
         frames.extend(info["frames"])
         poses.extend(info["poses"])
         if terminated or truncated:
-            died = bool(terminated and info.get("health", 1) <= 0)
+            died = bool(terminated and info["dead"])  # the game's word: health stays > 0 at a mid-step death
             break
     env.close()
     return {
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         choices=("auto", "yes", "no"),
         default="auto",
         help="whether the env may end episodes on the end head: auto = only if its held-out recall is >= "
-        f"{END_MIN_RECALL} and its false alarms would end <= {END_MAX_FALSE_ENDS:.0%} of episodes",
+        f"{END_MIN_RECALL} and its false alarms would end <= {END_MAX_FALSE_ENDS:.0%}% of episodes",
     )
     ap.add_argument(
         "--dream-model", default="", help="also score the heads on this world's replays of the held-out episodes"

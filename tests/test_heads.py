@@ -50,6 +50,20 @@ def test_heads_round_trip_and_refuse_other_latents(tmp_path):
         load_heads(tmp_path, "ffff")
 
 
+def test_played_episodes_label_the_deaths_the_game_reports():
+    """A death mid-step leaves the last frame's health above 0: the label comes from the game (these seeds die
+    within 60 steps, labelled alive by the health test this replaced)."""
+    pytest.importorskip("vizdoom")
+    from agents.task import ExploreTask
+    from agents.train_heads import play_episode
+
+    task = ExploreTask(episode_steps=60)
+    died = play_episode((task, "train", 10003, 0.0))
+    lived = play_episode((task, "train", 10000, 0.0))
+    assert bool(died["died"]) and len(died["actions"]) < 60
+    assert not bool(lived["died"]) and len(lived["actions"]) == 60
+
+
 def test_motion_labels_invert_to_the_path():
     rng = np.random.default_rng(0)
     n = 12
