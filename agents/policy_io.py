@@ -29,12 +29,20 @@ POLICY_FILE, POLICY_META = "policy.safetensors", "policy.json"
 def _box(space: spaces.Box) -> dict[str, Any]:
     if not isinstance(space, spaces.Box):
         raise TypeError(f"only Box spaces are stored, got {space}")
-    return {"low": space.low.tolist(), "high": space.high.tolist(), "dtype": str(space.dtype)}
+    d: dict[str, Any] = {"shape": list(space.shape), "dtype": str(space.dtype)}
+    for name, bound in (("low", space.low), ("high", space.high)):
+        # an image space's bounds are one number repeated per pixel: stored once (the JSON stays small)
+        d[name] = bound.flat[0].item() if bound.size and (bound == bound.flat[0]).all() else bound.tolist()
+    return d
 
 
 def _unbox(d: dict[str, Any]) -> spaces.Box:
     dtype = np.dtype(d["dtype"])
-    return spaces.Box(np.asarray(d["low"], dtype), np.asarray(d["high"], dtype), dtype=dtype)
+    shape = tuple(d["shape"]) if "shape" in d else None  # files from before the shape was stored: full bounds
+    low, high = (np.asarray(d[k], dtype) for k in ("low", "high"))
+    if shape is not None:
+        low, high = np.broadcast_to(low, shape).copy(), np.broadcast_to(high, shape).copy()
+    return spaces.Box(low, high, dtype=dtype)
 
 
 def save_policy(policy, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:

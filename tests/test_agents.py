@@ -42,6 +42,18 @@ def test_evaluate_counts_the_deaths_the_game_reports():
     assert lived["deaths"] == 0 and lived["lengths"] == [60]
 
 
+def test_policy_spaces_are_stored_small_and_old_files_still_read():
+    from gymnasium import spaces
+
+    from agents.policy_io import _box, _unbox
+
+    image = spaces.Box(0, 255, (3, 96, 128), np.uint8)
+    action = spaces.Box(np.array([0, 0, 0, 0, -1, -1], np.float32), 1.0, dtype=np.float32)
+    assert _box(image)["low"] == 0 and _unbox(_box(image)) == image and _unbox(_box(action)) == action
+    old = {"low": image.low.tolist(), "high": image.high.tolist(), "dtype": "uint8"}  # before "shape" was stored
+    assert _unbox(old) == image
+
+
 def test_unknown_policy_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="random"):
         evaluate.make_policy("nope", None, 0)
@@ -89,7 +101,7 @@ def test_ppo_with_an_agent_view_records_it_and_is_scored_through_it(tmp_path):
     train_ppo.main([*argv, "--timesteps", "16"])
     meta = policy_io.read_meta(out)
     assert meta["view"] == {"size": [48, 36], "gray": True, "stack": 2}
-    assert sorted(np.shape(meta["observation_space"]["low"])) == [2, 36, 48]
+    assert sorted(meta["observation_space"]["shape"]) == [2, 36, 48]
     res = evaluate.evaluate(str(out), ExploreTask(episode_steps=4), "val", 1, seed=0, progress=False)
     assert res["lengths"] == [4]
     with pytest.raises(ValueError, match="view_stack"):
