@@ -63,13 +63,21 @@ def make_policy(name: str, action_space, seed: int, stochastic: bool = False) ->
                 else ""
             )
         )
-    import torch
-
     from agents.policy_io import load_policy, read_meta
     from lingbot_env.agent_view import AgentView
 
-    policy = load_policy(path)
-    eyes = AgentView.from_dict(read_meta(path).get("view")).reader()  # the view it was trained with
+    policy = load_policy(path)  # first: it names what a folder that is not a saved policy lacks
+    view = AgentView.from_dict(read_meta(path).get("view"))  # the view it was trained with
+    return through_view(policy, view, stochastic, seed)
+
+
+def through_view(policy, view, stochastic: bool = False, seed: int = 0) -> tuple[Policy, Callable[[int], None]]:
+    """``(act, reset(seed))`` for an SB3 policy (``model.policy`` or :func:`agents.policy_io.load_policy`'s) that
+    reads the env's raw frames through ``view`` (an :class:`~lingbot_env.agent_view.AgentView`): ``reset`` at each
+    episode's start empties the frame stack and reseeds the draws of a ``stochastic`` policy."""
+    import torch
+
+    eyes = view.reader()
     gen = torch.Generator().manual_seed(seed)
 
     def act(obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
@@ -87,6 +95,7 @@ def make_policy(name: str, action_space, seed: int, stochastic: bool = False) ->
         eyes.reset()
         gen.manual_seed(s)
 
+    act.reset = reset  # so that evaluate() resets it when it is passed as a callable
     return act, reset
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.evaluate import evaluate
+from agents.evaluate import evaluate, through_view
 from agents.task import ExploreTask
 from lingbot_env.agent_view import AgentView
 
@@ -131,12 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     seconds_before = curve[-1]["seconds"] if curve else 0.0
 
     def score(steps: int) -> None:
-        eyes = view.reader()
-
-        def act(obs, info):
-            return model.predict(eyes(obs), deterministic=True)[0]
-
-        act.__name__, act.reset = f"ppo_{args.world}", lambda seed: eyes.reset()
+        act, _ = through_view(model.policy, view)
+        act.__name__ = f"ppo_{args.world}"
         res = evaluate(act, task, "val", args.eval_episodes, seed=10_000, progress=False)
         train_returns = [e["r"] for e in model.ep_info_buffer] if model.ep_info_buffer else []
         curve.append({

@@ -92,6 +92,7 @@ def run(args) -> dict:
     base_gib = gib(sum(p.numel() * p.element_size() for p in base.parameters()))
     g = torch.Generator(device=device).manual_seed(0)
     b, n = args.batch_size, args.frames
+    window = args.window or n  # frames with gradients
     feats = torch.randn(1, cfg.text_len, cfg.text_dim, device=device, generator=g, dtype=dtype)
     maps = torch.randn(b, cfg.control_dim * cfg.control_patch**2, 1 + n, h, w, device=device, generator=g)
     teacher = Teacher(base, FixedCaptionFeatures(feats), FixedControl(maps), 0, None, guide_actions=True)
@@ -104,7 +105,7 @@ def run(args) -> dict:
         seeds=list(range(b)),
     )
     dcfg = DMDConfig(
-        window=args.window or n,
+        window=window,
         rollout_frames=n,
         guidance=args.guidance,
         window_frames=args.cache_window,
@@ -175,8 +176,7 @@ def run(args) -> dict:
             "kv_cache_per_latent_frame": kv_per_frame,
             "kv_cache_window": kv_per_frame * (args.cache_window + 1),
             # frames copied for the recompute of the passes with gradients (KVCache.frozen), counted not measured
-            "kv_kept_for_backward_estimate": kv_per_frame
-            * min(args.frames, (args.window or args.frames) + args.cache_window + 1),
+            "kv_kept_for_backward_estimate": kv_per_frame * min(n, window + args.cache_window + 1),
             "activations_and_rest_at_peak": worst - base_gib - adapter_state if worst else None,
         },
         "adapter_params": adapters,

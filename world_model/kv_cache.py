@@ -158,9 +158,10 @@ class KVCache:
         slots = torch.tensor(plan.slots, device=k.device)
         self.k[layer, rows, slots] = k.reshape(n, slots.shape[1], -1, h, d).to(self.k.dtype)
         self.v[layer, rows, slots] = v.reshape(n, slots.shape[1], -1, h, d).to(self.v.dtype)
-        written = {slot for row in plan.slots for slot in row}
-        for key in [key for key in self._frozen if key[0] == layer and key[1] in written]:
-            del self._frozen[key]  # the passes holding them keep their copies; later ones copy the new frame
+        if self._frozen:  # (empty at inference: nothing keeps gradients)
+            written = {slot for row in plan.slots for slot in row}
+            for key in [key for key in self._frozen if key[0] == layer and key[1] in written]:
+                del self._frozen[key]  # the passes holding them keep their copies; later ones copy the new frame
 
     def commit(self, plan: WritePlan) -> None:
         """Mark the planned frames as cached, after every layer has written them."""
